@@ -1,0 +1,162 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Policy: every error is `{"error":{"code","message"}}` with a stable code from the table in
+//! [`ApiError::status_and_code`]. Client mistakes carry a message that says what to fix. Our own
+//! failures (5xx other than 503) are logged once here, with the request id, and the client
+//! gets a generic message that carries the request id and nothing internal.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::executor::JobError;
+use crate::sandbox::SandboxError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+tokio::task_local! {
+    /// The request id of the request being served (set by the request-id middleware), so an
+    /// error response and its log line can name it without every handler passing it along.
+    pub static REQUEST_ID: String;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    UnknownLanguage(String),
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the body must be JSON with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("no such route; see docs/API.md")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("the sandbox service is unavailable right now; retry shortly")]
+    SandboxUnavailable(#[source] SandboxError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The table: each error's HTTP status and stable machine-readable code.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::UnknownLanguage(_) => (StatusCode::BAD_REQUEST, "unknown_language"),
+            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::SandboxUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "sandbox_unavailable")
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(err: JobError) -> Self {
+        match err {
+            JobError::Invalid(message) => ApiError::InvalidRequest(message),
+            err @ JobError::UnknownLanguage(_) => ApiError::UnknownLanguage(err.to_string()),
+        }
+    }
+}
+
+impl From<SandboxError> for ApiError {
+    fn from(err: SandboxError) -> Self {
+        match err {
+            SandboxError::EngineUnavailable(_) | SandboxError::ImageMissing(_) => {
+                ApiError::SandboxUnavailable(err)
+            }
+            SandboxError::Engine(_) => ApiError::Internal(Box::new(err)),
+        }
+    }
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let request_id = current_request_id();
+        let message = match &self {
+            ApiError::Internal(source) => {
+                tracing::error!(%request_id, error = %source, "internal error");
+                format!("internal error; request id {request_id}")
+            }
+            ApiError::SandboxUnavailable(source) => {
+                tracing::warn!(%request_id, error = %source, "sandbox unavailable");
+                self.to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail { code, message },
+            }),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_cause_and_name_the_request() {
+        let err = ApiError::Internal("docker said: /var/lib/docker/overlay2 oops".into());
+        let response = REQUEST_ID
+            .scope("req-42".to_owned(), async { err.into_response() })
+            .await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 10_000).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("internal_error") && text.contains("req-42"), "{text}");
+        assert!(!text.contains("docker") && !text.contains("/var/lib"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn unavailable_sets_retry_after_and_hides_engine_text() {
+        let err = ApiError::from(SandboxError::EngineUnavailable("/var/run/docker.sock: refused".into()));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(response.into_body(), 10_000).await.unwrap();
+        assert!(!String::from_utf8_lossy(&body).contains("docker.sock"));
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET /languages`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use crate::app::AppState;
+
+#[derive(Debug, Serialize)]
+pub struct LanguagesResponse {
+    pub languages: Vec<LanguageResponse>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LanguageResponse {
+    pub id: String,
+    pub name: String,
+    /// Read from the language's image; `null` while the image is missing.
+    pub version: Option<String>,
+    pub aliases: Vec<String>,
+    pub compiled: bool,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+    pub max_timeout_ms: u64,
+    pub max_memory_mb: u64,
+}
+
+pub async fn list_languages(State(state): State<AppState>) -> Json<LanguagesResponse> {
+    let languages = state
+        .executor
+        .languages()
+        .into_iter()
+        .map(|info| {
+            let l = info.language;
+            LanguageResponse {
+                id: l.id.clone(),
+                name: l.name.clone(),
+                version: info.version,
+                aliases: l.aliases.clone(),
+                compiled: l.is_compiled(),
+                timeout_ms: l.timeout_ms,
+                memory_mb: l.memory_mb,
+                max_timeout_ms: l.max_timeout_ms,
+                max_memory_mb: l.max_memory_mb,
+            }
+        })
+        .collect();
+    Json(LanguagesResponse { languages })
+}

@@ -1,0 +1,9 @@
+//! The HTTP layer: extract, make one domain call, map the result. No decisions, no Docker.
+
+pub mod error;
+pub mod health;
+pub mod json;
+pub mod languages;
+pub mod run;
+
+pub use error::ApiError;

@@ -1,0 +1,124 @@
+//! `POST /run`: wire types and the handler.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::json::ApiJson;
+use crate::app::AppState;
+use crate::executor::files::SourceFile;
+use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus};
+
+#[derive(Debug, Deserialize)]
+pub struct RunRequest {
+    pub language: Option<String>,
+    pub code: Option<String>,
+    pub files: Option<Vec<FileRequest>>,
+    #[serde(alias = "stdin")]
+    pub input: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FileRequest {
+    pub name: String,
+    pub content: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunResponse {
+    pub id: String,
+    pub language: String,
+    pub version: String,
+    pub status: RunStatus,
+    pub exit_code: Option<i64>,
+    pub signal: Option<&'static str>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+    pub duration_ms: u64,
+    pub cpu_time_ms: Option<u64>,
+    pub memory_kb: Option<u64>,
+    pub compile: Option<PhaseResponse>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhaseResponse {
+    pub status: RunStatus,
+    pub exit_code: Option<i64>,
+    pub signal: Option<&'static str>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+pub async fn run_code(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<RunRequest>,
+) -> Result<Json<RunResponse>, ApiError> {
+    let job = state.executor.validate(request.into())?;
+    let outcome = state.executor.run(job).await?;
+    Ok(Json(outcome.into()))
+}
+
+impl From<RunRequest> for JobRequest {
+    fn from(r: RunRequest) -> Self {
+        JobRequest {
+            language: r.language,
+            code: r.code,
+            files: r
+                .files
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| SourceFile {
+                    name: f.name,
+                    content: f.content.into_bytes(),
+                })
+                .collect(),
+            input: r.input,
+            args: r.args.unwrap_or_default(),
+            timeout_ms: r.timeout_ms,
+            memory_mb: r.memory_mb,
+        }
+    }
+}
+
+impl From<PhaseOutcome> for PhaseResponse {
+    fn from(p: PhaseOutcome) -> Self {
+        PhaseResponse {
+            status: p.status,
+            exit_code: p.exit_code,
+            signal: p.signal,
+            stdout: p.output.stdout_text(),
+            stderr: p.output.stderr_text(),
+            truncated: p.output.truncated,
+            duration_ms: p.duration.as_millis() as u64,
+        }
+    }
+}
+
+impl From<RunOutcome> for RunResponse {
+    fn from(o: RunOutcome) -> Self {
+        // A compile that failed leaves no run phase: its fields are empty.
+        let run = o.run.map(PhaseResponse::from);
+        RunResponse {
+            id: o.id,
+            language: o.language,
+            version: o.version,
+            status: o.status,
+            exit_code: run.as_ref().and_then(|r| r.exit_code),
+            signal: run.as_ref().and_then(|r| r.signal),
+            stdout: run.as_ref().map(|r| r.stdout.clone()).unwrap_or_default(),
+            stderr: run.as_ref().map(|r| r.stderr.clone()).unwrap_or_default(),
+            truncated: run.as_ref().is_some_and(|r| r.truncated),
+            duration_ms: run.as_ref().map_or(0, |r| r.duration_ms),
+            cpu_time_ms: o.cpu_time.map(|d| d.as_millis() as u64),
+            memory_kb: o.memory_kb,
+            compile: o.compile.map(PhaseResponse::from),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Configuration: the TOML file, then `RUNBOX_<SECTION>__<KEY>` environment overrides, then
+//! validation into [`Config`]. Anything invalid is refused at start with the offending key named.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::languages::{Catalogue, CatalogueError};
+
+/// Prefix of environment variables that override config keys (`RUNBOX_SANDBOX__CPUS=0.5`).
+const ENV_PREFIX: &str = "RUNBOX_";
+/// Separator between the section and the key in an override variable's name.
+const ENV_SECTION_SEPARATOR: &str = "__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("invalid config key `{key}`: {reason}")]
+    Key { key: String, reason: String },
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
+}
+
+/// The validated configuration of one runbox process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub engine: EngineConfig,
+    pub sandbox: SandboxConfig,
+    pub images: ImagesConfig,
+    pub languages: Catalogue,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    /// `["*"]` means any origin; credentials are never allowed cross-origin.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Empty: `DOCKER_HOST` or the platform's default socket.
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    pub runtime: String,
+    pub output_limit_bytes: usize,
+    pub work_dir_mb: u64,
+    pub work_dir_inodes: u64,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub nofile_limit: i64,
+    pub user: String,
+    pub sweep_interval_secs: u64,
+}
+
+impl SandboxConfig {
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_secs(self.sweep_interval_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    pub base: String,
+    pub dir: PathBuf,
+    pub suite: String,
+    pub mirror: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LanguagesSection {
+    file: PathBuf,
+}
+
+/// The file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: ServerConfig,
+    engine: EngineConfig,
+    sandbox: SandboxConfig,
+    images: ImagesConfig,
+    languages: LanguagesSection,
+}
+
+impl Config {
+    /// Loads `path`, applies the process environment's overrides and validates the result.
+    /// Relative paths inside the file (images dir, languages file) are resolved against the
+    /// directory that holds the config directory, i.e. the repository root in the default layout.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let root = path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| Path::new("."));
+        Self::from_parts(path, &text, &env, root)
+    }
+
+    fn from_parts(
+        path: &Path,
+        text: &str,
+        env: &BTreeMap<String, String>,
+        root: &Path,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.message().to_owned(),
+            }
+        })?;
+        apply_env_overrides(&mut table, env)?;
+        let raw: RawConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        validate(&raw)?;
+
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                root.join(p)
+            }
+        };
+        let mut images = raw.images;
+        images.dir = resolve(&images.dir);
+        let languages = Catalogue::load(&resolve(&raw.languages.file))?;
+        Ok(Config {
+            server: raw.server,
+            engine: raw.engine,
+            sandbox: raw.sandbox,
+            images,
+            languages,
+        })
+    }
+}
+
+/// Applies every `RUNBOX_<SECTION>__<KEY>=value` variable to the table. The value is read as a
+/// TOML value (`42`, `true`, `["a","b"]`) and falls back to a plain string.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once(ENV_SECTION_SEPARATOR) else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let section_table = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = section_table.as_table_mut() else {
+            return Err(ConfigError::Key {
+                key: format!("{section}.{key}"),
+                reason: format!("`{section}` is not a section (set by {name})"),
+            });
+        };
+        section_table.insert(key, parsed);
+    }
+    Ok(())
+}
+
+fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
+    let key = |key: &str, reason: &str| {
+        Err(ConfigError::Key {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if raw.server.body_limit_bytes < 1024 {
+        return key("server.body_limit_bytes", "must be at least 1024");
+    }
+    if raw.server.cors_allowed_origins.is_empty() {
+        return key(
+            "server.cors_allowed_origins",
+            "must list at least one origin, or [\"*\"]",
+        );
+    }
+    for origin in &raw.server.cors_allowed_origins {
+        if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+            return key("server.cors_allowed_origins", "holds an invalid origin");
+        }
+    }
+    let s = &raw.sandbox;
+    if s.runtime.is_empty() {
+        return key("sandbox.runtime", "must name a runtime, e.g. \"runc\"");
+    }
+    if s.output_limit_bytes == 0 {
+        return key("sandbox.output_limit_bytes", "must be positive");
+    }
+    if s.work_dir_mb == 0 {
+        return key("sandbox.work_dir_mb", "must be positive");
+    }
+    if s.work_dir_inodes < 16 {
+        return key("sandbox.work_dir_inodes", "must be at least 16");
+    }
+    if !(s.cpus > 0.0 && s.cpus <= 64.0) {
+        return key("sandbox.cpus", "must be between 0 and 64");
+    }
+    if s.pids_limit < 8 {
+        return key("sandbox.pids_limit", "must be at least 8");
+    }
+    if s.nofile_limit < 16 {
+        return key("sandbox.nofile_limit", "must be at least 16");
+    }
+    if !is_non_root_user(&s.user) {
+        return key(
+            "sandbox.user",
+            "must be a numeric non-root uid:gid, e.g. \"65534:65534\"",
+        );
+    }
+    if s.sweep_interval_secs == 0 {
+        return key("sandbox.sweep_interval_secs", "must be positive");
+    }
+    if raw.images.base.is_empty() {
+        return key("images.base", "must name an image");
+    }
+    Ok(())
+}
+
+/// A sandbox user must be numeric (the images have no passwd entry for it) and never root.
+fn is_non_root_user(user: &str) -> bool {
+    let Some((uid, gid)) = user.split_once(':') else {
+        return false;
+    };
+    matches!((uid.parse::<u32>(), gid.parse::<u32>()), (Ok(u), Ok(g)) if u != 0 && g != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn load_with(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let path = repo_root().join("config/runbox.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_parts(&path, &text, &env, &repo_root())
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let config = load_with(&[]).unwrap();
+        assert_eq!(config.sandbox.output_limit_bytes, 64 * 1024);
+        assert_eq!(config.sandbox.user, "65534:65534");
+        assert!(config.languages.resolve("python").is_some());
+    }
+
+    #[test]
+    fn env_overrides_numbers_strings_and_arrays() {
+        let config = load_with(&[
+            ("RUNBOX_SANDBOX__OUTPUT_LIMIT_BYTES", "1000"),
+            ("RUNBOX_SANDBOX__RUNTIME", "runsc"),
+            (
+                "RUNBOX_SERVER__CORS_ALLOWED_ORIGINS",
+                r#"["https://a.example"]"#,
+            ),
+            ("RUNBOX_LISTEN", "ignored: no section separator"),
+        ])
+        .unwrap();
+        assert_eq!(config.sandbox.output_limit_bytes, 1000);
+        assert_eq!(config.sandbox.runtime, "runsc");
+        assert_eq!(config.server.cors_allowed_origins, ["https://a.example"]);
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let err = load_with(&[("RUNBOX_SANDBOX__USER", "0:0")]).unwrap_err();
+        assert!(err.to_string().contains("sandbox.user"), "{err}");
+        let err = load_with(&[("RUNBOX_SANDBOX__CPUS", "0")]).unwrap_err();
+        assert!(err.to_string().contains("sandbox.cpus"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = load_with(&[("RUNBOX_SANDBOX__OUTPUT_LIMT", "5")]).unwrap_err();
+        assert!(err.to_string().contains("output_limt"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        let err = load_with(&[("RUNBOX_SANDBOX__PIDS_LIMIT", "many")]).unwrap_err();
+        assert!(err.to_string().contains("pids_limit") || err.to_string().contains("integer"));
+    }
+}

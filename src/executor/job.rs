@@ -1,0 +1,213 @@
+//! A run request checked against the catalogue and its limits: everything after this point may
+//! assume the job is well-formed. Nothing here touches the engine, so a rejected request
+//! creates no container.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::files::{self, SourceFile};
+use crate::languages::{Catalogue, Language};
+
+/// Most command-line arguments a program may get.
+pub const MAX_ARGS: usize = 64;
+/// Longest single argument, in bytes.
+pub const MAX_ARG_BYTES: usize = 4096;
+
+/// A run request as the domain sees it (the HTTP layer maps its wire type onto this).
+#[derive(Debug, Clone, Default)]
+pub struct JobRequest {
+    pub language: Option<String>,
+    pub code: Option<String>,
+    pub files: Vec<SourceFile>,
+    pub input: Option<String>,
+    pub args: Vec<String>,
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// A missing field, a value out of range, an unsafe file name: the text says which.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unknown language '{0}'; see GET /languages")]
+    UnknownLanguage(String),
+}
+
+/// A validated job, ready to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub language: Arc<Language>,
+    /// Every file to place in the work dir, the entry point included.
+    pub files: Vec<SourceFile>,
+    /// The file the run (and `{main}` in commands) refers to.
+    pub entry: String,
+    pub input: Bytes,
+    pub args: Vec<String>,
+    pub timeout: Duration,
+    pub memory_mb: u64,
+}
+
+impl Job {
+    pub fn validate(catalogue: &Catalogue, request: JobRequest) -> Result<Job, JobError> {
+        let invalid = |m: String| Err(JobError::Invalid(m));
+        let Some(name) = request.language else {
+            return invalid("missing field `language`".to_owned());
+        };
+        let language = catalogue
+            .resolve(&name)
+            .cloned()
+            .ok_or_else(|| JobError::UnknownLanguage(printable(&name)))?;
+
+        let mut files = Vec::with_capacity(request.files.len() + 1);
+        if let Some(code) = request.code {
+            files.push(SourceFile {
+                name: language.main_file.clone(),
+                content: code.into_bytes(),
+            });
+        } else if request.files.is_empty() {
+            return invalid("missing field `code` (or a non-empty `files`)".to_owned());
+        }
+        files.extend(request.files);
+        files::validate_set(&files).map_err(JobError::Invalid)?;
+        let entry = files[0].name.clone();
+
+        if request.args.len() > MAX_ARGS {
+            return invalid(format!("at most {MAX_ARGS} `args` are accepted"));
+        }
+        for arg in &request.args {
+            // The engine accepts a NUL at create time and fails the exec later: refuse it here.
+            if arg.contains('\0') {
+                return invalid("`args` must not contain NUL bytes".to_owned());
+            }
+            if arg.len() > MAX_ARG_BYTES {
+                return invalid(format!("each of `args` must be at most {MAX_ARG_BYTES} bytes"));
+            }
+        }
+
+        let timeout_ms = request.timeout_ms.unwrap_or(language.timeout_ms);
+        if timeout_ms == 0 || timeout_ms > language.max_timeout_ms {
+            return invalid(format!(
+                "`timeout_ms` must be between 1 and {} for {}",
+                language.max_timeout_ms, language.id
+            ));
+        }
+        let memory_mb = request.memory_mb.unwrap_or(language.memory_mb);
+        const MIN_MEMORY_MB: u64 = 16;
+        if memory_mb < MIN_MEMORY_MB || memory_mb > language.max_memory_mb {
+            return invalid(format!(
+                "`memory_mb` must be between {MIN_MEMORY_MB} and {} for {}",
+                language.max_memory_mb, language.id
+            ));
+        }
+
+        Ok(Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            language,
+            files,
+            entry,
+            input: Bytes::from(request.input.unwrap_or_default()),
+            args: request.args,
+            timeout: Duration::from_millis(timeout_ms),
+            memory_mb,
+        })
+    }
+
+    /// A configured command with `{main}` replaced by the entry file.
+    pub fn command(&self, template: &[String]) -> Vec<String> {
+        template
+            .iter()
+            .map(|part| part.replace("{main}", &self.entry))
+            .collect()
+    }
+}
+
+/// A client-supplied name made safe to echo in a message.
+fn printable(name: &str) -> String {
+    name.chars().take(64).collect::<String>().escape_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn catalogue() -> Catalogue {
+        Catalogue::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/languages.toml"))
+            .unwrap()
+    }
+
+    fn request(language: &str, code: &str) -> JobRequest {
+        JobRequest {
+            language: Some(language.to_owned()),
+            code: Some(code.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_language() {
+        let job = Job::validate(&catalogue(), request("py", "print(1)")).unwrap();
+        assert_eq!(job.language.id, "python");
+        assert_eq!(job.entry, "main.py");
+        assert_eq!(job.timeout, Duration::from_millis(job.language.timeout_ms));
+        assert_eq!(job.memory_mb, job.language.memory_mb);
+        assert_eq!(job.command(&job.language.run), ["python3", "main.py"]);
+    }
+
+    #[test]
+    fn first_file_is_the_entry_without_code() {
+        let mut r = request("python", "");
+        r.code = None;
+        r.files = vec![
+            SourceFile { name: "app.py".into(), content: b"import util".to_vec() },
+            SourceFile { name: "util.py".into(), content: Vec::new() },
+        ];
+        let job = Job::validate(&catalogue(), r).unwrap();
+        assert_eq!(job.entry, "app.py");
+        assert_eq!(job.command(&job.language.run), ["python3", "app.py"]);
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let c = catalogue();
+        let cases: Vec<(JobRequest, &str)> = vec![
+            (JobRequest::default(), "language"),
+            (JobRequest { language: Some("python".into()), ..Default::default() }, "code"),
+            (
+                JobRequest { args: vec!["a\0b".into()], ..request("python", "") },
+                "NUL",
+            ),
+            (JobRequest { timeout_ms: Some(10_000_000), ..request("python", "") }, "timeout_ms"),
+            (JobRequest { timeout_ms: Some(0), ..request("python", "") }, "timeout_ms"),
+            (JobRequest { memory_mb: Some(1), ..request("python", "") }, "memory_mb"),
+            (
+                JobRequest {
+                    files: vec![SourceFile { name: "../x".into(), content: vec![] }],
+                    ..request("python", "")
+                },
+                "..",
+            ),
+            (
+                JobRequest {
+                    files: vec![SourceFile { name: "main.py".into(), content: vec![] }],
+                    ..request("python", "")
+                },
+                "twice",
+            ),
+        ];
+        for (r, fragment) in cases {
+            match Job::validate(&c, r) {
+                Err(JobError::Invalid(m)) => assert!(m.contains(fragment), "{fragment}: {m}"),
+                other => panic!("{fragment}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            Job::validate(&c, request("cobol", "")).unwrap_err(),
+            JobError::UnknownLanguage("cobol".into())
+        );
+    }
+}

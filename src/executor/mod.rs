@@ -1,0 +1,381 @@
+//! Jobs: a validated [`Job`] in, a [`RunOutcome`] out. Owns the meaning of what happened in
+//! the sandbox (success, timeout, OOM, ...) and the phases of a run (unpack, compile, run).
+
+pub mod files;
+pub mod job;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+pub use job::{Job, JobError, JobRequest};
+
+use crate::languages::{Catalogue, Language};
+use crate::sandbox::{
+    CollectedOutput, ExecEnd, ExecOutcome, ExecSpec, OutputCollector, SIGKILL_EXIT_CODE, Sandbox,
+    SandboxError, SandboxKind, SandboxSpec, Sandboxes, Usage, unpack_then,
+};
+
+/// How one phase (compile or run) of a job ended, as the contract names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Success,
+    RuntimeError,
+    CompileError,
+    Timeout,
+    MemoryLimitExceeded,
+    OutputLimitExceeded,
+}
+
+/// One phase's result.
+#[derive(Debug, Clone)]
+pub struct PhaseOutcome {
+    pub status: RunStatus,
+    pub exit_code: Option<i64>,
+    pub signal: Option<&'static str>,
+    pub output: CollectedOutput,
+    pub duration: Duration,
+}
+
+/// A whole job's result.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub id: String,
+    pub language: String,
+    pub version: String,
+    pub status: RunStatus,
+    /// The run phase; `None` when the compile failed and the program never ran.
+    pub run: Option<PhaseOutcome>,
+    pub compile: Option<PhaseOutcome>,
+    pub cpu_time: Option<Duration>,
+    pub memory_kb: Option<u64>,
+}
+
+/// A language as `GET /languages` shows it.
+#[derive(Debug, Clone)]
+pub struct LanguageInfo {
+    pub language: Arc<Language>,
+    /// `None` while the image is missing.
+    pub version: Option<String>,
+}
+
+/// Why the service cannot take jobs right now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub String);
+
+/// Runs jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    sandboxes: Sandboxes,
+    catalogue: Arc<Catalogue>,
+    /// language id -> version label of its image; filled at start and by readiness checks,
+    /// so the hot path never inspects an image.
+    versions: Arc<RwLock<HashMap<String, String>>>,
+}
+
+impl Executor {
+    pub fn new(sandboxes: Sandboxes, catalogue: Catalogue) -> Executor {
+        Executor {
+            sandboxes,
+            catalogue: Arc::new(catalogue),
+            versions: Arc::default(),
+        }
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    pub fn sandboxes(&self) -> &Sandboxes {
+        &self.sandboxes
+    }
+
+    /// Checks the engine and every language image, refreshing the cached versions.
+    pub async fn check_ready(&self) -> Result<(), NotReady> {
+        self.sandboxes.ping().await.map_err(|_| {
+            NotReady("the container engine does not answer; start it (see README)".to_owned())
+        })?;
+        let mut missing = Vec::new();
+        for language in self.catalogue.iter() {
+            match self.sandboxes.image_info(language).await {
+                Ok(Some(info)) => {
+                    self.versions
+                        .write()
+                        .expect("versions lock")
+                        .insert(language.id.clone(), info.version);
+                }
+                Ok(None) => missing.push(language.image_ref()),
+                Err(_) => {
+                    return Err(NotReady(
+                        "the container engine does not answer; start it (see README)".to_owned(),
+                    ));
+                }
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(NotReady(format!(
+                "missing image(s) {}; run `runbox images build`",
+                missing.join(", ")
+            )))
+        }
+    }
+
+    /// Every language with its version (read from its image).
+    pub fn languages(&self) -> Vec<LanguageInfo> {
+        let versions = self.versions.read().expect("versions lock");
+        self.catalogue
+            .iter()
+            .map(|language| LanguageInfo {
+                language: language.clone(),
+                version: versions.get(&language.id).cloned(),
+            })
+            .collect()
+    }
+
+    pub fn validate(&self, request: JobRequest) -> Result<Job, JobError> {
+        Job::validate(&self.catalogue, request)
+    }
+
+    /// Runs a job in a fresh sandbox, which is removed when this returns (or is dropped).
+    pub async fn run(&self, job: Job) -> Result<RunOutcome, SandboxError> {
+        let language = job.language.clone();
+        let compile_memory = language.compile.as_ref().map(|_| language.compile_memory_mb());
+        let sandbox_memory = compile_memory.map_or(job.memory_mb, |m| m.max(job.memory_mb));
+        let sandbox = self
+            .sandboxes
+            .create(&SandboxSpec {
+                kind: SandboxKind::Job,
+                id: job.id.clone(),
+                image: language.image_ref(),
+                language: language.id.clone(),
+                memory_mb: sandbox_memory,
+            })
+            .await?;
+        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let archive = Bytes::from(files::pack(&job.files));
+
+        let mut run_cmd = job.command(&language.run);
+        run_cmd.extend(job.args.iter().cloned());
+        let (compile, run_spec, usage_before) = match &language.compile {
+            Some(compile_cmd) => {
+                let spec = ExecSpec {
+                    cmd: unpack_then(archive.len(), &job.command(compile_cmd)),
+                    stdin: archive,
+                    timeout: language.compile_timeout(),
+                };
+                let phase = run_phase(&sandbox, spec, output_limit).await?;
+                if phase.status != RunStatus::Success {
+                    return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase), None));
+                }
+                if sandbox_memory > job.memory_mb {
+                    sandbox.set_memory_limit(job.memory_mb).await?;
+                }
+                let usage_before = sandbox.usage().await.ok();
+                let spec = ExecSpec {
+                    cmd: run_cmd,
+                    stdin: job.input.clone(),
+                    timeout: job.timeout,
+                };
+                (Some(phase), spec, usage_before)
+            }
+            None => {
+                let mut stdin = BytesMut::with_capacity(archive.len() + job.input.len());
+                stdin.extend_from_slice(&archive);
+                stdin.extend_from_slice(&job.input);
+                let spec = ExecSpec {
+                    cmd: unpack_then(archive.len(), &run_cmd),
+                    stdin: stdin.freeze(),
+                    timeout: job.timeout,
+                };
+                (None, spec, None)
+            }
+        };
+        let phase = run_phase(&sandbox, run_spec, output_limit).await?;
+        let usage_after = sandbox.usage().await.ok();
+        // The sandbox is removed now, in the background: the response need not wait for it.
+        drop(sandbox);
+        let mut outcome = self.outcome(&job, phase.status, Some(phase), compile, None);
+        (outcome.cpu_time, outcome.memory_kb) = run_phase_usage(usage_before, usage_after);
+        Ok(outcome)
+    }
+
+    fn outcome(
+        &self,
+        job: &Job,
+        status: RunStatus,
+        run: Option<PhaseOutcome>,
+        compile: Option<PhaseOutcome>,
+        cpu_time: Option<Duration>,
+    ) -> RunOutcome {
+        let version = self
+            .versions
+            .read()
+            .expect("versions lock")
+            .get(&job.language.id)
+            .cloned()
+            .unwrap_or_else(|| "unknown".to_owned());
+        RunOutcome {
+            id: job.id.clone(),
+            language: job.language.id.clone(),
+            version,
+            status,
+            run,
+            compile,
+            cpu_time,
+            memory_kb: None,
+        }
+    }
+}
+
+/// Runs one phase and says what its end means.
+async fn run_phase(
+    sandbox: &Sandbox,
+    spec: ExecSpec,
+    output_limit: usize,
+) -> Result<PhaseOutcome, SandboxError> {
+    let mut output = OutputCollector::new(output_limit);
+    let outcome = sandbox.exec(spec, &mut output).await?;
+    let (status, exit_code, signal) = classify(&outcome);
+    Ok(PhaseOutcome {
+        status,
+        exit_code,
+        signal,
+        output: output.finish(),
+        duration: outcome.duration,
+    })
+}
+
+/// The contract's meaning of how an exec ended: status, exit code, signal name.
+pub fn classify(outcome: &ExecOutcome) -> (RunStatus, Option<i64>, Option<&'static str>) {
+    match outcome.end {
+        // The sandbox is killed (removed) right after: the program dies by SIGKILL.
+        ExecEnd::TimedOut => (RunStatus::Timeout, None, Some("SIGKILL")),
+        ExecEnd::Stopped => (RunStatus::OutputLimitExceeded, None, Some("SIGKILL")),
+        ExecEnd::Exited { code: 0 } => (RunStatus::Success, Some(0), None),
+        ExecEnd::Exited { code } => {
+            let signal = signal_name(code);
+            let status = if outcome.oom_killed {
+                RunStatus::MemoryLimitExceeded
+            } else {
+                RunStatus::RuntimeError
+            };
+            match signal {
+                Some(name) => (status, None, Some(name)),
+                None => (status, Some(code), None),
+            }
+        }
+    }
+}
+
+/// The engine reports a process killed by signal N as exit code 128 + N.
+fn signal_name(code: i64) -> Option<&'static str> {
+    const NAMES: [&str; 31] = [
+        "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
+        "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG",
+        "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    ];
+    debug_assert_eq!(NAMES[(SIGKILL_EXIT_CODE - 129) as usize], "SIGKILL");
+    let index = usize::try_from(code.checked_sub(129)?).ok()?;
+    NAMES.get(index).copied()
+}
+
+/// CPU time and peak memory of the run phase from cgroup snapshots taken before (compiled
+/// languages only: the compile shares the sandbox) and after it. The cgroup's peak cannot be
+/// reset between phases, so after a compile the run's peak is known only when the run set a
+/// new one; otherwise it is reported as unknown rather than as the compiler's peak.
+fn run_phase_usage(before: Option<Usage>, after: Option<Usage>) -> (Option<Duration>, Option<u64>) {
+    let Some(after) = after else {
+        return (None, None);
+    };
+    let cpu_ns = match before {
+        None => after.cpu_ns,
+        Some(before) => after
+            .cpu_ns
+            .zip(before.cpu_ns)
+            .map(|(a, b)| a.saturating_sub(b)),
+    };
+    let peak = match before {
+        None => after.memory_peak_bytes,
+        Some(before) => after
+            .memory_peak_bytes
+            .filter(|&a| before.memory_peak_bytes.is_some_and(|b| a > b)),
+    };
+    (
+        cpu_ns.map(Duration::from_nanos),
+        peak.map(|bytes| bytes.div_ceil(1024)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(code: i64, oom_killed: bool) -> ExecOutcome {
+        ExecOutcome {
+            end: ExecEnd::Exited { code },
+            duration: Duration::ZERO,
+            oom_killed,
+        }
+    }
+
+    #[test]
+    fn exit_codes_and_signals() {
+        assert_eq!(classify(&exited(0, false)), (RunStatus::Success, Some(0), None));
+        assert_eq!(classify(&exited(3, false)), (RunStatus::RuntimeError, Some(3), None));
+        assert_eq!(
+            classify(&exited(139, false)),
+            (RunStatus::RuntimeError, None, Some("SIGSEGV"))
+        );
+        assert_eq!(
+            classify(&exited(137, false)),
+            (RunStatus::RuntimeError, None, Some("SIGKILL"))
+        );
+        assert_eq!(
+            classify(&exited(137, true)),
+            (RunStatus::MemoryLimitExceeded, None, Some("SIGKILL"))
+        );
+        // A child was OOM-killed and the program failed because of it.
+        assert_eq!(
+            classify(&exited(1, true)),
+            (RunStatus::MemoryLimitExceeded, Some(1), None)
+        );
+        // Exit codes above the signal range are plain exit codes.
+        assert_eq!(classify(&exited(255, false)), (RunStatus::RuntimeError, Some(255), None));
+    }
+
+    #[test]
+    fn limits_end_with_sigkill() {
+        let timed_out = ExecOutcome { end: ExecEnd::TimedOut, duration: Duration::ZERO, oom_killed: false };
+        assert_eq!(classify(&timed_out), (RunStatus::Timeout, None, Some("SIGKILL")));
+        let stopped = ExecOutcome { end: ExecEnd::Stopped, ..timed_out };
+        assert_eq!(classify(&stopped), (RunStatus::OutputLimitExceeded, None, Some("SIGKILL")));
+    }
+
+    #[test]
+    fn usage_of_the_run_phase() {
+        let u = |cpu, peak| Some(Usage { cpu_ns: Some(cpu), memory_peak_bytes: Some(peak) });
+        // Interpreted: everything the sandbox used.
+        assert_eq!(
+            run_phase_usage(None, u(5_000_000, 10 * 1024)),
+            (Some(Duration::from_millis(5)), Some(10))
+        );
+        // Compiled, the run set a new peak: exact.
+        assert_eq!(
+            run_phase_usage(u(100_000_000, 50 << 20), u(103_000_000, 60 << 20)),
+            (Some(Duration::from_millis(3)), Some(60 << 10))
+        );
+        // Compiled, the compiler's peak stands: the run's own peak is unknown.
+        assert_eq!(
+            run_phase_usage(u(100_000_000, 50 << 20), u(101_000_000, 50 << 20)),
+            (Some(Duration::from_millis(1)), None)
+        );
+        assert_eq!(run_phase_usage(u(1, 1), None), (None, None));
+    }
+}

@@ -1,0 +1,20 @@
+//! runbox: a code-execution service. `POST /run` takes a program and runs it in a hardened,
+//! throwaway Docker container; the result comes back as JSON.
+//!
+//! # Layout
+//! - [`config`]: the TOML file plus `RUNBOX_<SECTION>__<KEY>` overrides, validated.
+//! - [`languages`]: the language catalogue (`config/languages.toml`), languages as data.
+//! - [`app`]: shared state, the router and its middleware, the server lifecycle.
+//! - [`api`]: HTTP only: extract, one domain call, map; the one error-to-response table.
+//! - [`executor`]: a validated job in, a run outcome out: phases, statuses, usage.
+//! - [`sandbox`]: the only code that talks to Docker: hardening policy, container lifecycle,
+//!   the owner that removes every container, the orphan sweep, OOM events, images.
+//! - [`bench`]: the latency benchmark behind `runbox bench`.
+
+pub mod api;
+pub mod app;
+pub mod bench;
+pub mod config;
+pub mod executor;
+pub mod languages;
+pub mod sandbox;

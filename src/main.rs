@@ -1,0 +1,112 @@
+//! The `runbox` command: `serve`, `images build`, `bench`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use runbox::config::Config;
+
+#[derive(Parser)]
+#[command(name = "runbox", version, about = "Runs untrusted programs in hardened throwaway containers")]
+struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "RUNBOX_CONFIG", default_value = "config/runbox.toml")]
+    config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "RUNBOX_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the HTTP server.
+    Serve {
+        /// Address to listen on (overrides server.listen).
+        #[arg(long, env = "RUNBOX_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage the sandbox images.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+    /// Measure end-to-end latency of python hello world against `docker run --rm` and the bare
+    /// Engine API, on this machine, in one run.
+    Bench {
+        /// Sequential runs per measured path.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// A running server to measure; by default one is started in-process on a free port.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build the base and the language images; an up-to-date image is left alone.
+    Build {
+        /// Languages to build (ids or aliases); all when none is given.
+        languages: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let config = Config::load(&cli.config).with_context(|| format!("loading {}", cli.config.display()))?;
+    match cli.command {
+        Command::Serve { listen } => {
+            let addr = listen.unwrap_or(config.server.listen);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let server = runbox::app::Server::start(config, listener).await?;
+            server.wait_for_signal().await?;
+        }
+        Command::Images {
+            command: ImagesCommand::Build { languages },
+        } => {
+            let selected = config
+                .languages
+                .select(&languages)
+                .map_err(|unknown| anyhow::anyhow!("unknown language `{unknown}`"))?;
+            let sandboxes = runbox::sandbox::Sandboxes::connect(
+                &config.engine,
+                config.sandbox.clone(),
+                std::time::Duration::from_secs(3600),
+            )
+            .await
+            .context("the Docker engine does not answer; is dockerd running?")?;
+            let result = sandboxes.build_images(&config.images, &selected).await;
+            sandboxes.shutdown().await;
+            for report in result? {
+                println!(
+                    "{:<28} {:<12} {:>7.1} MB  {:>6.1} s  {}",
+                    report.image,
+                    report.version,
+                    report.size_bytes.unwrap_or(0) as f64 / 1e6,
+                    report.seconds,
+                    if report.rebuilt { "built" } else { "up to date" }
+                );
+            }
+        }
+        Command::Bench { runs, url } => runbox::bench::run(config, runs, url).await?,
+    }
+    Ok(())
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

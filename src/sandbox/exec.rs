@@ -1,0 +1,229 @@
+//! Running one command inside a started sandbox: stdin in, stdout and stderr out (kept apart),
+//! a wall-clock limit, and the facts of how it ended. Deciding what those facts mean for the
+//! user (timeout, OOM, runtime error) is the executor's business.
+
+use std::time::{Duration, Instant};
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::policy::{ENVIRONMENT, WORK_DIR};
+use super::{SandboxError, Shared};
+
+/// The engine can report an OOM kill a little after the killed process's exit.
+const OOM_EVENT_GRACE: Duration = Duration::from_millis(500);
+/// Exit code the engine reports for a process ended by SIGKILL (128 + 9).
+pub const SIGKILL_EXIT_CODE: i64 = 137;
+/// First pause between exit-code polls once the output has ended; doubles up to the cap.
+const EXIT_POLL_FIRST: Duration = Duration::from_millis(2);
+const EXIT_POLL_MAX: Duration = Duration::from_millis(100);
+
+/// Which of the program's streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A sink's answer to a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Continue,
+    /// Stop now (e.g. the output cap was passed); the exec ends as [`ExecEnd::Stopped`].
+    Stop,
+}
+
+/// Where an exec's output goes, chunk by chunk, as it arrives.
+pub trait OutputSink: Send {
+    fn push(&mut self, stream: Stream, chunk: &[u8]) -> Push;
+}
+
+/// One command to run in the sandbox's work dir, as the sandbox user.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// Everything the command reads on stdin; closed after it.
+    pub stdin: Bytes,
+    /// Wall-clock limit from start to exit.
+    pub timeout: Duration,
+}
+
+/// How an exec ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecEnd {
+    /// The process exited; codes above 128 mean it was killed by signal `code - 128`.
+    Exited { code: i64 },
+    /// The wall-clock limit passed; the process may still be running.
+    TimedOut,
+    /// The sink asked to stop; the process may still be running.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub end: ExecEnd,
+    /// Wall time from start until the output ended (or the limit/stop).
+    pub duration: Duration,
+    /// The kernel's OOM killer struck inside the sandbox while this exec ran.
+    pub oom_killed: bool,
+}
+
+/// Whether the exec may still have live processes that only a kill will end.
+impl ExecOutcome {
+    pub fn left_running(&self) -> bool {
+        !matches!(self.end, ExecEnd::Exited { .. })
+    }
+}
+
+enum Pumped {
+    Eof,
+    Stopped,
+}
+
+pub(super) async fn run(
+    shared: &Shared,
+    container: &str,
+    spec: ExecSpec,
+    sink: &mut dyn OutputSink,
+) -> Result<ExecOutcome, SandboxError> {
+    let docker = &shared.docker;
+    let oom_before = shared.oom.count(container);
+    let options = CreateExecOptions {
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        cmd: Some(spec.cmd),
+        user: Some(shared.config.user.clone()),
+        working_dir: Some(WORK_DIR.to_owned()),
+        env: Some(ENVIRONMENT.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    let exec = docker
+        .create_exec(container, options)
+        .await
+        .map_err(SandboxError::from_engine)?;
+    let started = Instant::now();
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = docker
+        .start_exec(&exec.id, None)
+        .await
+        .map_err(SandboxError::from_engine)?
+    else {
+        return Err(SandboxError::Engine("exec started detached".to_owned()));
+    };
+
+    let stdin = spec.stdin;
+    // Fed concurrently with reading: a program may print before it reads, and a program that
+    // never reads must not block us while its output piles up.
+    let feed = async move {
+        if !stdin.is_empty() {
+            // A program that exits without reading all its input closes the pipe: not an error.
+            let _ = input.write_all(&stdin).await;
+        }
+        let _ = input.shutdown().await;
+    };
+    let pump = async {
+        tokio::pin!(feed);
+        let mut fed = false;
+        loop {
+            tokio::select! {
+                () = &mut feed, if !fed => fed = true,
+                frame = output.next() => {
+                    let (stream, message) = match frame {
+                        None => return Ok(Pumped::Eof),
+                        Some(Ok(LogOutput::StdOut { message }))
+                        | Some(Ok(LogOutput::Console { message })) => (Stream::Stdout, message),
+                        Some(Ok(LogOutput::StdErr { message })) => (Stream::Stderr, message),
+                        Some(Ok(LogOutput::StdIn { .. })) => continue,
+                        Some(Err(err)) => return Err(SandboxError::from_engine(err)),
+                    };
+                    if sink.push(stream, &message) == Push::Stop {
+                        return Ok(Pumped::Stopped);
+                    }
+                }
+            }
+        }
+    };
+    let timed = async {
+        match pump.await? {
+            Pumped::Stopped => Ok((ExecEnd::Stopped, started.elapsed())),
+            Pumped::Eof => {
+                let duration = started.elapsed();
+                let code = wait_for_exit_code(shared, &exec.id).await?;
+                Ok((ExecEnd::Exited { code }, duration))
+            }
+        }
+    };
+    let (end, duration) = match tokio::time::timeout(spec.timeout, timed).await {
+        Ok(result) => result?,
+        Err(_) => (ExecEnd::TimedOut, started.elapsed()),
+    };
+    let oom_killed = match end {
+        ExecEnd::Exited {
+            code: SIGKILL_EXIT_CODE,
+        } => {
+            shared
+                .oom
+                .wait_above(container, oom_before, OOM_EVENT_GRACE)
+                .await
+        }
+        _ => shared.oom.count(container) > oom_before,
+    };
+    Ok(ExecOutcome {
+        end,
+        duration,
+        oom_killed,
+    })
+}
+
+/// The output can end a moment before the engine has recorded the exit: poll briefly.
+async fn wait_for_exit_code(shared: &Shared, exec_id: &str) -> Result<i64, SandboxError> {
+    let mut pause = EXIT_POLL_FIRST;
+    loop {
+        let inspect = shared
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(SandboxError::from_engine)?;
+        if inspect.running != Some(true)
+            && let Some(code) = inspect.exit_code
+        {
+            return Ok(code);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(EXIT_POLL_MAX);
+    }
+}
+
+/// Wraps `cmd` so that it first unpacks a tar of `archive_len` bytes from stdin into the work
+/// dir, then runs with the rest of stdin as its own. `head -c` reads exactly that many bytes
+/// (never more), so the program's input is untouched. Done in the same exec as the first
+/// command to save an exec round trip per job.
+pub fn unpack_then(archive_len: usize, cmd: &[String]) -> Vec<String> {
+    let script = format!("head -c \"$0\" | tar -x -m -f - -C {WORK_DIR} && exec \"$@\"");
+    ["sh".to_owned(), "-c".to_owned(), script]
+        .into_iter()
+        .chain(std::iter::once(archive_len.to_string()))
+        .chain(cmd.iter().cloned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpack_wrapper_passes_length_and_command_as_arguments() {
+        let cmd = unpack_then(1024, &["python3".into(), "main.py".into(), "a b".into()]);
+        assert_eq!(&cmd[..2], ["sh", "-c"]);
+        assert_eq!(cmd[3], "1024");
+        // User arguments stay separate argv entries: never spliced into the script.
+        assert_eq!(&cmd[4..], ["python3", "main.py", "a b"]);
+        assert!(!cmd[2].contains("python3"));
+    }
+}

@@ -1,0 +1,372 @@
+//! The only code that talks to the container engine.
+//!
+//! A [`Sandbox`] is a started, hardened container (see [`policy`]) that work is executed in
+//! with [`Sandbox::exec`]; the same lifecycle serves a throwaway job today and a pooled or
+//! long-lived session sandbox later. Every `Sandbox` owns its container: dropping it hands the
+//! container to the [`cleanup`] task, which removes it, whatever path dropped it (success,
+//! error, timeout, client gone, panic). A periodic label sweep is the backstop.
+
+pub mod cleanup;
+mod exec;
+pub mod images;
+mod oom;
+pub mod output;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::ContainerUpdateBody;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, StatsOptionsBuilder};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use exec::{
+    ExecEnd, ExecOutcome, ExecSpec, OutputSink, Push, SIGKILL_EXIT_CODE, Stream, unpack_then,
+};
+pub use output::{CollectedOutput, OutputCollector};
+pub use policy::{SandboxKind, SandboxSpec};
+
+use crate::config::{EngineConfig, SandboxConfig};
+use cleanup::Cleaner;
+use oom::OomWatch;
+
+/// Failures of runbox's own machinery (never of the user's program).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the container engine cannot be reached: {0}")]
+    EngineUnavailable(String),
+    #[error("image {0} is missing; run `runbox images build`")]
+    ImageMissing(String),
+    #[error("container engine error: {0}")]
+    Engine(String),
+}
+
+impl SandboxError {
+    fn from_engine(err: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        match err {
+            E::DockerResponseServerError {
+                status_code,
+                message,
+            } => SandboxError::Engine(format!("{status_code}: {message}")),
+            E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::RequestTimeoutError
+            | E::SocketNotFoundError(_) => SandboxError::EngineUnavailable(err.to_string()),
+            other => SandboxError::Engine(other.to_string()),
+        }
+    }
+
+    /// Create answers 404 when the image is not there.
+    fn from_create(err: bollard::errors::Error, image: &str) -> Self {
+        match err {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => SandboxError::ImageMissing(image.to_owned()),
+            other => Self::from_engine(other),
+        }
+    }
+}
+
+/// Resource use of a sandbox as the engine's cgroup accounting reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time (user + system) of everything that ran in the sandbox so far.
+    pub cpu_ns: Option<u64>,
+    /// Peak memory of the sandbox so far (cgroup v1 only; v2 engines do not report it).
+    pub memory_peak_bytes: Option<u64>,
+}
+
+/// A cheap, clonable handle to the engine and the sandbox machinery.
+#[derive(Clone)]
+pub struct Sandboxes {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    docker: Docker,
+    config: SandboxConfig,
+    cleaner: Cleaner,
+    oom: OomWatch,
+    /// Sandboxes this process owns and has not finished removing (runbox id -> container
+    /// name). The sweep never touches these; an entry is made before the container is created.
+    live: LiveSet,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Sandboxes {
+    /// Connects to the engine (negotiating the API version) and starts the background tasks:
+    /// the cleanup queue, the OOM event watch and the orphan sweep. Sandboxes of kind `job`
+    /// older than `job_lifetime_bound` that no live job owns are orphans.
+    pub async fn connect(
+        engine: &EngineConfig,
+        config: SandboxConfig,
+        job_lifetime_bound: Duration,
+    ) -> Result<Sandboxes, SandboxError> {
+        let docker = connect_docker(engine).await?;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let live = LiveSet::default();
+        let cleaner = Cleaner::start(docker.clone(), live.clone(), &tasks, stop.clone());
+        let oom = OomWatch::start(docker.clone(), &tasks, stop.clone());
+        let sandboxes = Sandboxes {
+            shared: Arc::new(Shared {
+                docker,
+                config,
+                cleaner,
+                oom,
+                live,
+                stop,
+                tasks,
+            }),
+        };
+        cleanup::start_sweeper(sandboxes.clone(), job_lifetime_bound);
+        Ok(sandboxes)
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.config
+    }
+
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.shared.docker
+    }
+
+    /// Answers whether the engine responds.
+    pub async fn ping(&self) -> Result<(), SandboxError> {
+        self.shared
+            .docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(SandboxError::from_engine)
+    }
+
+    /// Creates and starts a hardened sandbox. The returned value owns the container.
+    pub async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        let shared = &self.shared;
+        shared.live.insert(&spec.id, &spec.container_name());
+        let body = policy::container_body(&shared.config, spec);
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.container_name())
+            .build();
+        let created = match shared.docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(err) => {
+                // Nothing was created (or, if the engine failed midway, the sweep finds it by
+                // label once it is older than any job).
+                shared.live.remove(&spec.id);
+                return Err(SandboxError::from_create(err, &spec.image));
+            }
+        };
+        let sandbox = Sandbox {
+            sandboxes: self.clone(),
+            container_id: created.id,
+            id: spec.id.clone(),
+        };
+        shared
+            .docker
+            .start_container(&sandbox.container_id, None)
+            .await
+            .map_err(SandboxError::from_engine)?;
+        Ok(sandbox)
+    }
+
+    /// Stops the background tasks and removes every container this process still owns.
+    pub async fn shutdown(&self) {
+        self.shared.stop.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+
+    /// How many sandboxes this process owns right now (created and not yet removed).
+    pub fn owned_count(&self) -> usize {
+        self.shared.live.len()
+    }
+
+    fn is_live(&self, id: &str) -> bool {
+        self.shared.live.contains(id)
+    }
+
+    /// Label filter selecting runbox's sandboxes, optionally of one kind.
+    fn label_filter(kind: Option<SandboxKind>) -> HashMap<String, Vec<String>> {
+        let mut labels = vec![format!("{}=true", policy::LABEL_MANAGED)];
+        if let Some(kind) = kind {
+            labels.push(format!("{}={}", policy::LABEL_KIND, kind.label()));
+        }
+        HashMap::from([("label".to_owned(), labels)])
+    }
+}
+
+async fn connect_docker(engine: &EngineConfig) -> Result<Docker, SandboxError> {
+    let docker = if engine.host.is_empty() {
+        Docker::connect_with_defaults()
+    } else {
+        Docker::connect_with_host(&engine.host)
+    }
+    .map_err(SandboxError::from_engine)?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(SandboxError::from_engine)
+}
+
+/// Sandboxes this process owns: runbox id -> container name.
+#[derive(Clone, Default)]
+struct LiveSet(Arc<Mutex<HashMap<String, String>>>);
+
+impl LiveSet {
+    fn insert(&self, id: &str, container_name: &str) {
+        self.lock().insert(id.to_owned(), container_name.to_owned());
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Every (id, container name) still owned.
+    fn snapshot(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .map(|(id, name)| (id.clone(), name.clone()))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single calls).
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A started sandbox container. Dropping it removes the container (in the background).
+pub struct Sandbox {
+    sandboxes: Sandboxes,
+    container_id: String,
+    id: String,
+}
+
+impl Sandbox {
+    /// runbox's id of this sandbox.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs one command inside the sandbox; see [`ExecSpec`].
+    pub async fn exec(
+        &self,
+        spec: ExecSpec,
+        sink: &mut dyn OutputSink,
+    ) -> Result<ExecOutcome, SandboxError> {
+        exec::run(&self.sandboxes.shared, &self.container_id, spec, sink).await
+    }
+
+    /// CPU time and peak memory of the sandbox so far.
+    pub async fn usage(&self) -> Result<Usage, SandboxError> {
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stats = self
+            .sandboxes
+            .shared
+            .docker
+            .stats(&self.container_id, Some(options));
+        let Some(stats) = stats.next().await else {
+            return Ok(Usage::default());
+        };
+        let stats = stats.map_err(SandboxError::from_engine)?;
+        Ok(Usage {
+            cpu_ns: stats
+                .cpu_stats
+                .and_then(|c| c.cpu_usage)
+                .and_then(|u| u.total_usage)
+                .filter(|&ns| ns > 0),
+            memory_peak_bytes: stats
+                .memory_stats
+                .and_then(|m| m.max_usage)
+                .filter(|&b| b > 0),
+        })
+    }
+
+    /// Changes the memory cap (and the equal memory+swap cap) of the running sandbox.
+    pub async fn set_memory_limit(&self, memory_mb: u64) -> Result<(), SandboxError> {
+        let bytes = memory_mb as i64 * 1024 * 1024;
+        let update = ContainerUpdateBody {
+            memory: Some(bytes),
+            memory_swap: Some(bytes),
+            ..Default::default()
+        };
+        self.sandboxes
+            .shared
+            .docker
+            .update_container(&self.container_id, update)
+            .await
+            .map_err(SandboxError::from_engine)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.sandboxes
+            .shared
+            .cleaner
+            .remove(self.container_id.clone(), self.id.clone());
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("id", &self.id).finish()
+    }
+}
+
+impl Sandboxes {
+    /// The benchmark's baseline: the same hardened container running `cmd` as its main process,
+    /// created, started, waited for and removed through the Engine API, nothing else.
+    pub async fn bare_run(&self, spec: &SandboxSpec, cmd: Vec<String>) -> Result<(), SandboxError> {
+        let docker = self.docker();
+        let mut body = policy::container_body(&self.shared.config, spec);
+        body.cmd = Some(cmd);
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.container_name())
+            .build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| SandboxError::from_create(e, &spec.image))?;
+        let result = async {
+            docker
+                .start_container(&created.id, None)
+                .await
+                .map_err(SandboxError::from_engine)?;
+            let mut wait = docker.wait_container(&created.id, None);
+            while let Some(step) = wait.next().await {
+                step.map_err(SandboxError::from_engine)?;
+            }
+            Ok(())
+        }
+        .await;
+        let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .build();
+        docker
+            .remove_container(&created.id, Some(remove))
+            .await
+            .map_err(SandboxError::from_engine)?;
+        result
+    }
+}

@@ -1,0 +1,294 @@
+//! The hardening policy: the one place that decides how a sandbox container is configured.
+//! Everything else asks for a [`SandboxSpec`] and gets these settings, no exceptions.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+
+use crate::config::SandboxConfig;
+
+/// The sandbox's only writable place: a tmpfs, also its working and home directory.
+pub const WORK_DIR: &str = "/box";
+/// Every sandbox has the same hostname, so nothing about the host leaks through it.
+pub const HOSTNAME: &str = "runbox";
+/// Size of the private `/dev/shm`; charged to the memory cap like the work dir.
+pub const SHM_BYTES: i64 = 16 * 1024 * 1024;
+/// The process that keeps a started sandbox alive between execs. PID 1 is the engine's init
+/// (tini), which reaps every orphan the program leaves.
+const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
+/// The only environment a program sees (the base image sets none of its own).
+pub const ENVIRONMENT: [&str; 4] = [
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/box",
+    "TMPDIR=/box",
+    "LANG=C.UTF-8",
+];
+/// Sandboxes are the first thing the host's OOM killer should pick, never runbox or the engine.
+const OOM_SCORE_ADJ: i64 = 1000;
+
+pub const LABEL_MANAGED: &str = "runbox.managed";
+pub const LABEL_KIND: &str = "runbox.kind";
+pub const LABEL_ID: &str = "runbox.id";
+pub const LABEL_LANGUAGE: &str = "runbox.language";
+
+const MIB: i64 = 1024 * 1024;
+
+/// What a sandbox is for; stored as a label so sweeps know who owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxKind {
+    /// A throwaway sandbox that serves one job.
+    Job,
+    /// Built only to read an image's language version.
+    Probe,
+}
+
+impl SandboxKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            SandboxKind::Job => "job",
+            SandboxKind::Probe => "probe",
+        }
+    }
+}
+
+/// What one sandbox needs; the policy fills in everything else.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub kind: SandboxKind,
+    /// runbox's id for the sandbox (job id): the container name and `runbox.id` label.
+    pub id: String,
+    pub image: String,
+    pub language: String,
+    pub memory_mb: u64,
+}
+
+impl SandboxSpec {
+    pub fn container_name(&self) -> String {
+        format!("runbox-{}-{}", self.kind.label(), self.id)
+    }
+}
+
+/// The hardened container definition for `spec`.
+pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCreateBody {
+    let memory = spec.memory_mb as i64 * MIB;
+    let work_dir_bytes = config.work_dir_mb as i64 * MIB;
+    let (uid, gid) = config
+        .user
+        .split_once(':')
+        .expect("config validation guarantees uid:gid");
+    let tmpfs_options = format!(
+        "rw,exec,nosuid,nodev,size={work_dir_bytes},nr_inodes={},uid={uid},gid={gid},mode=0700",
+        config.work_dir_inodes
+    );
+    let ulimit = |name: &str, value: i64| ResourcesUlimits {
+        name: Some(name.to_owned()),
+        soft: Some(value),
+        hard: Some(value),
+    };
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (LABEL_KIND.to_owned(), spec.kind.label().to_owned()),
+        (LABEL_ID.to_owned(), spec.id.clone()),
+        (LABEL_LANGUAGE.to_owned(), spec.language.clone()),
+    ]);
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        hostname: Some(HOSTNAME.to_owned()),
+        user: Some(config.user.clone()),
+        env: Some(ENVIRONMENT.iter().map(|s| s.to_string()).collect()),
+        cmd: Some(IDLE_COMMAND.iter().map(|s| s.to_string()).collect()),
+        // An image's own entrypoint never wraps our commands.
+        entrypoint: Some(Vec::new()),
+        working_dir: Some(WORK_DIR.to_owned()),
+        network_disabled: Some(true),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_owned()),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(WORK_DIR.to_owned(), tmpfs_options)])),
+            ipc_mode: Some("private".to_owned()),
+            shm_size: Some(SHM_BYTES),
+            memory: Some(memory),
+            // Equal to the memory cap: no swap, so the cap is a real cap.
+            memory_swap: Some(memory),
+            nano_cpus: Some((config.cpus * 1e9) as i64),
+            pids_limit: Some(config.pids_limit),
+            ulimits: Some(vec![
+                ulimit("nofile", config.nofile_limit),
+                ulimit("fsize", work_dir_bytes),
+                ulimit("core", 0),
+            ]),
+            oom_score_adj: Some(OOM_SCORE_ADJ),
+            init: Some(true),
+            // The default json-file driver writes everything a program prints to the host disk.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".to_owned()),
+                config: Some(HashMap::new()),
+            }),
+            runtime: Some(config.runtime.clone()),
+            auto_remove: Some(false),
+            privileged: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The same sandbox as `docker run` arguments (without `run` itself, the image and command), so
+/// the benchmark compares against the docker CLI with exactly the flags the service uses.
+pub fn docker_run_flags(body: &ContainerCreateBody) -> Vec<String> {
+    let mut flags = vec!["--rm".to_owned()];
+    let mut push = |flag: &str, value: String| flags.push(format!("{flag}={value}"));
+    if let Some(h) = &body.hostname {
+        push("--hostname", h.clone());
+    }
+    if let Some(u) = &body.user {
+        push("--user", u.clone());
+    }
+    for e in body.env.iter().flatten() {
+        push("--env", e.clone());
+    }
+    if let Some(w) = &body.working_dir {
+        push("--workdir", w.clone());
+    }
+    for (k, v) in body.labels.iter().flatten() {
+        push("--label", format!("{k}={v}"));
+    }
+    if let Some(hc) = &body.host_config {
+        if let Some(n) = &hc.network_mode {
+            push("--network", n.clone());
+        }
+        for c in hc.cap_drop.iter().flatten() {
+            push("--cap-drop", c.clone());
+        }
+        for s in hc.security_opt.iter().flatten() {
+            push("--security-opt", s.clone());
+        }
+        if hc.readonly_rootfs == Some(true) {
+            flags.push("--read-only".to_owned());
+        }
+        let mut push = |flag: &str, value: String| flags.push(format!("{flag}={value}"));
+        for (path, options) in hc.tmpfs.iter().flatten() {
+            push("--tmpfs", format!("{path}:{options}"));
+        }
+        if let Some(i) = &hc.ipc_mode {
+            push("--ipc", i.clone());
+        }
+        if let Some(s) = hc.shm_size {
+            push("--shm-size", s.to_string());
+        }
+        if let Some(m) = hc.memory {
+            push("--memory", m.to_string());
+        }
+        if let Some(m) = hc.memory_swap {
+            push("--memory-swap", m.to_string());
+        }
+        if let Some(c) = hc.nano_cpus {
+            push("--cpus", format!("{}", c as f64 / 1e9));
+        }
+        if let Some(p) = hc.pids_limit {
+            push("--pids-limit", p.to_string());
+        }
+        for u in hc.ulimits.iter().flatten() {
+            if let (Some(n), Some(s), Some(h)) = (&u.name, u.soft, u.hard) {
+                push("--ulimit", format!("{n}={s}:{h}"));
+            }
+        }
+        if let Some(o) = hc.oom_score_adj {
+            push("--oom-score-adj", o.to_string());
+        }
+        if hc.init == Some(true) {
+            flags.push("--init".to_owned());
+        }
+        if let Some(l) = hc.log_config.as_ref().and_then(|l| l.typ.clone()) {
+            flags.push(format!("--log-driver={l}"));
+        }
+        if let Some(r) = &hc.runtime {
+            flags.push(format!("--runtime={r}"));
+        }
+    }
+    flags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SandboxConfig {
+        SandboxConfig {
+            runtime: "runc".into(),
+            output_limit_bytes: 65536,
+            work_dir_mb: 64,
+            work_dir_inodes: 4096,
+            cpus: 1.0,
+            pids_limit: 64,
+            nofile_limit: 512,
+            user: "65534:65534".into(),
+            sweep_interval_secs: 60,
+        }
+    }
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec {
+            kind: SandboxKind::Job,
+            id: "abc".into(),
+            image: "runbox/python:latest".into(),
+            language: "python".into(),
+            memory_mb: 128,
+        }
+    }
+
+    #[test]
+    fn every_hardening_setting_is_present() {
+        let body = container_body(&config(), &spec());
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(hc.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(hc.security_opt.as_deref(), Some(&["no-new-privileges".to_owned()][..]));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+        assert_eq!(hc.memory, Some(128 * MIB));
+        assert_eq!(hc.memory_swap, hc.memory);
+        assert_eq!(hc.pids_limit, Some(64));
+        assert_eq!(hc.init, Some(true));
+        assert_eq!(hc.log_config.as_ref().unwrap().typ.as_deref(), Some("none"));
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(body.hostname.as_deref(), Some(HOSTNAME));
+        let tmpfs = &hc.tmpfs.as_ref().unwrap()[WORK_DIR];
+        assert!(tmpfs.contains("nr_inodes=4096"), "{tmpfs}");
+        assert!(tmpfs.contains(&format!("size={}", 64 * MIB)), "{tmpfs}");
+        assert!(tmpfs.split(',').any(|o| o == "exec"), "{tmpfs}");
+        let labels = body.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_KIND], "job");
+        assert_eq!(labels[LABEL_ID], "abc");
+    }
+
+    #[test]
+    fn work_dir_fits_below_the_memory_cap_of_the_shipped_defaults() {
+        // tmpfs pages are charged to the memory cgroup: a full work dir must not by itself
+        // exhaust the smallest default memory cap.
+        let c = config();
+        assert!((c.work_dir_mb as i64 * MIB + SHM_BYTES) < 128 * MIB);
+    }
+
+    #[test]
+    fn docker_run_flags_mirror_the_body() {
+        let flags = docker_run_flags(&container_body(&config(), &spec()));
+        for expected in [
+            "--network=none",
+            "--cap-drop=ALL",
+            "--read-only",
+            "--security-opt=no-new-privileges",
+            "--pids-limit=64",
+            "--init",
+            "--log-driver=none",
+            "--user=65534:65534",
+            "--cpus=1",
+        ] {
+            assert!(flags.iter().any(|f| f == expected), "{expected} in {flags:?}");
+        }
+        assert!(flags.iter().any(|f| f.starts_with("--tmpfs=/box:")));
+    }
+}
