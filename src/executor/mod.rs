@@ -169,14 +169,19 @@ impl Executor {
                     stdin: archive,
                     timeout: language.compile_timeout(),
                 };
-                let phase = run_phase(&sandbox, spec, output_limit).await?;
+                let mut phase = run_phase(&sandbox, spec, output_limit).await?;
+                if phase.status == RunStatus::RuntimeError {
+                    // The compiler itself failed: that is what a compile error is.
+                    phase.status = RunStatus::CompileError;
+                }
                 if phase.status != RunStatus::Success {
-                    return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase), None));
+                    return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase)));
                 }
                 if sandbox_memory > job.memory_mb {
                     sandbox.set_memory_limit(job.memory_mb).await?;
                 }
-                let usage_before = sandbox.usage().await.ok();
+                // Not the stats endpoint: a second call on it within a second waits ~1 s.
+                let usage_before = sandbox.usage_from_inside().await.ok();
                 let spec = ExecSpec {
                     cmd: run_cmd,
                     stdin: job.input.clone(),
@@ -200,7 +205,7 @@ impl Executor {
         let usage_after = sandbox.usage().await.ok();
         // The sandbox is removed now, in the background: the response need not wait for it.
         drop(sandbox);
-        let mut outcome = self.outcome(&job, phase.status, Some(phase), compile, None);
+        let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
         (outcome.cpu_time, outcome.memory_kb) = run_phase_usage(usage_before, usage_after);
         Ok(outcome)
     }
@@ -211,7 +216,6 @@ impl Executor {
         status: RunStatus,
         run: Option<PhaseOutcome>,
         compile: Option<PhaseOutcome>,
-        cpu_time: Option<Duration>,
     ) -> RunOutcome {
         let version = self
             .versions
@@ -227,7 +231,7 @@ impl Executor {
             status,
             run,
             compile,
-            cpu_time,
+            cpu_time: None,
             memory_kb: None,
         }
     }

@@ -14,6 +14,7 @@ pub mod output;
 pub mod policy;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +74,23 @@ impl SandboxError {
     }
 }
 
+/// Prints CPU nanoseconds and peak memory bytes of the sandbox's cgroup, one per line
+/// (cgroup v1 layout first, v2 as the fallback; 0 where a value is not available).
+const CGROUP_USAGE_SCRIPT: &str = "if [ -r /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then \
+    cat /sys/fs/cgroup/cpuacct/cpuacct.usage /sys/fs/cgroup/memory/memory.max_usage_in_bytes; \
+    else awk '/^usage_usec/ { printf \"%d000\\n\", $2 }' /sys/fs/cgroup/cpu.stat; \
+    cat /sys/fs/cgroup/memory.peak 2>/dev/null || echo 0; fi";
+
+fn parse_cgroup_usage(text: &str) -> Usage {
+    let mut values = text
+        .lines()
+        .map(|l| l.trim().parse::<u64>().ok().filter(|&v| v > 0));
+    Usage {
+        cpu_ns: values.next().flatten(),
+        memory_peak_bytes: values.next().flatten(),
+    }
+}
+
 /// Resource use of a sandbox as the engine's cgroup accounting reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -96,6 +114,11 @@ struct Shared {
     /// Sandboxes this process owns and has not finished removing (runbox id -> container
     /// name). The sweep never touches these; an entry is made before the container is created.
     live: LiveSet,
+    /// Containers this process has created since it started.
+    created: AtomicU64,
+    /// Whether the API version has been agreed with the engine. bollard keeps the version in
+    /// state shared by every clone of the client, so one negotiation serves all tasks.
+    negotiated: AtomicBool,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -109,7 +132,7 @@ impl Sandboxes {
         config: SandboxConfig,
         job_lifetime_bound: Duration,
     ) -> Result<Sandboxes, SandboxError> {
-        let docker = connect_docker(engine).await?;
+        let docker = connect_docker(engine)?;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let live = LiveSet::default();
@@ -122,10 +145,15 @@ impl Sandboxes {
                 cleaner,
                 oom,
                 live,
+                created: AtomicU64::new(0),
+                negotiated: AtomicBool::new(false),
                 stop,
                 tasks,
             }),
         };
+        if let Err(err) = sandboxes.negotiate().await {
+            tracing::warn!(error = %err, "the container engine does not answer yet");
+        }
         cleanup::start_sweeper(sandboxes.clone(), job_lifetime_bound);
         Ok(sandboxes)
     }
@@ -138,8 +166,24 @@ impl Sandboxes {
         &self.shared.docker
     }
 
+    /// Agrees on the API version with the engine, once.
+    async fn negotiate(&self) -> Result<(), SandboxError> {
+        if self.shared.negotiated.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.shared
+            .docker
+            .clone()
+            .negotiate_version()
+            .await
+            .map_err(SandboxError::from_engine)?;
+        self.shared.negotiated.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Answers whether the engine responds.
     pub async fn ping(&self) -> Result<(), SandboxError> {
+        self.negotiate().await?;
         self.shared
             .docker
             .ping()
@@ -150,6 +194,7 @@ impl Sandboxes {
 
     /// Creates and starts a hardened sandbox. The returned value owns the container.
     pub async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        self.negotiate().await?;
         let shared = &self.shared;
         shared.live.insert(&spec.id, &spec.container_name());
         let body = policy::container_body(&shared.config, spec);
@@ -165,6 +210,7 @@ impl Sandboxes {
                 return Err(SandboxError::from_create(err, &spec.image));
             }
         };
+        shared.created.fetch_add(1, Ordering::Relaxed);
         let sandbox = Sandbox {
             sandboxes: self.clone(),
             container_id: created.id,
@@ -183,6 +229,11 @@ impl Sandboxes {
         self.shared.stop.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
+    }
+
+    /// How many containers this process has created since it started.
+    pub fn created_count(&self) -> u64 {
+        self.shared.created.load(Ordering::Relaxed)
     }
 
     /// How many sandboxes this process owns right now (created and not yet removed).
@@ -204,17 +255,15 @@ impl Sandboxes {
     }
 }
 
-async fn connect_docker(engine: &EngineConfig) -> Result<Docker, SandboxError> {
-    let docker = if engine.host.is_empty() {
+/// Builds the client. The engine may be down right now: that is not fatal (readiness says
+/// so); the API version is negotiated as soon as the engine answers.
+fn connect_docker(engine: &EngineConfig) -> Result<Docker, SandboxError> {
+    if engine.host.is_empty() {
         Docker::connect_with_defaults()
     } else {
         Docker::connect_with_host(&engine.host)
     }
-    .map_err(SandboxError::from_engine)?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(SandboxError::from_engine)
+    .map_err(SandboxError::from_engine)
 }
 
 /// Sandboxes this process owns: runbox id -> container name.
@@ -274,7 +323,11 @@ impl Sandbox {
         exec::run(&self.sandboxes.shared, &self.container_id, spec, sink).await
     }
 
-    /// CPU time and peak memory of the sandbox so far.
+    /// CPU time and peak memory of the sandbox so far, from the engine's stats endpoint.
+    ///
+    /// The engine serves one fresh sample per container per second: the first call on a
+    /// container answers in milliseconds, a second one within the next second waits ~1 s.
+    /// Call this at most once per sandbox; use [`Sandbox::usage_from_inside`] for any other.
     pub async fn usage(&self) -> Result<Usage, SandboxError> {
         let options = StatsOptionsBuilder::default()
             .stream(false)
@@ -300,6 +353,27 @@ impl Sandbox {
                 .and_then(|m| m.max_usage)
                 .filter(|&b| b > 0),
         })
+    }
+
+    /// CPU time and peak memory read from the sandbox's own cgroup files, through an exec (the
+    /// cgroup is mounted read-only in the container). Costs an exec, never the stats endpoint's
+    /// one-second wait.
+    pub async fn usage_from_inside(&self) -> Result<Usage, SandboxError> {
+        let mut output = OutputCollector::new(256);
+        let outcome = self
+            .exec(
+                ExecSpec {
+                    cmd: ["sh", "-c", CGROUP_USAGE_SCRIPT].map(String::from).to_vec(),
+                    stdin: bytes::Bytes::new(),
+                    timeout: Duration::from_secs(5),
+                },
+                &mut output,
+            )
+            .await?;
+        if outcome.end != (ExecEnd::Exited { code: 0 }) {
+            return Ok(Usage::default());
+        }
+        Ok(parse_cgroup_usage(&output.finish().stdout_text()))
     }
 
     /// Changes the memory cap (and the equal memory+swap cap) of the running sandbox.
@@ -368,5 +442,23 @@ impl Sandboxes {
             .await
             .map_err(SandboxError::from_engine)?;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_usage_lines() {
+        assert_eq!(
+            parse_cgroup_usage("24093943\n3821568\n"),
+            Usage { cpu_ns: Some(24_093_943), memory_peak_bytes: Some(3_821_568) }
+        );
+        assert_eq!(
+            parse_cgroup_usage("5000\n0\n"),
+            Usage { cpu_ns: Some(5000), memory_peak_bytes: None }
+        );
+        assert_eq!(parse_cgroup_usage(""), Usage::default());
     }
 }

@@ -1,0 +1,128 @@
+//! `TestApp`: a runbox server started in-process on port 0 against the real Docker engine.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use reqwest::StatusCode;
+use runbox::app::Server;
+use runbox::config::Config;
+use serde_json::Value;
+
+/// How long a removed job's container may take to disappear (removal runs after the response).
+const REMOVAL_DEADLINE: Duration = Duration::from_secs(15);
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub server: Server,
+    /// Keeps the server's runtime alive for as long as the app lives.
+    _runtime: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The shared app most tests use: the shipped config, started once on its own runtime thread
+/// (each `#[tokio::test]` has its own runtime, which ends with the test).
+pub fn shared() -> &'static TestApp {
+    static APP: OnceLock<TestApp> = OnceLock::new();
+    APP.get_or_init(|| start_on_own_runtime(&[]))
+}
+
+/// A separate app with config overrides (`RUNBOX_<SECTION>__<KEY>` names), on its own runtime.
+pub fn start_on_own_runtime(overrides: &[(&str, &str)]) -> TestApp {
+    let config = Config::load_with_overrides(&repo_root().join("config/runbox.toml"), overrides)
+        .expect("test config is valid");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let server = Server::start(config, listener).await.expect("server starts");
+            sender.send(server).unwrap();
+            // Serve until the process exits.
+            std::future::pending::<()>().await;
+        });
+    });
+    let server = receiver.recv().expect("server started");
+    TestApp {
+        base: format!("http://{}", server.addr),
+        server,
+        _runtime: Some(thread),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// POSTs a JSON body to /run; returns status and body (which is always JSON).
+    pub async fn run(&self, body: Value) -> (StatusCode, Value) {
+        let response = reqwest::Client::new()
+            .post(self.url("/run"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Runs a job that must be accepted (200) and returns its result.
+    pub async fn run_ok(&self, body: Value) -> Value {
+        let (status, result) = self.run(body).await;
+        assert_eq!(status, StatusCode::OK, "{result}");
+        result
+    }
+}
+
+pub async fn docker() -> Docker {
+    Docker::connect_with_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+}
+
+/// Containers carrying every given label (`key=value`).
+pub async fn containers_with_labels(labels: &[String]) -> Vec<bollard::models::ContainerSummary> {
+    let filters = HashMap::from([("label".to_owned(), labels.to_vec())]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker().await.list_containers(Some(options)).await.unwrap()
+}
+
+/// Asserts that the container of job `id` is gone (or goes within the removal deadline).
+pub async fn assert_removed(id: &str) {
+    let labels = [format!("runbox.id={id}")];
+    let started = Instant::now();
+    loop {
+        let left = containers_with_labels(&labels).await;
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < REMOVAL_DEADLINE,
+            "container of job {id} still exists after {REMOVAL_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs a job, checks it was accepted, and that its container is removed afterwards.
+pub async fn run_and_clean(body: Value) -> Value {
+    let result = shared().run_ok(body).await;
+    assert_removed(result["id"].as_str().expect("job id")).await;
+    result
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on a free port, the real engine, the real images.
+//! One binary (see crates.io's convention); every module shares the helpers in `common`.
+
+mod common;
+mod errors;
+mod hardening;
+mod health;
+mod languages;
+mod limits;
