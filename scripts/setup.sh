@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# runbox setup: one command to set everything up and then serve, or test.
+#
+#   scripts/setup.sh serve   install what is missing, start the Docker engine if none answers,
+#                            build the sandbox images, build and run `runbox serve`
+#   scripts/setup.sh test    the same setup, then the whole test suite
+#
+# Idempotent: a second run reuses the engine, the packages and every up-to-date image.
+# Needs root (it installs Debian packages and starts dockerd) and the Rust toolchain.
+set -euo pipefail
+
+mode="${1:-}"
+case "$mode" in
+  serve|test) ;;
+  *) echo "usage: $0 serve|test" >&2; exit 2 ;;
+esac
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+fail() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || fail "run as root (it installs packages and starts the Docker engine), e.g. sudo $0 $mode"
+command -v cargo >/dev/null || fail "cargo not found: install the Rust toolchain (https://rustup.rs) first"
+
+# 1. Debian packages: the engine and debootstrap (for the base image when no registry is used).
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update -qq || fail "apt-get update failed: check the network and /etc/apt/sources.list"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || fail "apt-get install ${missing[*]} failed"
+else
+  say "docker.io and debootstrap are installed"
+fi
+
+# 2. The engine: reuse one that answers, otherwise start dockerd in the background.
+if docker info >/dev/null 2>&1; then
+  say "Docker engine answers ($(docker version --format '{{.Server.Version}}'))"
+else
+  log=/var/log/runbox-dockerd.log
+  say "starting dockerd (log: $log)"
+  # A pid file left by an engine that no longer runs would stop dockerd from starting.
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    rm -f /var/run/docker.pid
+  fi
+  nohup dockerd >"$log" 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || fail "dockerd did not come up within 60 s; see $log"
+  say "Docker engine started ($(docker version --format '{{.Server.Version}}'))"
+fi
+
+# 3. Build runbox and the sandbox images (unchanged images are not rebuilt).
+profile_flag=()
+binary=target/debug/runbox
+if [ "$mode" = serve ]; then
+  profile_flag=(--release)
+  binary=target/release/runbox
+fi
+say "building runbox"
+cargo build "${profile_flag[@]}" --locked --quiet
+say "building sandbox images (the first time takes a few minutes)"
+"$binary" images build || fail "image build failed (see above); check the network to the Debian mirror"
+
+if [ "$mode" = serve ]; then
+  say "starting runbox on ${RUNBOX_LISTEN:-127.0.0.1:8080}"
+  exec "$binary" serve
+fi
+
+# 4. Tests: unit tests and the integration suite against the real engine and images.
+say "running the test suite"
+cargo test --locked
+say "checking that no runbox container is left"
+for _ in $(seq 1 20); do
+  left=$(docker ps -aq --filter label=runbox.managed=true | wc -l)
+  [ "$left" -eq 0 ] && break
+  sleep 1
+done
+if [ "$left" -ne 0 ]; then
+  docker ps -a --filter label=runbox.managed=true >&2
+  fail "$left runbox container(s) left behind after the tests"
+fi
+say "all tests passed; no container left behind"
