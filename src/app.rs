@@ -69,7 +69,11 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
 }
 
 /// Makes the request id (and the body cap) available to error responses deeper in.
-async fn request_context(State(body_limit): State<usize>, mut request: Request, next: Next) -> Response {
+async fn request_context(
+    State(body_limit): State<usize>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id = request
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -94,8 +98,15 @@ fn cors(server: &ServerConfig) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static(REQUEST_ID_HEADER)])
-        .expose_headers([HeaderName::from_static(REQUEST_ID_HEADER), header::RETRY_AFTER])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static(REQUEST_ID_HEADER),
+        ])
+        .expose_headers([
+            HeaderName::from_static(REQUEST_ID_HEADER),
+            header::RETRY_AFTER,
+        ])
         .max_age(CORS_MAX_AGE)
 }
 
@@ -115,7 +126,9 @@ impl Server {
             .iter()
             .map(|l| {
                 Duration::from_millis(l.max_timeout_ms)
-                    + l.compile.as_ref().map_or(Duration::ZERO, |_| l.compile_timeout())
+                    + l.compile
+                        .as_ref()
+                        .map_or(Duration::ZERO, |_| l.compile_timeout())
             })
             .max()
             .unwrap_or_default()
@@ -133,7 +146,9 @@ impl Server {
             },
             &config.server,
         );
-        let addr = listener.local_addr().map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {

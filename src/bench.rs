@@ -67,7 +67,10 @@ pub async fn run(config: Config, runs: usize, url: Option<String>) -> anyhow::Re
                 .await
                 .context("running the docker CLI")?;
             if !output.status.success() || output.stdout != b"hello\n" {
-                bail!("docker run failed: {}", String::from_utf8_lossy(&output.stderr));
+                bail!(
+                    "docker run failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
             }
             Ok(())
         }
@@ -77,8 +80,12 @@ pub async fn run(config: Config, runs: usize, url: Option<String>) -> anyhow::Re
     let sandboxes = match &server {
         Some(server) => server.executor.sandboxes().clone(),
         None => {
-            crate::sandbox::Sandboxes::connect(&config.engine, config.sandbox.clone(), Duration::from_secs(3600))
-                .await?
+            crate::sandbox::Sandboxes::connect(
+                &config.engine,
+                config.sandbox.clone(),
+                Duration::from_secs(3600),
+            )
+            .await?
         }
     };
     let bare_api = measure(runs, || {

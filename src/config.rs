@@ -119,7 +119,10 @@ impl Config {
 
     /// Like [`Config::load`], with `overrides` (`RUNBOX_<SECTION>__<KEY>` names) in place of
     /// the process environment.
-    pub fn load_with_overrides(path: &Path, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub fn load_with_overrides(
+        path: &Path,
+        overrides: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -145,12 +148,12 @@ impl Config {
         env: &BTreeMap<String, String>,
         root: &Path,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                message: e.message().to_owned(),
-            }
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
         apply_env_overrides(&mut table, env)?;
         // Re-parsed from text so that a type error points at the offending key.
         let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -203,7 +203,10 @@ mod tests {
     fn resolves_ids_and_aliases_case_insensitively() {
         let c = Catalogue::parse(Path::new("t"), ONE).unwrap();
         assert_eq!(c.resolve("PY").unwrap().id, "python");
-        assert_eq!(c.resolve("python").unwrap().image_ref(), "runbox/python:latest");
+        assert_eq!(
+            c.resolve("python").unwrap().image_ref(),
+            "runbox/python:latest"
+        );
         assert!(c.resolve("cobol").is_none());
     }
 

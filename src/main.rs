@@ -8,10 +8,19 @@ use clap::{Parser, Subcommand};
 use runbox::config::Config;
 
 #[derive(Parser)]
-#[command(name = "runbox", version, about = "Runs untrusted programs in hardened throwaway containers")]
+#[command(
+    name = "runbox",
+    version,
+    about = "Runs untrusted programs in hardened throwaway containers"
+)]
 struct Cli {
     /// Config file.
-    #[arg(long, global = true, env = "RUNBOX_CONFIG", default_value = "config/runbox.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNBOX_CONFIG",
+        default_value = "config/runbox.toml"
+    )]
     config: PathBuf,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "RUNBOX_LOG_JSON")]
@@ -58,7 +67,8 @@ enum ImagesCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
-    let config = Config::load(&cli.config).with_context(|| format!("loading {}", cli.config.display()))?;
+    let config =
+        Config::load(&cli.config).with_context(|| format!("loading {}", cli.config.display()))?;
     match cli.command {
         Command::Serve { listen } => {
             let addr = listen.unwrap_or(config.server.listen);
@@ -91,7 +101,11 @@ async fn main() -> anyhow::Result<()> {
                     report.version,
                     report.size_bytes.unwrap_or(0) as f64 / 1e6,
                     report.seconds,
-                    if report.rebuilt { "built" } else { "up to date" }
+                    if report.rebuilt {
+                        "built"
+                    } else {
+                        "up to date"
+                    }
                 );
             }
         }
@@ -103,7 +117,9 @@ async fn main() -> anyhow::Result<()> {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -62,7 +62,9 @@ impl ApiError {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::UnknownLanguage(_) => (StatusCode::BAD_REQUEST, "unknown_language"),
-            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -125,9 +127,10 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response
     }
@@ -144,19 +147,31 @@ mod tests {
             .scope("req-42".to_owned(), async { err.into_response() })
             .await;
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(response.into_body(), 10_000).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 10_000)
+            .await
+            .unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(text.contains("internal_error") && text.contains("req-42"), "{text}");
-        assert!(!text.contains("docker") && !text.contains("/var/lib"), "{text}");
+        assert!(
+            text.contains("internal_error") && text.contains("req-42"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("docker") && !text.contains("/var/lib"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn unavailable_sets_retry_after_and_hides_engine_text() {
-        let err = ApiError::from(SandboxError::EngineUnavailable("/var/run/docker.sock: refused".into()));
+        let err = ApiError::from(SandboxError::EngineUnavailable(
+            "/var/run/docker.sock: refused".into(),
+        ));
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().contains_key(header::RETRY_AFTER));
-        let body = axum::body::to_bytes(response.into_body(), 10_000).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 10_000)
+            .await
+            .unwrap();
         assert!(!String::from_utf8_lossy(&body).contains("docker.sock"));
     }
 }

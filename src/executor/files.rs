@@ -41,7 +41,13 @@ pub enum FileNameError {
 /// is refused rather than escaped, so commands can name files without quoting.
 pub fn validate_name(name: &str) -> Result<(), FileNameError> {
     // Shown back to the client: keep it printable and short.
-    let shown = || name.chars().take(MAX_NAME_BYTES).collect::<String>().escape_default().to_string();
+    let shown = || {
+        name.chars()
+            .take(MAX_NAME_BYTES)
+            .collect::<String>()
+            .escape_default()
+            .to_string()
+    };
     if name.is_empty() {
         return Err(FileNameError::Empty);
     }
@@ -150,7 +156,13 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for name in ["main.py", "pkg/util.py", "include/a_b-c.h", ".hidden", "a/b/c/d.txt"] {
+        for name in [
+            "main.py",
+            "pkg/util.py",
+            "include/a_b-c.h",
+            ".hidden",
+            "a/b/c/d.txt",
+        ] {
             assert_eq!(validate_name(name), Ok(()), "{name}");
         }
     }
@@ -175,9 +187,15 @@ mod tests {
             let err = validate_name(name).unwrap_err().to_string();
             assert!(err.contains(fragment), "{name:?}: {err}");
         }
-        assert!(matches!(validate_name(&"a".repeat(129)), Err(FileNameError::TooLong(_))));
+        assert!(matches!(
+            validate_name(&"a".repeat(129)),
+            Err(FileNameError::TooLong(_))
+        ));
         let too_deep = format!("{}f", "a/".repeat(9));
-        assert!(matches!(validate_name(&too_deep), Err(FileNameError::TooDeep(_))));
+        assert!(matches!(
+            validate_name(&too_deep),
+            Err(FileNameError::TooDeep(_))
+        ));
     }
 
     #[test]
@@ -189,9 +207,19 @@ mod tests {
 
     #[test]
     fn set_refuses_duplicates_file_dir_clash_and_too_many() {
-        assert!(validate_set(&[file("a.py", ""), file("a.py", "")]).unwrap_err().contains("twice"));
-        assert!(validate_set(&[file("a", ""), file("a/b", "")]).unwrap_err().contains("directory"));
-        let many: Vec<_> = (0..=MAX_FILES).map(|i| file(&format!("f{i}"), "")).collect();
+        assert!(
+            validate_set(&[file("a.py", ""), file("a.py", "")])
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            validate_set(&[file("a", ""), file("a/b", "")])
+                .unwrap_err()
+                .contains("directory")
+        );
+        let many: Vec<_> = (0..=MAX_FILES)
+            .map(|i| file(&format!("f{i}"), ""))
+            .collect();
         assert!(validate_set(&many).unwrap_err().contains("at most"));
         assert!(validate_set(&[]).is_err());
         assert!(validate_set(&[file("main.c", ""), file("inc/x.h", "")]).is_ok());
@@ -199,7 +227,10 @@ mod tests {
 
     #[test]
     fn pack_round_trips_with_directories() {
-        let files = [file("main.py", "print(1)\n"), file("pkg/sub/util.py", "X = 2\n")];
+        let files = [
+            file("main.py", "print(1)\n"),
+            file("pkg/sub/util.py", "X = 2\n"),
+        ];
         let archive = pack(&files);
         let mut reader = tar::Archive::new(archive.as_slice());
         let entries: Vec<(String, bool, Vec<u8>)> = reader

@@ -84,7 +84,9 @@ impl Job {
                 return invalid("`args` must not contain NUL bytes".to_owned());
             }
             if arg.len() > MAX_ARG_BYTES {
-                return invalid(format!("each of `args` must be at most {MAX_ARG_BYTES} bytes"));
+                return invalid(format!(
+                    "each of `args` must be at most {MAX_ARG_BYTES} bytes"
+                ));
             }
         }
 
@@ -127,7 +129,11 @@ impl Job {
 
 /// A client-supplied name made safe to echo in a message.
 fn printable(name: &str) -> String {
-    name.chars().take(64).collect::<String>().escape_default().to_string()
+    name.chars()
+        .take(64)
+        .collect::<String>()
+        .escape_default()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -163,8 +169,14 @@ mod tests {
         let mut r = request("python", "");
         r.code = None;
         r.files = vec![
-            SourceFile { name: "app.py".into(), content: b"import util".to_vec() },
-            SourceFile { name: "util.py".into(), content: Vec::new() },
+            SourceFile {
+                name: "app.py".into(),
+                content: b"import util".to_vec(),
+            },
+            SourceFile {
+                name: "util.py".into(),
+                content: Vec::new(),
+            },
         ];
         let job = Job::validate(&catalogue(), r).unwrap();
         assert_eq!(job.entry, "app.py");
@@ -176,24 +188,57 @@ mod tests {
         let c = catalogue();
         let cases: Vec<(JobRequest, &str)> = vec![
             (JobRequest::default(), "language"),
-            (JobRequest { language: Some("python".into()), ..Default::default() }, "code"),
-            (
-                JobRequest { args: vec!["a\0b".into()], ..request("python", "") },
-                "NUL",
-            ),
-            (JobRequest { timeout_ms: Some(10_000_000), ..request("python", "") }, "timeout_ms"),
-            (JobRequest { timeout_ms: Some(0), ..request("python", "") }, "timeout_ms"),
-            (JobRequest { memory_mb: Some(1), ..request("python", "") }, "memory_mb"),
             (
                 JobRequest {
-                    files: vec![SourceFile { name: "../x".into(), content: vec![] }],
+                    language: Some("python".into()),
+                    ..Default::default()
+                },
+                "code",
+            ),
+            (
+                JobRequest {
+                    args: vec!["a\0b".into()],
+                    ..request("python", "")
+                },
+                "NUL",
+            ),
+            (
+                JobRequest {
+                    timeout_ms: Some(10_000_000),
+                    ..request("python", "")
+                },
+                "timeout_ms",
+            ),
+            (
+                JobRequest {
+                    timeout_ms: Some(0),
+                    ..request("python", "")
+                },
+                "timeout_ms",
+            ),
+            (
+                JobRequest {
+                    memory_mb: Some(1),
+                    ..request("python", "")
+                },
+                "memory_mb",
+            ),
+            (
+                JobRequest {
+                    files: vec![SourceFile {
+                        name: "../x".into(),
+                        content: vec![],
+                    }],
                     ..request("python", "")
                 },
                 "..",
             ),
             (
                 JobRequest {
-                    files: vec![SourceFile { name: "main.py".into(), content: vec![] }],
+                    files: vec![SourceFile {
+                        name: "main.py".into(),
+                        content: vec![],
+                    }],
                     ..request("python", "")
                 },
                 "twice",

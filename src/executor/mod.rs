@@ -145,7 +145,10 @@ impl Executor {
     /// Runs a job in a fresh sandbox, which is removed when this returns (or is dropped).
     pub async fn run(&self, job: Job) -> Result<RunOutcome, SandboxError> {
         let language = job.language.clone();
-        let compile_memory = language.compile.as_ref().map(|_| language.compile_memory_mb());
+        let compile_memory = language
+            .compile
+            .as_ref()
+            .map(|_| language.compile_memory_mb());
         let sandbox_memory = compile_memory.map_or(job.memory_mb, |m| m.max(job.memory_mb));
         let sandbox = self
             .sandboxes
@@ -280,10 +283,37 @@ pub fn classify(outcome: &ExecOutcome) -> (RunStatus, Option<i64>, Option<&'stat
 /// The engine reports a process killed by signal N as exit code 128 + N.
 fn signal_name(code: i64) -> Option<&'static str> {
     const NAMES: [&str; 31] = [
-        "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
-        "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG",
-        "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     debug_assert_eq!(NAMES[(SIGKILL_EXIT_CODE - 129) as usize], "SIGKILL");
     let index = usize::try_from(code.checked_sub(129)?).ok()?;
@@ -331,8 +361,14 @@ mod tests {
 
     #[test]
     fn exit_codes_and_signals() {
-        assert_eq!(classify(&exited(0, false)), (RunStatus::Success, Some(0), None));
-        assert_eq!(classify(&exited(3, false)), (RunStatus::RuntimeError, Some(3), None));
+        assert_eq!(
+            classify(&exited(0, false)),
+            (RunStatus::Success, Some(0), None)
+        );
+        assert_eq!(
+            classify(&exited(3, false)),
+            (RunStatus::RuntimeError, Some(3), None)
+        );
         assert_eq!(
             classify(&exited(139, false)),
             (RunStatus::RuntimeError, None, Some("SIGSEGV"))
@@ -351,20 +387,41 @@ mod tests {
             (RunStatus::MemoryLimitExceeded, Some(1), None)
         );
         // Exit codes above the signal range are plain exit codes.
-        assert_eq!(classify(&exited(255, false)), (RunStatus::RuntimeError, Some(255), None));
+        assert_eq!(
+            classify(&exited(255, false)),
+            (RunStatus::RuntimeError, Some(255), None)
+        );
     }
 
     #[test]
     fn limits_end_with_sigkill() {
-        let timed_out = ExecOutcome { end: ExecEnd::TimedOut, duration: Duration::ZERO, oom_killed: false };
-        assert_eq!(classify(&timed_out), (RunStatus::Timeout, None, Some("SIGKILL")));
-        let stopped = ExecOutcome { end: ExecEnd::Stopped, ..timed_out };
-        assert_eq!(classify(&stopped), (RunStatus::OutputLimitExceeded, None, Some("SIGKILL")));
+        let timed_out = ExecOutcome {
+            end: ExecEnd::TimedOut,
+            duration: Duration::ZERO,
+            oom_killed: false,
+        };
+        assert_eq!(
+            classify(&timed_out),
+            (RunStatus::Timeout, None, Some("SIGKILL"))
+        );
+        let stopped = ExecOutcome {
+            end: ExecEnd::Stopped,
+            ..timed_out
+        };
+        assert_eq!(
+            classify(&stopped),
+            (RunStatus::OutputLimitExceeded, None, Some("SIGKILL"))
+        );
     }
 
     #[test]
     fn usage_of_the_run_phase() {
-        let u = |cpu, peak| Some(Usage { cpu_ns: Some(cpu), memory_peak_bytes: Some(peak) });
+        let u = |cpu, peak| {
+            Some(Usage {
+                cpu_ns: Some(cpu),
+                memory_peak_bytes: Some(peak),
+            })
+        };
         // Interpreted: everything the sandbox used.
         assert_eq!(
             run_phase_usage(None, u(5_000_000, 10 * 1024)),

@@ -43,8 +43,7 @@ impl Cleaner {
 
     /// Queues a container for forced removal. `id` leaves the live set once it is gone.
     pub(super) fn remove(&self, container: String, id: String) {
-        if let Err(mpsc::error::SendError(removal)) = self.queue.send(Removal { container, id })
-        {
+        if let Err(mpsc::error::SendError(removal)) = self.queue.send(Removal { container, id }) {
             // The task has stopped (shutdown already ran): leave it to the next start's sweep.
             tracing::warn!(container = %removal.container, "cleanup task stopped; container left to the sweep");
         }
@@ -103,7 +102,10 @@ async fn remove_container(docker: &Docker, container: &str) -> bool {
         .v(true)
         .build();
     for attempt in 1..=REMOVE_ATTEMPTS {
-        match docker.remove_container(container, Some(options.clone())).await {
+        match docker
+            .remove_container(container, Some(options.clone()))
+            .await
+        {
             Ok(()) => return true,
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..

@@ -127,7 +127,9 @@ impl Sandboxes {
     }
 
     async fn pull(&self, image: &str) -> Result<(), ImageError> {
-        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
         let mut progress = self.docker().create_image(Some(options), None, None);
         while let Some(step) = progress.next().await {
             step.map_err(|e| ImageError::Base(format!("pulling {image}: {e}")))?;
@@ -235,8 +237,13 @@ impl Sandboxes {
             (LABEL_CONTEXT_HASH.to_owned(), hash.clone()),
         ]);
         let build_args = HashMap::from([(BASE_BUILD_ARG.to_owned(), config.base.clone())]);
-        self.run_build(&staging, pack_context(&context), Some(build_args), labels.clone())
-            .await?;
+        self.run_build(
+            &staging,
+            pack_context(&context),
+            Some(build_args),
+            labels.clone(),
+        )
+        .await?;
 
         let version = self.probe_version(&staging, language).await?;
         tracing::info!(%image, %version, "language version read from the image");
@@ -247,7 +254,11 @@ impl Sandboxes {
         let label_context = pack_context(&[(PathBuf::from("Dockerfile"), dockerfile.into_bytes())]);
         self.run_build(&image, label_context, None, labels).await?;
         let remove = RemoveImageOptionsBuilder::default().noprune(true).build();
-        if let Err(err) = self.docker().remove_image(&staging, Some(remove), None).await {
+        if let Err(err) = self
+            .docker()
+            .remove_image(&staging, Some(remove), None)
+            .await
+        {
             tracing::warn!(image = %staging, error = %err, "cannot untag the staging image");
         }
         Ok(BuildReport {
@@ -260,7 +271,11 @@ impl Sandboxes {
     }
 
     async fn image_size(&self, image: &str) -> Option<i64> {
-        self.docker().inspect_image(image).await.ok().and_then(|i| i.size)
+        self.docker()
+            .inspect_image(image)
+            .await
+            .ok()
+            .and_then(|i| i.size)
     }
 
     async fn run_build(
@@ -279,9 +294,11 @@ impl Sandboxes {
         if let Some(args) = &build_args {
             options = options.buildargs(args);
         }
-        let mut progress =
-            self.docker()
-                .build_image(options.build(), None, Some(bollard::body_full(Bytes::from(context))));
+        let mut progress = self.docker().build_image(
+            options.build(),
+            None,
+            Some(bollard::body_full(Bytes::from(context))),
+        );
         let mut tail: Vec<String> = Vec::new();
         while let Some(step) = progress.next().await {
             match step {
@@ -409,7 +426,9 @@ fn pack_context(files: &[(PathBuf, Vec<u8>)]) -> Vec<u8> {
             .append_data(&mut header, path, content.as_slice())
             .expect("writing into memory cannot fail");
     }
-    builder.into_inner().expect("writing into memory cannot fail")
+    builder
+        .into_inner()
+        .expect("writing into memory cannot fail")
 }
 
 /// Drops what a sandbox never needs (docs, man pages, translations, apt caches) and keeps
@@ -471,7 +490,10 @@ mod tests {
         for id in ["python", "javascript", "c", "cpp"] {
             let files = read_context(&dir.join(id)).unwrap();
             let dockerfile = String::from_utf8(files[0].1.clone()).unwrap();
-            assert!(dockerfile.contains(&format!("FROM ${{{BASE_BUILD_ARG}}}")), "{id}");
+            assert!(
+                dockerfile.contains(&format!("FROM ${{{BASE_BUILD_ARG}}}")),
+                "{id}"
+            );
         }
     }
 }

@@ -297,7 +297,9 @@ impl LiveSet {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // A panic while holding this lock cannot leave the map inconsistent (single calls).
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -453,11 +455,17 @@ mod tests {
     fn cgroup_usage_lines() {
         assert_eq!(
             parse_cgroup_usage("24093943\n3821568\n"),
-            Usage { cpu_ns: Some(24_093_943), memory_peak_bytes: Some(3_821_568) }
+            Usage {
+                cpu_ns: Some(24_093_943),
+                memory_peak_bytes: Some(3_821_568)
+            }
         );
         assert_eq!(
             parse_cgroup_usage("5000\n0\n"),
-            Usage { cpu_ns: Some(5000), memory_peak_bytes: None }
+            Usage {
+                cpu_ns: Some(5000),
+                memory_peak_bytes: None
+            }
         );
         assert_eq!(parse_cgroup_usage(""), Usage::default());
     }

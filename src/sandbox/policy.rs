@@ -246,7 +246,10 @@ mod tests {
         let hc = body.host_config.as_ref().unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
-        assert_eq!(hc.security_opt.as_deref(), Some(&["no-new-privileges".to_owned()][..]));
+        assert_eq!(
+            hc.security_opt.as_deref(),
+            Some(&["no-new-privileges".to_owned()][..])
+        );
         assert_eq!(hc.readonly_rootfs, Some(true));
         assert_eq!(hc.memory, Some(128 * MIB));
         assert_eq!(hc.memory_swap, hc.memory);
@@ -287,7 +290,10 @@ mod tests {
             "--user=65534:65534",
             "--cpus=1",
         ] {
-            assert!(flags.iter().any(|f| f == expected), "{expected} in {flags:?}");
+            assert!(
+                flags.iter().any(|f| f == expected),
+                "{expected} in {flags:?}"
+            );
         }
         assert!(flags.iter().any(|f| f.starts_with("--tmpfs=/box:")));
     }

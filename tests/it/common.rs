@@ -46,7 +46,9 @@ pub fn start_on_own_runtime(overrides: &[(&str, &str)]) -> TestApp {
             .expect("runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let server = Server::start(config, listener).await.expect("server starts");
+            let server = Server::start(config, listener)
+                .await
+                .expect("server starts");
             sender.send(server).unwrap();
             // Serve until the process exits.
             std::future::pending::<()>().await;

@@ -14,7 +14,10 @@ fn rejecting_app() -> &'static TestApp {
     APP.get_or_init(|| start_on_own_runtime(&[("RUNBOX_SERVER__BODY_LIMIT_BYTES", "65536")]))
 }
 
-async fn post_raw(content_type: Option<&str>, body: impl Into<reqwest::Body>) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+async fn post_raw(
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
     let app = rejecting_app();
     let mut request = reqwest::Client::new().post(app.url("/run")).body(body);
     if let Some(ct) = content_type {
@@ -27,31 +30,64 @@ async fn post_raw(content_type: Option<&str>, body: impl Into<reqwest::Body>) ->
     (status, body, headers)
 }
 
-async fn expect_error(content_type: Option<&str>, body: impl Into<reqwest::Body>, status: StatusCode, code: &str) -> String {
+async fn expect_error(
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+    status: StatusCode,
+    code: &str,
+) -> String {
     let (got, body, headers) = post_raw(content_type, body).await;
     assert_eq!(got, status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(headers.contains_key("x-request-id"));
-    let message = body["error"]["message"].as_str().expect("a message").to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("a message")
+        .to_owned();
     assert!(!message.is_empty());
     for internal in ["docker", "container", "/var/", "bollard"] {
-        assert!(!message.to_lowercase().contains(internal), "{internal} leaked: {message}");
+        assert!(
+            !message.to_lowercase().contains(internal),
+            "{internal} leaked: {message}"
+        );
     }
     message
 }
 
 async fn expect_json_error(body: Value, code: &str) -> String {
-    expect_error(Some("application/json"), body.to_string(), StatusCode::BAD_REQUEST, code).await
+    expect_error(
+        Some("application/json"),
+        body.to_string(),
+        StatusCode::BAD_REQUEST,
+        code,
+    )
+    .await
 }
 
 #[tokio::test]
 async fn bad_json() {
-    expect_error(Some("application/json"), "{\"language\": \"python\",", StatusCode::BAD_REQUEST, "invalid_json").await;
-    expect_error(Some("application/json"), "", StatusCode::BAD_REQUEST, "invalid_json").await;
+    expect_error(
+        Some("application/json"),
+        "{\"language\": \"python\",",
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    )
+    .await;
+    expect_error(
+        Some("application/json"),
+        "",
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    )
+    .await;
     // A field of the wrong type is invalid JSON for this route.
     let m = expect_json_error(json!({ "language": "python", "code": 5 }), "invalid_json").await;
     assert!(m.contains("invalid type"), "{m}");
-    expect_json_error(json!({ "language": "python", "code": "", "timeout_ms": -5 }), "invalid_json").await;
+    expect_json_error(
+        json!({ "language": "python", "code": "", "timeout_ms": -5 }),
+        "invalid_json",
+    )
+    .await;
     assert_no_container_created();
 }
 
@@ -66,16 +102,28 @@ async fn missing_fields() {
 
 #[tokio::test]
 async fn unknown_language() {
-    let m = expect_json_error(json!({ "language": "cobol", "code": "x" }), "unknown_language").await;
+    let m = expect_json_error(
+        json!({ "language": "cobol", "code": "x" }),
+        "unknown_language",
+    )
+    .await;
     assert!(m.contains("cobol") && m.contains("/languages"), "{m}");
     assert_no_container_created();
 }
 
 #[tokio::test]
 async fn values_out_of_range() {
-    let m = expect_json_error(json!({ "language": "python", "code": "", "timeout_ms": 999_999_999 }), "invalid_request").await;
+    let m = expect_json_error(
+        json!({ "language": "python", "code": "", "timeout_ms": 999_999_999 }),
+        "invalid_request",
+    )
+    .await;
     assert!(m.contains("timeout_ms"), "{m}");
-    let m = expect_json_error(json!({ "language": "python", "code": "", "memory_mb": 100_000 }), "invalid_request").await;
+    let m = expect_json_error(
+        json!({ "language": "python", "code": "", "memory_mb": 100_000 }),
+        "invalid_request",
+    )
+    .await;
     assert!(m.contains("memory_mb"), "{m}");
     assert_no_container_created();
 }
@@ -83,14 +131,27 @@ async fn values_out_of_range() {
 #[tokio::test]
 async fn oversized_body() {
     let big = json!({ "language": "python", "code": "#".repeat(70_000) }).to_string();
-    let m = expect_error(Some("application/json"), big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let m = expect_error(
+        Some("application/json"),
+        big,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
     assert!(m.contains("65536"), "{m}");
     assert_no_container_created();
 }
 
 #[tokio::test]
 async fn bad_file_names() {
-    for name in ["../escape.py", "/etc/passwd", "a\u{0}b", "", "dir//x", "with space.py"] {
+    for name in [
+        "../escape.py",
+        "/etc/passwd",
+        "a\u{0}b",
+        "",
+        "dir//x",
+        "with space.py",
+    ] {
         let m = expect_json_error(
             json!({ "language": "python", "code": "", "files": [{ "name": name, "content": "" }] }),
             "invalid_request",
@@ -104,22 +165,44 @@ async fn bad_file_names() {
     )
     .await;
     assert!(m.contains("twice"), "{m}");
-    let too_many: Vec<Value> = (0..100).map(|i| json!({ "name": format!("f{i}.py"), "content": "" })).collect();
-    expect_json_error(json!({ "language": "python", "files": too_many }), "invalid_request").await;
+    let too_many: Vec<Value> = (0..100)
+        .map(|i| json!({ "name": format!("f{i}.py"), "content": "" }))
+        .collect();
+    expect_json_error(
+        json!({ "language": "python", "files": too_many }),
+        "invalid_request",
+    )
+    .await;
     assert_no_container_created();
 }
 
 #[tokio::test]
 async fn wrong_content_type() {
     let body = json!({ "language": "python", "code": "print(1)" }).to_string();
-    expect_error(Some("text/plain"), body.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
-    expect_error(None, body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    expect_error(
+        Some("text/plain"),
+        body.clone(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    expect_error(
+        None,
+        body,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
     assert_no_container_created();
 }
 
 #[tokio::test]
 async fn nul_byte_in_an_argument() {
-    let m = expect_json_error(json!({ "language": "python", "code": "", "args": ["ok", "bad\u{0}arg"] }), "invalid_request").await;
+    let m = expect_json_error(
+        json!({ "language": "python", "code": "", "args": ["ok", "bad\u{0}arg"] }),
+        "invalid_request",
+    )
+    .await;
     assert!(m.contains("NUL"), "{m}");
     assert_no_container_created();
 }
@@ -129,12 +212,21 @@ async fn unknown_route_and_method() {
     let app = rejecting_app();
     let r = reqwest::get(app.url("/nope")).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
     let r = reqwest::get(app.url("/run")).await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "method_not_allowed"
+    );
 }
 
 fn assert_no_container_created() {
-    assert_eq!(rejecting_app().server.executor.sandboxes().created_count(), 0);
+    assert_eq!(
+        rejecting_app().server.executor.sandboxes().created_count(),
+        0
+    );
 }

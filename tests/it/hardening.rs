@@ -21,7 +21,9 @@ async fn live_container_has_every_hardening_setting() {
     let inspect = loop {
         let mut found = None;
         for c in containers_with_labels(&["runbox.kind=job".to_owned()]).await {
-            let inspect = docker.inspect_container(c.id.as_deref().unwrap(), None).await;
+            let inspect = docker
+                .inspect_container(c.id.as_deref().unwrap(), None)
+                .await;
             if let Ok(i) = inspect
                 && i.host_config.as_ref().and_then(|h| h.memory) == Some(MARKER_MEMORY_MB << 20)
                 && i.state.as_ref().and_then(|s| s.running) == Some(true)
@@ -32,7 +34,10 @@ async fn live_container_has_every_hardening_setting() {
         if let Some(i) = found {
             break i;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "never saw the job's container");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never saw the job's container"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let hc = inspect.host_config.unwrap();
@@ -53,21 +58,46 @@ async fn live_container_has_every_hardening_setting() {
         .ulimits
         .unwrap()
         .iter()
-        .map(|u| format!("{}={}:{}", u.name.clone().unwrap(), u.soft.unwrap(), u.hard.unwrap()))
+        .map(|u| {
+            format!(
+                "{}={}:{}",
+                u.name.clone().unwrap(),
+                u.soft.unwrap(),
+                u.hard.unwrap()
+            )
+        })
         .collect();
-    assert!(ulimits.contains(&"nofile=512:512".to_owned()), "{ulimits:?}");
-    assert!(ulimits.iter().any(|u| u.starts_with("fsize=")), "{ulimits:?}");
+    assert!(
+        ulimits.contains(&"nofile=512:512".to_owned()),
+        "{ulimits:?}"
+    );
+    assert!(
+        ulimits.iter().any(|u| u.starts_with("fsize=")),
+        "{ulimits:?}"
+    );
     let tmpfs = hc.tmpfs.unwrap();
-    assert_eq!(tmpfs.len(), 1, "the work dir is the only writable mount: {tmpfs:?}");
+    assert_eq!(
+        tmpfs.len(),
+        1,
+        "the work dir is the only writable mount: {tmpfs:?}"
+    );
     let options = &tmpfs["/box"];
     for option in ["size=", "nr_inodes=", "nosuid", "nodev", "exec"] {
         assert!(options.contains(option), "{option} in {options}");
     }
-    assert!(hc.binds.unwrap_or_default().is_empty(), "no host paths are mounted");
+    assert!(
+        hc.binds.unwrap_or_default().is_empty(),
+        "no host paths are mounted"
+    );
     assert_eq!(config.user.as_deref(), Some("65534:65534"));
     assert_eq!(config.hostname.as_deref(), Some("runbox"));
     let env = config.env.unwrap();
-    assert!(env.iter().all(|e| ["PATH=", "HOME=", "TMPDIR=", "LANG="].iter().any(|p| e.starts_with(p))), "{env:?}");
+    assert!(
+        env.iter().all(|e| ["PATH=", "HOME=", "TMPDIR=", "LANG="]
+            .iter()
+            .any(|p| e.starts_with(p))),
+        "{env:?}"
+    );
     let labels = config.labels.unwrap();
     assert_eq!(labels["runbox.managed"], "true");
     assert_eq!(labels["runbox.kind"], "job");
@@ -106,7 +136,10 @@ async fn client_disconnect_mid_run_removes_the_container() {
     );
     let started = Instant::now();
     while job_containers_with_memory(memory).await.is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(10), "the job never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the job never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The client goes away mid-run: its connection is dropped.
@@ -114,7 +147,10 @@ async fn client_disconnect_mid_run_removes_the_container() {
     let _ = request.await;
     let gone = Instant::now();
     while !job_containers_with_memory(memory).await.is_empty() {
-        assert!(gone.elapsed() < Duration::from_secs(10), "container outlived its client");
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "container outlived its client"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

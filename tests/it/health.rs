@@ -21,7 +21,10 @@ async fn readyz_names_a_missing_image() {
     std::fs::create_dir_all(&dir).unwrap();
     let catalogue = std::fs::read_to_string(repo_root().join("config/languages.toml"))
         .unwrap()
-        .replace("image = \"runbox/python\"", "image = \"runbox/no-such-image\"");
+        .replace(
+            "image = \"runbox/python\"",
+            "image = \"runbox/no-such-image\"",
+        );
     let file = dir.join("languages.toml");
     std::fs::write(&file, catalogue).unwrap();
     let app = start_on_own_runtime(&[("RUNBOX_LANGUAGES__FILE", file.to_str().unwrap())]);
@@ -29,7 +32,13 @@ async fn readyz_names_a_missing_image() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
-    assert!(body["reason"].as_str().unwrap().contains("runbox/no-such-image"), "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("runbox/no-such-image"),
+        "{body}"
+    );
     // A run of that language is refused as unavailable, not as an internal error.
     let (status, body) = app
         .run(serde_json::json!({ "language": "python", "code": "print(1)" }))
@@ -53,8 +62,14 @@ async fn readyz_reports_an_engine_that_is_down() {
     let r = reqwest::get(app.url("/readyz")).await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = r.json().await.unwrap();
-    assert!(body["reason"].as_str().unwrap().contains("engine"), "{body}");
-    assert!(!body.to_string().contains("docker.sock"), "no host paths: {body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("engine"),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("docker.sock"),
+        "no host paths: {body}"
+    );
     let (status, body) = app
         .run(serde_json::json!({ "language": "python", "code": "print(1)" }))
         .await;
@@ -66,9 +81,17 @@ async fn readyz_reports_an_engine_that_is_down() {
 
 #[tokio::test]
 async fn languages_report_versions_read_from_the_images() {
-    let body: Value = reqwest::get(shared().url("/languages")).await.unwrap().json().await.unwrap();
+    let body: Value = reqwest::get(shared().url("/languages"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let languages = body["languages"].as_array().unwrap();
-    let ids: Vec<&str> = languages.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = languages
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
     for id in ["python", "javascript", "c", "cpp"] {
         assert!(ids.contains(&id), "{id}");
     }
@@ -115,7 +138,10 @@ async fn cors_allows_any_origin_without_credentials() {
 
 #[tokio::test]
 async fn cors_can_be_limited_to_configured_origins() {
-    let app = start_on_own_runtime(&[("RUNBOX_SERVER__CORS_ALLOWED_ORIGINS", r#"["https://good.example"]"#)]);
+    let app = start_on_own_runtime(&[(
+        "RUNBOX_SERVER__CORS_ALLOWED_ORIGINS",
+        r#"["https://good.example"]"#,
+    )]);
     let preflight = |origin: &'static str| {
         reqwest::Client::new()
             .request(reqwest::Method::OPTIONS, app.url("/run"))
@@ -124,7 +150,10 @@ async fn cors_can_be_limited_to_configured_origins() {
             .send()
     };
     let r = preflight("https://good.example").await.unwrap();
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://good.example");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://good.example"
+    );
     let r = preflight("https://evil.example").await.unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
 }

@@ -56,9 +56,21 @@ async fn hello_world(language: &str) {
     assert_eq!(r["exit_code"], 0);
     assert_eq!(r["signal"], json!(null));
     assert_eq!(r["truncated"], false);
-    assert!(r["version"].as_str().unwrap().chars().next().unwrap().is_ascii_digit(), "{r}");
+    assert!(
+        r["version"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .next()
+            .unwrap()
+            .is_ascii_digit(),
+        "{r}"
+    );
     assert!(r["duration_ms"].as_u64().is_some());
-    assert!(r["cpu_time_ms"].as_u64().is_some(), "cgroup v1 reports CPU time: {r}");
+    assert!(
+        r["cpu_time_ms"].as_u64().is_some(),
+        "cgroup v1 reports CPU time: {r}"
+    );
     let compiled = matches!(language, "c" | "cpp");
     assert_eq!(r["compile"].is_object(), compiled, "{r}");
     if compiled {
@@ -70,11 +82,17 @@ async fn hello_world(language: &str) {
 
 async fn stdin_echo(language: &str) {
     let input = "line one\nline two ünïcode\n";
-    let r = run_and_clean(json!({ "language": language, "code": case(language).echo_stdin, "input": input })).await;
+    let r = run_and_clean(
+        json!({ "language": language, "code": case(language).echo_stdin, "input": input }),
+    )
+    .await;
     assert_eq!(r["status"], "success", "{r}");
     assert_eq!(r["stdout"], input);
     // `stdin` is accepted as an alias of `input`.
-    let r = run_and_clean(json!({ "language": language, "code": case(language).echo_stdin, "stdin": "x" })).await;
+    let r = run_and_clean(
+        json!({ "language": language, "code": case(language).echo_stdin, "stdin": "x" }),
+    )
+    .await;
     assert_eq!(r["stdout"], "x");
 }
 
@@ -121,7 +139,10 @@ async fn compile_error(language: &str, code: &str, fragment: &str) {
     assert_eq!(r["compile"]["exit_code"], 1);
     let message = r["compile"]["stderr"].as_str().unwrap();
     assert!(message.contains(fragment), "{message}");
-    assert!(message.contains("main."), "the message names the file: {message}");
+    assert!(
+        message.contains("main."),
+        "the message names the file: {message}"
+    );
     // The program never ran.
     assert_eq!(r["stdout"], "");
     assert_eq!(r["exit_code"], json!(null));
@@ -129,7 +150,12 @@ async fn compile_error(language: &str, code: &str, fragment: &str) {
 
 #[tokio::test]
 async fn c_compile_error() {
-    compile_error("c", "int main(void){ return undeclared_thing; }", "undeclared_thing").await;
+    compile_error(
+        "c",
+        "int main(void){ return undeclared_thing; }",
+        "undeclared_thing",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -142,13 +168,19 @@ async fn python_runtime_exception_has_traceback() {
     let r = run_and_clean(json!({ "language": "py", "code": "1/0" })).await;
     assert_eq!(r["status"], "runtime_error");
     assert_eq!(r["exit_code"], 1);
-    assert!(r["stderr"].as_str().unwrap().contains("ZeroDivisionError"), "{r}");
+    assert!(
+        r["stderr"].as_str().unwrap().contains("ZeroDivisionError"),
+        "{r}"
+    );
     assert_eq!(r["language"], "python", "aliases resolve to the id");
 }
 
 #[tokio::test]
 async fn c_segfault_reports_the_signal() {
-    let r = run_and_clean(json!({ "language": "c", "code": "int main(void){ volatile int *p = 0; return *p; }" })).await;
+    let r = run_and_clean(
+        json!({ "language": "c", "code": "int main(void){ volatile int *p = 0; return *p; }" }),
+    )
+    .await;
     assert_eq!(r["status"], "runtime_error", "{r}");
     assert_eq!(r["signal"], "SIGSEGV");
     assert_eq!(r["exit_code"], json!(null));

@@ -9,17 +9,26 @@ use crate::common::{run_and_clean, shared};
 #[tokio::test]
 async fn busy_loop_times_out_near_its_limit() {
     let started = Instant::now();
-    let r = run_and_clean(json!({ "language": "python", "code": "while True: pass", "timeout_ms": 1000 })).await;
+    let r = run_and_clean(
+        json!({ "language": "python", "code": "while True: pass", "timeout_ms": 1000 }),
+    )
+    .await;
     assert_eq!(r["status"], "timeout", "{r}");
     assert_eq!(r["signal"], "SIGKILL");
     assert_eq!(r["exit_code"], json!(null));
     let duration = r["duration_ms"].as_u64().unwrap();
-    assert!((1000..1500).contains(&duration), "reported {duration} ms for a 1000 ms limit");
+    assert!(
+        (1000..1500).contains(&duration),
+        "reported {duration} ms for a 1000 ms limit"
+    );
     let elapsed = started.elapsed();
     // CPU time is measured when the limit hits; the loop cannot have used more CPU than the
     // wall time the request took on its one-CPU quota.
     let cpu = r["cpu_time_ms"].as_u64().unwrap();
-    assert!(cpu >= 500 && cpu as u128 <= elapsed.as_millis(), "cpu {cpu} ms in {elapsed:?}");
+    assert!(
+        cpu >= 500 && cpu as u128 <= elapsed.as_millis(),
+        "cpu {cpu} ms in {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(5), "answered in {elapsed:?}");
 }
 
@@ -76,13 +85,20 @@ async fn c_memory_bomb_exceeds_memory() {
 #[tokio::test]
 async fn output_flood_is_cut_at_the_cap_quickly() {
     let started = Instant::now();
-    let r = run_and_clean(json!({ "language": "python", "code": "while True:\n    print('y' * 1000)" })).await;
+    let r = run_and_clean(
+        json!({ "language": "python", "code": "while True:\n    print('y' * 1000)" }),
+    )
+    .await;
     assert_eq!(r["status"], "output_limit_exceeded", "{r}");
     assert_eq!(r["truncated"], true);
     let stdout = r["stdout"].as_str().unwrap();
     assert_eq!(stdout.len(), 64 * 1024, "exactly the first 64 KiB are kept");
     assert!(stdout.starts_with(&"y".repeat(1000)));
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -110,10 +126,17 @@ async fn fork_bomb_ends_and_the_host_stays_responsive() {
     let started = Instant::now();
     let health = reqwest::get(app.url("/healthz")).await.unwrap();
     assert!(health.status().is_success());
-    assert!(started.elapsed() < Duration::from_secs(1), "healthz took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "healthz took {:?}",
+        started.elapsed()
+    );
     let r = bomb.await.unwrap();
     assert!(
-        matches!(r["status"].as_str(), Some("timeout") | Some("runtime_error")),
+        matches!(
+            r["status"].as_str(),
+            Some("timeout") | Some("runtime_error")
+        ),
         "the bomb ended: {r}"
     );
     // And a normal job right after runs normally.
@@ -130,7 +153,13 @@ async fn pids_are_capped() {
     }))
     .await;
     let stdout = r["stdout"].as_str().unwrap();
-    let n: u32 = stdout.trim().rsplit(' ').next().unwrap().parse().unwrap_or(9999);
+    let n: u32 = stdout
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or(9999);
     assert!(n < 64, "forked {n} processes: {r}");
 }
 
@@ -171,10 +200,16 @@ async fn runs_as_non_root_without_capabilities() {
     .await;
     let out = r["stdout"].as_str().unwrap();
     assert!(out.starts_with("65534 65534\n"), "{out}");
-    for line in out.lines().skip(1).filter(|l| !l.starts_with("CapBnd") ) {
-        assert!(line.ends_with("0000000000000000"), "no capabilities: {line}");
+    for line in out.lines().skip(1).filter(|l| !l.starts_with("CapBnd")) {
+        assert!(
+            line.ends_with("0000000000000000"),
+            "no capabilities: {line}"
+        );
     }
-    assert!(out.contains("CapBnd:\t0000000000000000"), "bounding set empty: {out}");
+    assert!(
+        out.contains("CapBnd:\t0000000000000000"),
+        "bounding set empty: {out}"
+    );
 }
 
 #[tokio::test]
