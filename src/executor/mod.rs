@@ -183,8 +183,15 @@ impl Executor {
                 if sandbox_memory > job.memory_mb {
                     sandbox.set_memory_limit(job.memory_mb).await?;
                 }
-                // Not the stats endpoint: a second call on it within a second waits ~1 s.
-                let usage_before = sandbox.usage_from_inside().await.ok();
+                // With the peak reset, the run phase's peak is exact; without, it is known only
+                // when the run sets a new one.
+                let peak_reset = sandbox.reset_memory_peak().await;
+                let usage_before = sandbox.usage().await.ok().map(|mut usage| {
+                    if peak_reset {
+                        usage.memory_peak_bytes = Some(0);
+                    }
+                    usage
+                });
                 let spec = ExecSpec {
                     cmd: run_cmd,
                     stdin: job.input.clone(),
@@ -339,7 +346,7 @@ fn run_phase_usage(before: Option<Usage>, after: Option<Usage>) -> (Option<Durat
         None => after.memory_peak_bytes,
         Some(before) => after
             .memory_peak_bytes
-            .filter(|&a| before.memory_peak_bytes.is_some_and(|b| a > b)),
+            .filter(|&a| before.memory_peak_bytes.is_none_or(|b| a > b)),
     };
     (
         cpu_ns.map(Duration::from_nanos),

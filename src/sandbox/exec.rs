@@ -71,13 +71,6 @@ pub struct ExecOutcome {
     pub oom_killed: bool,
 }
 
-/// Whether the exec may still have live processes that only a kill will end.
-impl ExecOutcome {
-    pub fn left_running(&self) -> bool {
-        !matches!(self.end, ExecEnd::Exited { .. })
-    }
-}
-
 enum Pumped {
     Eof,
     Stopped,

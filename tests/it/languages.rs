@@ -75,9 +75,11 @@ async fn hello_world(language: &str) {
     assert_eq!(r["compile"].is_object(), compiled, "{r}");
     if compiled {
         assert_eq!(r["compile"]["status"], "success");
-    } else {
-        assert!(r["memory_kb"].as_u64().unwrap() > 100, "{r}");
     }
+    // runbox reads the sandbox's cgroup on this host; after a compile the peak is reset, so
+    // the run phase's own peak is reported, far below the compiler's.
+    let memory_kb = r["memory_kb"].as_u64().unwrap_or_else(|| panic!("memory_kb: {r}"));
+    assert!((100..40_000).contains(&memory_kb), "{r}");
 }
 
 async fn stdin_echo(language: &str) {

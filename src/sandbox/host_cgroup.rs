@@ -1,0 +1,74 @@
+//! Reading a sandbox's cgroup straight from the host's cgroup file system, where runbox runs
+//! on the engine's host and can see it. Covers the engine's usual layouts (cgroup v1 and v2,
+//! cgroupfs and systemd drivers, default parent); anything else returns `None` and the caller
+//! falls back to reading from inside the sandbox.
+
+use std::path::PathBuf;
+
+use super::Usage;
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// The directory of `container` under a controller (`""` for the v2 unified hierarchy).
+fn candidates(controller: &str, container: &str) -> [PathBuf; 2] {
+    let base = PathBuf::from(ROOT).join(controller);
+    [
+        base.join("docker").join(container),
+        base.join("system.slice")
+            .join(format!("docker-{container}.scope")),
+    ]
+}
+
+async fn read_number(path: PathBuf) -> Option<u64> {
+    tokio::fs::read_to_string(path)
+        .await
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub(super) async fn read(container: &str) -> Option<Usage> {
+    // cgroup v1: cpuacct and memory controllers.
+    for (cpu_dir, memory_dir) in candidates("cpuacct", container)
+        .into_iter()
+        .zip(candidates("memory", container))
+    {
+        if let Some(cpu_ns) = read_number(cpu_dir.join("cpuacct.usage")).await {
+            let peak = read_number(memory_dir.join("memory.max_usage_in_bytes")).await;
+            return Some(Usage {
+                cpu_ns: Some(cpu_ns).filter(|&n| n > 0),
+                memory_peak_bytes: peak.filter(|&b| b > 0),
+            });
+        }
+    }
+    // cgroup v2: one directory, cpu.stat in microseconds, memory.peak where the kernel has it.
+    for dir in candidates("", container) {
+        if let Ok(stat) = tokio::fs::read_to_string(dir.join("cpu.stat")).await {
+            let cpu_ns = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|us| us * 1000);
+            let peak = read_number(dir.join("memory.peak")).await;
+            return Some(Usage {
+                cpu_ns: cpu_ns.filter(|&n| n > 0),
+                memory_peak_bytes: peak.filter(|&b| b > 0),
+            });
+        }
+    }
+    None
+}
+
+/// cgroup v1 resets `memory.max_usage_in_bytes` to the current usage when 0 is written to it.
+pub(super) async fn reset_peak(container: &str) -> bool {
+    for dir in candidates("memory", container) {
+        if tokio::fs::write(dir.join("memory.max_usage_in_bytes"), "0")
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    false
+}
