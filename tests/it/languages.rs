@@ -78,7 +78,9 @@ async fn hello_world(language: &str) {
     }
     // runbox reads the sandbox's cgroup on this host; after a compile the peak is reset, so
     // the run phase's own peak is reported, far below the compiler's.
-    let memory_kb = r["memory_kb"].as_u64().unwrap_or_else(|| panic!("memory_kb: {r}"));
+    let memory_kb = r["memory_kb"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("memory_kb: {r}"));
     assert!((100..40_000).contains(&memory_kb), "{r}");
 }
 
