@@ -104,18 +104,26 @@ impl From<PhaseOutcome> for PhaseResponse {
 impl From<RunOutcome> for RunResponse {
     fn from(o: RunOutcome) -> Self {
         // A compile that failed leaves no run phase: its fields are empty.
-        let run = o.run.map(PhaseResponse::from);
+        let run = o.run.map(PhaseResponse::from).unwrap_or(PhaseResponse {
+            status: o.status,
+            exit_code: None,
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            duration_ms: 0,
+        });
         RunResponse {
             id: o.id,
             language: o.language,
             version: o.version,
             status: o.status,
-            exit_code: run.as_ref().and_then(|r| r.exit_code),
-            signal: run.as_ref().and_then(|r| r.signal),
-            stdout: run.as_ref().map(|r| r.stdout.clone()).unwrap_or_default(),
-            stderr: run.as_ref().map(|r| r.stderr.clone()).unwrap_or_default(),
-            truncated: run.as_ref().is_some_and(|r| r.truncated),
-            duration_ms: run.as_ref().map_or(0, |r| r.duration_ms),
+            exit_code: run.exit_code,
+            signal: run.signal,
+            stdout: run.stdout,
+            stderr: run.stderr,
+            truncated: run.truncated,
+            duration_ms: run.duration_ms,
             cpu_time_ms: o.cpu_time.map(|d| d.as_millis() as u64),
             memory_kb: o.memory_kb,
             compile: o.compile.map(PhaseResponse::from),

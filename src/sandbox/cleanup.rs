@@ -155,7 +155,7 @@ pub(super) async fn sweep(
     let docker = sandboxes.docker();
     let options = ListContainersOptionsBuilder::default()
         .all(true)
-        .filters(&Sandboxes::label_filter(None))
+        .filters(&Sandboxes::label_filter())
         .build();
     let containers = docker
         .list_containers(Some(options))

@@ -246,12 +246,9 @@ impl Sandboxes {
         self.shared.live.contains(id)
     }
 
-    /// Label filter selecting runbox's sandboxes, optionally of one kind.
-    fn label_filter(kind: Option<SandboxKind>) -> HashMap<String, Vec<String>> {
-        let mut labels = vec![format!("{}=true", policy::LABEL_MANAGED)];
-        if let Some(kind) = kind {
-            labels.push(format!("{}={}", policy::LABEL_KIND, kind.label()));
-        }
+    /// Label filter selecting every runbox sandbox (the sweep looks at kinds itself).
+    fn label_filter() -> HashMap<String, Vec<String>> {
+        let labels = vec![format!("{}=true", policy::LABEL_MANAGED)];
         HashMap::from([("label".to_owned(), labels)])
     }
 }
