@@ -42,6 +42,8 @@ pub struct Language {
     pub run: Vec<String>,
     /// Prints the language version; run once at image build time.
     pub version: Vec<String>,
+    /// The interactive interpreter a room starts on a terminal (none: a shell in the work dir).
+    pub repl: Option<Vec<String>>,
     pub timeout_ms: u64,
     pub max_timeout_ms: u64,
     pub memory_mb: u64,
@@ -96,6 +98,9 @@ impl Language {
         }
         if matches!(&self.compile, Some(c) if c.is_empty()) {
             return fail("compile command must not be empty when given");
+        }
+        if matches!(&self.repl, Some(c) if c.is_empty()) {
+            return fail("repl command must not be empty when given");
         }
         if crate::executor::files::validate_name(&self.main_file).is_err() {
             return fail("main_file must be a safe relative file name");

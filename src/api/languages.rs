@@ -19,6 +19,10 @@ pub struct LanguageResponse {
     pub version: Option<String>,
     pub aliases: Vec<String>,
     pub compiled: bool,
+    /// The file `code` is written to.
+    pub main_file: String,
+    /// Whether a room starts an interactive interpreter for it (else a shell).
+    pub repl: bool,
     pub timeout_ms: u64,
     pub memory_mb: u64,
     pub max_timeout_ms: u64,
@@ -38,6 +42,8 @@ pub async fn list_languages(State(state): State<AppState>) -> Json<LanguagesResp
                 version: info.version,
                 aliases: l.aliases.clone(),
                 compiled: l.is_compiled(),
+                main_file: l.main_file.clone(),
+                repl: l.repl.is_some(),
                 timeout_ms: l.timeout_ms,
                 memory_mb: l.memory_mb,
                 max_timeout_ms: l.max_timeout_ms,

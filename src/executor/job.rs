@@ -118,12 +118,26 @@ impl Job {
         })
     }
 
-    /// A configured command with `{main}` replaced by the entry file.
+    /// A configured command with `{main}` replaced by the entry file and `{main_stem}` by the
+    /// entry file without its extension (`pkg/app.ts` -> `pkg/app`).
     pub fn command(&self, template: &[String]) -> Vec<String> {
+        let stem = entry_stem(&self.entry);
         template
             .iter()
-            .map(|part| part.replace("{main}", &self.entry))
+            .map(|part| {
+                part.replace("{main_stem}", stem)
+                    .replace("{main}", &self.entry)
+            })
             .collect()
+    }
+}
+
+/// `name` without the extension of its last segment; a dot-file keeps its name.
+fn entry_stem(name: &str) -> &str {
+    let file_start = name.rfind('/').map_or(0, |i| i + 1);
+    match name[file_start..].rfind('.') {
+        Some(dot) if dot > 0 => &name[..file_start + dot],
+        _ => name,
     }
 }
 
@@ -162,6 +176,16 @@ mod tests {
         assert_eq!(job.timeout, Duration::from_millis(job.language.timeout_ms));
         assert_eq!(job.memory_mb, job.language.memory_mb);
         assert_eq!(job.command(&job.language.run), ["python3", "main.py"]);
+    }
+
+    #[test]
+    fn main_stem_drops_only_the_last_extension() {
+        assert_eq!(entry_stem("main.ts"), "main");
+        assert_eq!(entry_stem("pkg/app.test.ts"), "pkg/app.test");
+        assert_eq!(entry_stem("v1.2/prog"), "v1.2/prog");
+        assert_eq!(entry_stem(".profile"), ".profile");
+        let job = Job::validate(&catalogue(), request("ts", "let x = 1")).unwrap();
+        assert_eq!(job.command(&job.language.run), ["node", "main.js"]);
     }
 
     #[test]
