@@ -8,6 +8,9 @@ pub const MAX_FILES: usize = 64;
 pub const MAX_NAME_BYTES: usize = 128;
 /// Deepest accepted directory nesting of a file name.
 const MAX_DEPTH: usize = 8;
+/// Most bytes of source one request may carry, all files together. The body cap usually bites
+/// first; this bound holds whatever the body cap is configured to.
+pub const MAX_TOTAL_BYTES: usize = 4 * 1024 * 1024;
 
 /// One file to place in the work dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,12 @@ pub fn validate_set(files: &[SourceFile]) -> Result<(), String> {
     }
     if files.len() > MAX_FILES {
         return Err(format!("at most {MAX_FILES} files are accepted"));
+    }
+    let total: usize = files.iter().map(|f| f.content.len()).sum();
+    if total > MAX_TOTAL_BYTES {
+        return Err(format!(
+            "source files may hold at most {MAX_TOTAL_BYTES} bytes together"
+        ));
     }
     let mut names = std::collections::BTreeSet::new();
     for file in files {
@@ -223,6 +232,14 @@ mod tests {
         assert!(validate_set(&many).unwrap_err().contains("at most"));
         assert!(validate_set(&[]).is_err());
         assert!(validate_set(&[file("main.c", ""), file("inc/x.h", "")]).is_ok());
+    }
+
+    #[test]
+    fn set_refuses_more_source_than_the_total_bound() {
+        let half = "x".repeat(MAX_TOTAL_BYTES / 2);
+        assert!(validate_set(&[file("a", &half), file("b", &half)]).is_ok());
+        let err = validate_set(&[file("a", &half), file("b", &half), file("c", "x")]).unwrap_err();
+        assert!(err.contains("at most"), "{err}");
     }
 
     #[test]

@@ -597,6 +597,23 @@ async fn code_plus_files_python_package() {
 }
 
 #[tokio::test]
+async fn typescript_programs_use_node_apis_and_keep_their_own_types_checked() {
+    // Node's globals and built-in modules compile (Debian has no @types/node; runbox declares
+    // them), with --lib es2022 and no DOM.
+    let code = "import * as readline from 'readline';\n\ninterface Pair { a: number; b: number }\n\nconst rl = readline.createInterface({ input: process.stdin });\nconst lines: string[] = [];\nrl.on('line', (l: string) => lines.push(l));\nrl.on('close', () => {\n  const [a, b] = lines[0].split(' ').map(Number);\n  const p: Pair = { a, b };\n  setTimeout(() => console.log(p.a + p.b), 10);\n});\n";
+    let r = run_and_clean(json!({ "language": "ts", "code": code, "input": "2 40\n" })).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["stdout"], "42\n");
+    let wrong = code.replace("const p: Pair = { a, b };", "const p: Pair = { a };");
+    let r = run_and_clean(json!({ "language": "ts", "code": wrong, "input": "2 40\n" })).await;
+    assert_eq!(r["status"], "compile_error", "{r}");
+    assert!(
+        r["compile"]["stdout"].as_str().unwrap().contains("main.ts"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
 async fn java_runs_the_class_holding_main_whatever_the_file_is_called() {
     // A public class named otherwise than the file it was pasted into.
     let r = run_and_clean(json!({
