@@ -613,6 +613,23 @@ async fn typescript_programs_use_node_apis_and_keep_their_own_types_checked() {
     );
 }
 
+/// A Go program on the heavy side of the standard library (net/http, encoding/json, regexp,
+/// text/template) and a Rust program using the std collections, generics and formatting.
+const GO_STD_HEAVY: &str = "package main\n\nimport (\n\t\"encoding/json\"\n\t\"fmt\"\n\t\"net/http\"\n\t\"net/http/httptest\"\n\t\"regexp\"\n\t\"sort\"\n\t\"strings\"\n\t\"text/template\"\n)\n\nfunc main() {\n\th := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(map[string]int{\"a\": 1}) })\n\trec := httptest.NewRecorder()\n\th.ServeHTTP(rec, httptest.NewRequest(\"GET\", \"/\", nil))\n\twords := strings.Fields(\"the quick brown fox\")\n\tsort.Strings(words)\n\tt := template.Must(template.New(\"x\").Parse(\"{{.}}\\n\"))\n\t_ = t\n\tfmt.Println(strings.TrimSpace(rec.Body.String()), words, regexp.MustCompile(\"o+\").FindAllString(\"foo boo\", -1))\n}\n";
+const RUST_COLLECTIONS: &str = "use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, BinaryHeap};\nuse std::fmt::Write as _;\n#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]\nenum Tok { Num(i64), Op(char), L, R }\nfn lex(s: &str) -> Vec<Tok> { let mut v = vec![]; let c: Vec<char> = s.chars().collect(); let mut i = 0;\n  while i < c.len() { if c[i].is_ascii_digit() { let mut n = 0i64; while i < c.len() && c[i].is_ascii_digit() { n = n*10 + c[i].to_digit(10).unwrap() as i64; i += 1; } v.push(Tok::Num(n)); continue; }\n  match c[i] { '(' => v.push(Tok::L), ')' => v.push(Tok::R), ' ' => {}, o => v.push(Tok::Op(o)) } i += 1; } v }\nfn main() {\n  let toks = lex(\"12 + (3 * 4) - 5\");\n  let mut m: HashMap<String, Vec<Tok>> = HashMap::new(); m.insert(\"e\".into(), toks.clone());\n  let b: BTreeMap<_, _> = toks.iter().enumerate().map(|(i, t)| (format!(\"{i:03}\"), t.clone())).collect();\n  let s: HashSet<_> = toks.iter().cloned().collect();\n  let mut q: VecDeque<i64> = (0..100).collect(); q.rotate_left(3);\n  let h: BinaryHeap<i64> = q.iter().map(|x| x * x % 97).collect();\n  let mut out = String::new(); for (k, v) in &b { writeln!(out, \"{k} {v:?}\").unwrap(); }\n  let total: i64 = h.into_sorted_vec().iter().rev().take(10).sum();\n  println!(\"{} {} {} {}\", out.lines().count(), s.len(), total, m[\"e\"].len());\n}\n";
+
+#[tokio::test]
+async fn go_and_rust_builds_of_real_programs_fit_their_compile_limits() {
+    // Measured on the 2-core machine: about 0.9 s / 165 MiB for Go, 3 s / 285 MiB for Rust,
+    // against 30 s and 768 MiB. A failure here means the defaults no longer fit the compilers.
+    let r = run_and_clean(json!({ "language": "go", "code": GO_STD_HEAVY })).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["stdout"], "{\"a\":1} [brown fox quick the] [oo oo]\n");
+    let r = run_and_clean(json!({ "language": "rust", "code": RUST_COLLECTIONS })).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["stdout"], "9 9 938 9\n");
+}
+
 #[tokio::test]
 async fn java_runs_the_class_holding_main_whatever_the_file_is_called() {
     // A public class named otherwise than the file it was pasted into.
