@@ -20,7 +20,7 @@ use crate::api::json::BodyLimit;
 use crate::api::{ApiError, health, languages, run};
 use crate::config::{Config, ServerConfig};
 use crate::executor::Executor;
-use crate::sandbox::{SandboxError, Sandboxes};
+use crate::sandbox::{Lifetimes, SandboxError, Sandboxes};
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
 /// How long browsers may cache a CORS preflight answer.
@@ -133,9 +133,18 @@ impl Server {
             .max()
             .unwrap_or_default()
             + JOB_LIFETIME_SLACK;
+        let lifetimes = Lifetimes {
+            job: job_lifetime_bound,
+            pool: config.pool.max_idle() + job_lifetime_bound,
+        };
         let sandboxes =
-            Sandboxes::connect(&config.engine, config.sandbox.clone(), job_lifetime_bound).await?;
-        let executor = Executor::new(sandboxes, config.languages.clone());
+            Sandboxes::connect(&config.engine, config.sandbox.clone(), lifetimes).await?;
+        let executor = Executor::new(
+            sandboxes,
+            config.languages.clone(),
+            &config.limits,
+            &config.pool,
+        );
         match executor.check_ready().await {
             Ok(()) => tracing::info!("engine and every language image present"),
             Err(not_ready) => tracing::warn!(reason = %not_ready, "not ready yet"),
@@ -170,7 +179,7 @@ impl Server {
     pub async fn shutdown(self) -> std::io::Result<()> {
         self.stop.cancel();
         let served = self.task.await.unwrap_or(Ok(()));
-        self.executor.sandboxes().shutdown().await;
+        self.executor.shutdown().await;
         served
     }
 

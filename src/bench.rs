@@ -49,6 +49,7 @@ pub async fn run(config: Config, runs: usize, url: Option<String>) -> anyhow::Re
         image: python.image_ref(),
         language: python.id.clone(),
         memory_mb: python.memory_mb,
+        main: crate::sandbox::MainProcess::Idle,
     };
     let program = vec!["python3".to_owned(), "-c".to_owned(), PROGRAM.to_owned()];
 
@@ -83,7 +84,10 @@ pub async fn run(config: Config, runs: usize, url: Option<String>) -> anyhow::Re
             crate::sandbox::Sandboxes::connect(
                 &config.engine,
                 config.sandbox.clone(),
-                Duration::from_secs(3600),
+                crate::sandbox::Lifetimes {
+                    job: Duration::from_secs(3600),
+                    pool: Duration::from_secs(3600),
+                },
             )
             .await?
         }

@@ -38,8 +38,58 @@ pub struct Config {
     pub server: ServerConfig,
     pub engine: EngineConfig,
     pub sandbox: SandboxConfig,
+    pub limits: LimitsConfig,
+    pub pool: PoolConfig,
     pub images: ImagesConfig,
     pub languages: Catalogue,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Jobs running at once; 0 means twice the number of CPU cores.
+    pub max_running_jobs: usize,
+    /// Jobs waiting for a slot; past it a run is refused at once (503 overloaded).
+    pub max_queued_jobs: usize,
+    /// Most sandboxes this process keeps at once (running jobs and the warm pool).
+    pub max_sandboxes: usize,
+}
+
+impl LimitsConfig {
+    /// `max_running_jobs` with 0 resolved from the core count. Jobs spend much of their time
+    /// waiting on the engine rather than on a CPU, and each sandbox is capped at
+    /// `sandbox.cpus`, so two per core keeps the cores busy without oversubscribing them.
+    pub fn running_jobs(&self) -> usize {
+        if self.max_running_jobs > 0 {
+            return self.max_running_jobs;
+        }
+        2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// false: every job creates its own sandbox.
+    pub enabled: bool,
+    /// Ready sandboxes per language id; languages not named get none.
+    pub sizes: BTreeMap<String, usize>,
+    /// A pooled sandbox unused for this long is replaced.
+    pub max_idle_secs: u64,
+}
+
+impl PoolConfig {
+    /// The pool size of `language` (0 when the pool is off or the language has none).
+    pub fn size(&self, language: &str) -> usize {
+        if !self.enabled {
+            return 0;
+        }
+        self.sizes.get(language).copied().unwrap_or(0)
+    }
+
+    pub fn max_idle(&self) -> Duration {
+        Duration::from_secs(self.max_idle_secs)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +150,8 @@ struct RawConfig {
     server: ServerConfig,
     engine: EngineConfig,
     sandbox: SandboxConfig,
+    limits: LimitsConfig,
+    pool: PoolConfig,
     images: ImagesConfig,
     languages: LanguagesSection,
 }
@@ -171,10 +223,20 @@ impl Config {
         let mut images = raw.images;
         images.dir = resolve(&images.dir);
         let languages = Catalogue::load(&resolve(&raw.languages.file))?;
+        for language in raw.pool.sizes.keys() {
+            if languages.resolve(language).map(|l| &l.id) != Some(language) {
+                return Err(ConfigError::Key {
+                    key: format!("pool.sizes.{language}"),
+                    reason: "is not a language id of the catalogue".to_owned(),
+                });
+            }
+        }
         Ok(Config {
             server: raw.server,
             engine: raw.engine,
             sandbox: raw.sandbox,
+            limits: raw.limits,
+            pool: raw.pool,
             images,
             languages,
         })
@@ -266,6 +328,25 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
     if s.sweep_interval_secs == 0 {
         return key("sandbox.sweep_interval_secs", "must be positive");
     }
+    let l = &raw.limits;
+    if l.max_queued_jobs > 100_000 {
+        return key("limits.max_queued_jobs", "must be at most 100000");
+    }
+    let pooled: usize = if raw.pool.enabled {
+        raw.pool.sizes.values().sum()
+    } else {
+        0
+    };
+    if l.running_jobs() + pooled > l.max_sandboxes {
+        return key(
+            "limits.max_sandboxes",
+            "must leave room for every running job next to the whole warm pool \
+             (max_running_jobs + the sum of pool.sizes)",
+        );
+    }
+    if raw.pool.max_idle_secs == 0 {
+        return key("pool.max_idle_secs", "must be positive");
+    }
     if raw.images.base.is_empty() {
         return key("images.base", "must name an image");
     }
@@ -329,6 +410,26 @@ mod tests {
         assert!(err.to_string().contains("sandbox.user"), "{err}");
         let err = load_with(&[("RUNBOX_SANDBOX__CPUS", "0")]).unwrap_err();
         assert!(err.to_string().contains("sandbox.cpus"), "{err}");
+    }
+
+    #[test]
+    fn pool_sizes_name_catalogue_ids_and_fit_the_capacity() {
+        let config = load_with(&[("RUNBOX_POOL__SIZES", "{ python = 3 }")]).unwrap();
+        assert_eq!(config.pool.size("python"), 3);
+        assert_eq!(config.pool.size("c"), 0);
+        let err = load_with(&[("RUNBOX_POOL__SIZES", "{ cobol = 1 }")]).unwrap_err();
+        assert!(err.to_string().contains("pool.sizes.cobol"), "{err}");
+        let err = load_with(&[("RUNBOX_POOL__SIZES", "{ py = 1 }")]).unwrap_err();
+        assert!(err.to_string().contains("pool.sizes.py"), "aliases are not ids: {err}");
+        let err = load_with(&[
+            ("RUNBOX_LIMITS__MAX_SANDBOXES", "10"),
+            ("RUNBOX_LIMITS__MAX_RUNNING_JOBS", "4"),
+            ("RUNBOX_POOL__SIZES", "{ python = 7 }"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("limits.max_sandboxes"), "{err}");
+        let off = load_with(&[("RUNBOX_POOL__ENABLED", "false")]).unwrap();
+        assert_eq!(off.pool.size("python"), 0);
     }
 
     #[test]

@@ -88,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
             let sandboxes = runbox::sandbox::Sandboxes::connect(
                 &config.engine,
                 config.sandbox.clone(),
-                std::time::Duration::from_secs(3600),
+                // Building images is no place to judge other processes' sandboxes.
+                runbox::sandbox::Lifetimes {
+                    job: std::time::Duration::from_secs(3600),
+                    pool: std::time::Duration::from_secs(3600),
+                },
             )
             .await
             .context("the Docker engine does not answer; is dockerd running?")?;

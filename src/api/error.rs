@@ -10,11 +10,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::executor::JobError;
+use crate::executor::{JobError, Overloaded, RunError};
 use crate::sandbox::SandboxError;
 
-/// Seconds a client should wait before retrying after a 503.
+/// Seconds a client should wait before retrying when the engine is unavailable.
 const RETRY_AFTER_SECS: &str = "5";
+/// Seconds a client should wait before retrying when every slot and the queue are busy: jobs
+/// last about a second or less, so a slot is likely free by then.
+const RETRY_AFTER_OVERLOADED_SECS: &str = "1";
 
 tokio::task_local! {
     /// The request id of the request being served (set by the request-id middleware), so an
@@ -40,6 +43,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the sandbox service is unavailable right now; retry shortly")]
     SandboxUnavailable(#[source] SandboxError),
+    #[error("{0}")]
+    Overloaded(Overloaded),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -73,6 +78,7 @@ impl ApiError {
             ApiError::SandboxUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "sandbox_unavailable")
             }
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -83,6 +89,15 @@ impl From<JobError> for ApiError {
         match err {
             JobError::Invalid(message) => ApiError::InvalidRequest(message),
             err @ JobError::UnknownLanguage(_) => ApiError::UnknownLanguage(err.to_string()),
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(err: RunError) -> Self {
+        match err {
+            RunError::Overloaded(overloaded) => ApiError::Overloaded(overloaded),
+            RunError::Sandbox(err) => err.into(),
         }
     }
 }
@@ -126,11 +141,15 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        let retry_after = match &self {
+            ApiError::Overloaded(_) => Some(RETRY_AFTER_OVERLOADED_SECS),
+            ApiError::SandboxUnavailable(_) => Some(RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
         }
         response
     }
@@ -159,6 +178,17 @@ mod tests {
             !text.contains("docker") && !text.contains("/var/lib"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn overloaded_is_a_503_with_retry_after() {
+        let response = ApiError::from(RunError::Overloaded(Overloaded)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(response.into_body(), 10_000)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("\"overloaded\""));
     }
 
     #[tokio::test]

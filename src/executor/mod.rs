@@ -1,6 +1,7 @@
 //! Jobs: a validated [`Job`] in, a [`RunOutcome`] out. Owns the meaning of what happened in
 //! the sandbox (success, timeout, OOM, ...) and the phases of a run (unpack, compile, run).
 
+pub mod admission;
 pub mod files;
 pub mod job;
 
@@ -8,15 +9,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+pub use admission::Overloaded;
 pub use job::{Job, JobError, JobRequest};
 
+use crate::config::{LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
+use crate::sandbox::pool::{PoolSlot, PoolStats, WarmPool};
 use crate::sandbox::{
-    CollectedOutput, ExecEnd, ExecOutcome, ExecSpec, OutputCollector, SIGKILL_EXIT_CODE, Sandbox,
-    SandboxError, SandboxKind, SandboxSpec, Sandboxes, Usage, unpack_then,
+    CollectedOutput, ExecEnd, ExecOutcome, ExecSpec, MainProcess, OutputCollector, RunnerJob,
+    SIGKILL_EXIT_CODE, Sandbox, SandboxError, SandboxKind, SandboxSpec, Sandboxes, Usage,
+    unpack_then,
 };
+use admission::Admission;
 
 /// How one phase (compile or run) of a job ended, as the contract names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +68,22 @@ pub struct LanguageInfo {
     pub version: Option<String>,
 }
 
+/// Why a job could not be run (a program's own failure is a [`RunOutcome`], not this).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// Jobs in flight, as the metrics see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    pub running: usize,
+    pub queued: usize,
+}
+
 /// Why the service cannot take jobs right now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -75,15 +97,56 @@ pub struct Executor {
     /// language id -> version label of its image; filled at start and by readiness checks,
     /// so the hot path never inspects an image.
     versions: Arc<RwLock<HashMap<String, String>>>,
+    admission: Arc<Admission>,
+    pool: WarmPool,
 }
 
 impl Executor {
-    pub fn new(sandboxes: Sandboxes, catalogue: Catalogue) -> Executor {
+    /// Starts the warm pool (each language's sandboxes get the memory its jobs start with: the
+    /// compiler's when it needs more than the program).
+    pub fn new(
+        sandboxes: Sandboxes,
+        catalogue: Catalogue,
+        limits: &LimitsConfig,
+        pool: &PoolConfig,
+    ) -> Executor {
+        let slots = catalogue
+            .iter()
+            .map(|language| PoolSlot {
+                language: language.id.clone(),
+                image: language.image_ref(),
+                memory_mb: sandbox_memory_mb(language, language.memory_mb),
+                size: pool.size(&language.id),
+            })
+            .collect();
+        let warm = WarmPool::start(&sandboxes, slots, pool.max_idle(), limits.max_sandboxes);
         Executor {
             sandboxes,
             catalogue: Arc::new(catalogue),
             versions: Arc::default(),
+            admission: Arc::new(Admission::new(
+                limits.running_jobs(),
+                limits.max_queued_jobs,
+            )),
+            pool: warm,
         }
+    }
+
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        self.pool.stats()
+    }
+
+    pub fn load(&self) -> Load {
+        Load {
+            running: self.admission.running(),
+            queued: self.admission.queued(),
+        }
+    }
+
+    /// Stops the pool, then removes every sandbox this process still owns.
+    pub async fn shutdown(&self) {
+        self.pool.shutdown().await;
+        self.sandboxes.shutdown().await;
     }
 
     pub fn catalogue(&self) -> &Catalogue {
@@ -142,37 +205,29 @@ impl Executor {
         Job::validate(&self.catalogue, request)
     }
 
-    /// Runs a job in a fresh sandbox, which is removed when this returns (or is dropped).
-    pub async fn run(&self, job: Job) -> Result<RunOutcome, SandboxError> {
+    /// Runs a job in a fresh sandbox (from the warm pool when it has one), which is removed
+    /// when this returns or is dropped. Waits for a running slot first.
+    pub async fn run(&self, job: Job) -> Result<RunOutcome, RunError> {
+        let _slot = self.admission.enter().await?;
+        Ok(self.run_admitted(job).await?)
+    }
+
+    async fn run_admitted(&self, job: Job) -> Result<RunOutcome, SandboxError> {
         let language = job.language.clone();
-        let compile_memory = language
-            .compile
-            .as_ref()
-            .map(|_| language.compile_memory_mb());
-        let sandbox_memory = compile_memory.map_or(job.memory_mb, |m| m.max(job.memory_mb));
-        let sandbox = self
-            .sandboxes
-            .create(&SandboxSpec {
-                kind: SandboxKind::Job,
-                id: job.id.clone(),
-                image: language.image_ref(),
-                language: language.id.clone(),
-                memory_mb: sandbox_memory,
-            })
-            .await?;
+        let mut sandbox = self.sandbox_for(&job).await?;
         let output_limit = self.sandboxes.config().output_limit_bytes;
         let archive = Bytes::from(files::pack(&job.files));
+        let mut argv = job.command(&language.run);
+        argv.extend(job.args.iter().cloned());
 
-        let mut run_cmd = job.command(&language.run);
-        run_cmd.extend(job.args.iter().cloned());
-        let (compile, run_spec, usage_before) = match &language.compile {
+        let (compile, archive) = match &language.compile {
             Some(compile_cmd) => {
                 let spec = ExecSpec {
                     cmd: unpack_then(archive.len(), &job.command(compile_cmd)),
                     stdin: archive,
                     timeout: language.compile_timeout(),
                 };
-                let mut phase = run_phase(&sandbox, spec, output_limit).await?;
+                let mut phase = exec_phase(&sandbox, spec, output_limit).await?;
                 if phase.status == RunStatus::RuntimeError {
                     // The compiler itself failed: that is what a compile error is.
                     phase.status = RunStatus::CompileError;
@@ -180,44 +235,51 @@ impl Executor {
                 if phase.status != RunStatus::Success {
                     return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase)));
                 }
-                if sandbox_memory > job.memory_mb {
+                if sandbox.memory_mb() != job.memory_mb {
                     sandbox.set_memory_limit(job.memory_mb).await?;
                 }
-                // With the peak reset, the run phase's peak is exact; without, it is known only
-                // when the run sets a new one.
-                let peak_reset = sandbox.reset_memory_peak().await;
-                let usage_before = sandbox.usage().await.ok().map(|mut usage| {
-                    if peak_reset {
-                        usage.memory_peak_bytes = Some(0);
-                    }
-                    usage
-                });
-                let spec = ExecSpec {
-                    cmd: run_cmd,
-                    stdin: job.input.clone(),
-                    timeout: job.timeout,
-                };
-                (Some(phase), spec, usage_before)
+                // The files are in place already.
+                (Some(phase), Bytes::new())
             }
-            None => {
-                let mut stdin = BytesMut::with_capacity(archive.len() + job.input.len());
-                stdin.extend_from_slice(&archive);
-                stdin.extend_from_slice(&job.input);
-                let spec = ExecSpec {
-                    cmd: unpack_then(archive.len(), &run_cmd),
-                    stdin: stdin.freeze(),
-                    timeout: job.timeout,
-                };
-                (None, spec, None)
-            }
+            None => (None, archive),
         };
-        let phase = run_phase(&sandbox, run_spec, output_limit).await?;
+        let usage_before = usage_before_run(&sandbox, compile.is_some()).await;
+        let runner_job = RunnerJob {
+            archive,
+            argv,
+            stdin: job.input.clone(),
+            timeout: job.timeout,
+        };
+        let phase = runner_phase(&mut sandbox, runner_job, output_limit).await?;
         let usage_after = sandbox.usage().await.ok();
         // The sandbox is removed now, in the background: the response need not wait for it.
         drop(sandbox);
         let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
         (outcome.cpu_time, outcome.memory_kb) = run_phase_usage(usage_before, usage_after);
         Ok(outcome)
+    }
+
+    /// A started sandbox whose runner waits for `job`: a pooled one when the language's pool
+    /// has one (the hot path: no Engine API call unless the job's memory differs from the
+    /// pool's), else one created now.
+    async fn sandbox_for(&self, job: &Job) -> Result<Sandbox, SandboxError> {
+        let memory_mb = sandbox_memory_mb(&job.language, job.memory_mb);
+        if let Some(mut sandbox) = self.pool.take(&job.language.id) {
+            if sandbox.memory_mb() != memory_mb {
+                sandbox.set_memory_limit(memory_mb).await?;
+            }
+            return Ok(sandbox);
+        }
+        self.sandboxes
+            .create(&SandboxSpec {
+                kind: SandboxKind::Job,
+                id: job.id.clone(),
+                image: job.language.image_ref(),
+                language: job.language.id.clone(),
+                memory_mb,
+                main: MainProcess::Runner,
+            })
+            .await
     }
 
     fn outcome(
@@ -247,21 +309,66 @@ impl Executor {
     }
 }
 
-/// Runs one phase and says what its end means.
-async fn run_phase(
+/// The memory a job's sandbox starts with: the compiler's when it needs more than the program
+/// (the cap is lowered to the program's before it starts).
+fn sandbox_memory_mb(language: &Language, run_memory_mb: u64) -> u64 {
+    match &language.compile {
+        Some(_) => language.compile_memory_mb().max(run_memory_mb),
+        None => run_memory_mb,
+    }
+}
+
+/// Runs one phase through an exec (the compile) and says what its end means.
+async fn exec_phase(
     sandbox: &Sandbox,
     spec: ExecSpec,
     output_limit: usize,
 ) -> Result<PhaseOutcome, SandboxError> {
     let mut output = OutputCollector::new(output_limit);
     let outcome = sandbox.exec(spec, &mut output).await?;
-    let (status, exit_code, signal) = classify(&outcome);
-    Ok(PhaseOutcome {
+    Ok(phase_outcome(&outcome, output))
+}
+
+/// Runs the program through the sandbox's runner and says what its end means.
+async fn runner_phase(
+    sandbox: &mut Sandbox,
+    job: RunnerJob,
+    output_limit: usize,
+) -> Result<PhaseOutcome, SandboxError> {
+    let mut output = OutputCollector::new(output_limit);
+    let outcome = sandbox.run_main(job, &mut output).await?;
+    Ok(phase_outcome(&outcome, output))
+}
+
+fn phase_outcome(outcome: &ExecOutcome, output: OutputCollector) -> PhaseOutcome {
+    let (status, exit_code, signal) = classify(outcome);
+    PhaseOutcome {
         status,
         exit_code,
         signal,
         output: output.finish(),
         duration: outcome.duration,
+    }
+}
+
+/// The sandbox's usage right before the program starts, with a fresh peak where the cgroup
+/// allows resetting it (then the run's peak is exact; otherwise it is known only when the run
+/// sets a new one).
+/// After a compile the compiler's page cache is dropped from the account first, and the usage
+/// may be read through an exec where the host's cgroup files are out of sight; before an
+/// interpreted program only the host's files are read (no Engine API call on the hot path).
+async fn usage_before_run(sandbox: &Sandbox, after_compile: bool) -> Option<Usage> {
+    let peak_reset = sandbox.reset_memory_peak(after_compile).await;
+    let usage = if after_compile {
+        sandbox.usage().await.ok()
+    } else {
+        sandbox.usage_on_host().await
+    };
+    usage.map(|mut usage| {
+        if peak_reset {
+            usage.memory_peak_bytes = Some(0);
+        }
+        usage
     })
 }
 

@@ -124,10 +124,31 @@ async fn remove_container(docker: &Docker, container: &str) -> bool {
     false
 }
 
-/// Starts the sweep: once now, then every `sweep_interval`. A `job` or `probe` container that
-/// no live sandbox of this process owns and that is older than `job_lifetime_bound` cannot
-/// belong to any running job (of this or another runbox on the same engine): it is removed.
-pub(super) fn start_sweeper(sandboxes: Sandboxes, job_lifetime_bound: Duration) {
+/// How long a throwaway sandbox can exist while something still uses it: a container older than
+/// that which no live sandbox of this process owns cannot belong to any runbox (this one or
+/// another on the same engine), so the sweep removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// A `job` or `probe` sandbox: the longest compile plus run, with slack.
+    pub job: Duration,
+    /// A `pool` sandbox: the longest wait in the pool plus a job.
+    pub pool: Duration,
+}
+
+impl Lifetimes {
+    fn bound(&self, kind: &str) -> Option<Duration> {
+        if kind == SandboxKind::Job.label() || kind == SandboxKind::Probe.label() {
+            Some(self.job)
+        } else if kind == SandboxKind::Pool.label() {
+            Some(self.pool)
+        } else {
+            None
+        }
+    }
+}
+
+/// Starts the sweep: once now, then every `sweep_interval`; see [`Lifetimes`].
+pub(super) fn start_sweeper(sandboxes: Sandboxes, lifetimes: Lifetimes) {
     let shared = sandboxes.shared.clone();
     let interval = shared.config.sweep_interval();
     let stop = shared.stop.clone();
@@ -138,7 +159,7 @@ pub(super) fn start_sweeper(sandboxes: Sandboxes, job_lifetime_bound: Duration) 
                 _ = ticker.tick() => {}
                 () = stop.cancelled() => break,
             }
-            match sweep(&sandboxes, job_lifetime_bound).await {
+            match sweep(&sandboxes, lifetimes).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(removed, "sweep removed orphaned sandboxes"),
                 Err(err) => tracing::warn!(error = %err, "sweep failed"),
@@ -150,7 +171,7 @@ pub(super) fn start_sweeper(sandboxes: Sandboxes, job_lifetime_bound: Duration) 
 /// One sweep; returns how many orphans were removed.
 pub(super) async fn sweep(
     sandboxes: &Sandboxes,
-    job_lifetime_bound: Duration,
+    lifetimes: Lifetimes,
 ) -> Result<usize, super::SandboxError> {
     let docker = sandboxes.docker();
     let options = ListContainersOptionsBuilder::default()
@@ -168,14 +189,15 @@ pub(super) async fn sweep(
     let mut removed = 0;
     for container in containers {
         let labels = container.labels.unwrap_or_default();
-        let kind = labels.get(LABEL_KIND).map(String::as_str);
-        let throwaway = [SandboxKind::Job.label(), SandboxKind::Probe.label()];
-        if !kind.is_some_and(|k| throwaway.contains(&k)) {
+        let Some(bound) = labels
+            .get(LABEL_KIND)
+            .and_then(|kind| lifetimes.bound(kind))
+        else {
             continue;
-        }
+        };
         let owned = labels.get(LABEL_ID).is_some_and(|id| sandboxes.is_live(id));
         let age = now.saturating_sub(container.created.unwrap_or(now));
-        if owned || age < job_lifetime_bound.as_secs() as i64 {
+        if owned || age < bound.as_secs() as i64 {
             continue;
         }
         if let Some(id) = container.id

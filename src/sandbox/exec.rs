@@ -2,13 +2,14 @@
 //! a wall-clock limit, and the facts of how it ended. Deciding what those facts mean for the
 //! user (timeout, OOM, runtime error) is the executor's business.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use futures_util::{Stream as FuturesStream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::policy::{ENVIRONMENT, WORK_DIR};
 use super::{SandboxError, Shared};
@@ -71,9 +72,69 @@ pub struct ExecOutcome {
     pub oom_killed: bool,
 }
 
-enum Pumped {
+/// The demultiplexed output of an attached process (exec or container), as bollard gives it.
+pub(super) type OutputFrames =
+    Pin<Box<dyn FuturesStream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+/// The attached process's stdin.
+pub(super) type InputPipe = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// What a frame handler wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    /// Stop reading: the sink wants no more.
+    Stop,
+    /// The process is known to have ended with this exit code (the runner's trailers).
+    Finished(i64),
+}
+
+/// Why pumping ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pumped {
     Eof,
     Stopped,
+    Finished(i64),
+}
+
+/// Feeds `stdin` to the process (then closes its stdin) while handing every output frame to
+/// `on_frame`, until the output ends or `on_frame` says otherwise. Feeding runs concurrently
+/// with reading: a program may print before it reads, and a program that never reads must not
+/// block us while its output piles up.
+pub(super) async fn pump(
+    output: &mut OutputFrames,
+    mut input: InputPipe,
+    stdin: Bytes,
+    mut on_frame: impl FnMut(Stream, &[u8]) -> Flow,
+) -> Result<Pumped, SandboxError> {
+    let feed = async move {
+        if !stdin.is_empty() {
+            // A program that exits without reading all its input closes the pipe: not an error.
+            let _ = input.write_all(&stdin).await;
+        }
+        let _ = input.shutdown().await;
+    };
+    tokio::pin!(feed);
+    let mut fed = false;
+    loop {
+        tokio::select! {
+            () = &mut feed, if !fed => fed = true,
+            frame = output.next() => {
+                let (stream, message) = match frame {
+                    None => return Ok(Pumped::Eof),
+                    Some(Ok(LogOutput::StdOut { message }))
+                    | Some(Ok(LogOutput::Console { message })) => (Stream::Stdout, message),
+                    Some(Ok(LogOutput::StdErr { message })) => (Stream::Stderr, message),
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                    Some(Err(err)) => return Err(SandboxError::from_engine(err)),
+                };
+                match on_frame(stream, &message) {
+                    Flow::Continue => {}
+                    Flow::Stop => return Ok(Pumped::Stopped),
+                    Flow::Finished(code) => return Ok(Pumped::Finished(code)),
+                }
+            }
+        }
+    }
 }
 
 pub(super) async fn run(
@@ -99,10 +160,7 @@ pub(super) async fn run(
         .await
         .map_err(SandboxError::from_engine)?;
     let started = Instant::now();
-    let StartExecResults::Attached {
-        mut output,
-        mut input,
-    } = docker
+    let StartExecResults::Attached { mut output, input } = docker
         .start_exec(&exec.id, None)
         .await
         .map_err(SandboxError::from_engine)?
@@ -110,42 +168,15 @@ pub(super) async fn run(
         return Err(SandboxError::Engine("exec started detached".to_owned()));
     };
 
-    let stdin = spec.stdin;
-    // Fed concurrently with reading: a program may print before it reads, and a program that
-    // never reads must not block us while its output piles up.
-    let feed = async move {
-        if !stdin.is_empty() {
-            // A program that exits without reading all its input closes the pipe: not an error.
-            let _ = input.write_all(&stdin).await;
-        }
-        let _ = input.shutdown().await;
-    };
-    let pump = async {
-        tokio::pin!(feed);
-        let mut fed = false;
-        loop {
-            tokio::select! {
-                () = &mut feed, if !fed => fed = true,
-                frame = output.next() => {
-                    let (stream, message) = match frame {
-                        None => return Ok(Pumped::Eof),
-                        Some(Ok(LogOutput::StdOut { message }))
-                        | Some(Ok(LogOutput::Console { message })) => (Stream::Stdout, message),
-                        Some(Ok(LogOutput::StdErr { message })) => (Stream::Stderr, message),
-                        Some(Ok(LogOutput::StdIn { .. })) => continue,
-                        Some(Err(err)) => return Err(SandboxError::from_engine(err)),
-                    };
-                    if sink.push(stream, &message) == Push::Stop {
-                        return Ok(Pumped::Stopped);
-                    }
-                }
-            }
-        }
+    let on_frame = |stream: Stream, chunk: &[u8]| match sink.push(stream, chunk) {
+        Push::Continue => Flow::Continue,
+        Push::Stop => Flow::Stop,
     };
     let timed = async {
-        match pump.await? {
+        match pump(&mut output, input, spec.stdin, on_frame).await? {
             Pumped::Stopped => Ok((ExecEnd::Stopped, started.elapsed())),
-            Pumped::Eof => {
+            // Only the runner's trailers finish a stream early; an exec ends at EOF.
+            Pumped::Eof | Pumped::Finished(_) => {
                 let duration = started.elapsed();
                 let code = wait_for_exit_code(shared, &exec.id).await?;
                 Ok((ExecEnd::Exited { code }, duration))

@@ -61,13 +61,15 @@ pub(super) async fn read(container: &str) -> Option<Usage> {
 }
 
 /// cgroup v1 resets `memory.max_usage_in_bytes` to the current usage when 0 is written to it.
-/// The page cache the compiler filled (its own binaries and libraries, ~35 MB for rustc) is
-/// charged to the sandbox too: `memory.force_empty` reclaims it first (about 10 ms), so the run
-/// phase's peak is the program's own memory plus its files in the work dir.
-pub(super) async fn reset_peak(container: &str) -> bool {
+/// The page cache a compiler filled (its own binaries and libraries, ~35 MB for rustc) is
+/// charged to the sandbox too: with `reclaim`, `memory.force_empty` drops it first (about
+/// 10 ms), so the run phase's peak is the program's own memory plus its files in the work dir.
+pub(super) async fn reset_peak(container: &str, reclaim: bool) -> bool {
     for dir in candidates("memory", container) {
-        // Best effort: without it the peak merely includes some cache.
-        let _ = tokio::fs::write(dir.join("memory.force_empty"), "0").await;
+        if reclaim {
+            // Best effort: without it the peak merely includes some cache.
+            let _ = tokio::fs::write(dir.join("memory.force_empty"), "0").await;
+        }
         if tokio::fs::write(dir.join("memory.max_usage_in_bytes"), "0")
             .await
             .is_ok()

@@ -333,6 +333,7 @@ impl Sandboxes {
             image: image.to_owned(),
             language: language.id.clone(),
             memory_mb: VERSION_PROBE_MEMORY_MB,
+            main: super::MainProcess::Idle,
         };
         let sandbox = self.create(&spec).await?;
         let mut output = OutputCollector::new(4096);

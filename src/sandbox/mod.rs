@@ -1,10 +1,12 @@
 //! The only code that talks to the container engine.
 //!
-//! A [`Sandbox`] is a started, hardened container (see [`policy`]) that work is executed in
-//! with [`Sandbox::exec`]; the same lifecycle serves a throwaway job today and a pooled or
-//! long-lived session sandbox later. Every `Sandbox` owns its container: dropping it hands the
-//! container to the [`cleanup`] task, which removes it, whatever path dropped it (success,
-//! error, timeout, client gone, panic). A periodic label sweep is the backstop.
+//! A [`Sandbox`] is a started, hardened container (see [`policy`]). A job sandbox's main
+//! process is the [`runner`], attached before start, which takes the job's files, argv and
+//! stdin in one write ([`Sandbox::run_main`]); other work (a compile phase, a session's runs)
+//! goes through [`Sandbox::exec`]. The [`pool`] keeps job sandboxes started ahead of time.
+//! Every `Sandbox` owns its container: dropping it hands the container to the [`cleanup`] task,
+//! which removes it, whatever path dropped it (success, error, timeout, client gone, panic).
+//! A periodic label sweep is the backstop.
 
 pub mod cleanup;
 mod exec;
@@ -13,6 +15,8 @@ pub mod images;
 mod oom;
 pub mod output;
 pub mod policy;
+pub mod pool;
+pub mod runner;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::ContainerUpdateBody;
-use bollard::query_parameters::CreateContainerOptionsBuilder;
+use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,8 +33,10 @@ use tokio_util::task::TaskTracker;
 pub use exec::{
     ExecEnd, ExecOutcome, ExecSpec, OutputSink, Push, SIGKILL_EXIT_CODE, Stream, unpack_then,
 };
+pub use cleanup::Lifetimes;
 pub use output::{CollectedOutput, OutputCollector};
-pub use policy::{SandboxKind, SandboxSpec};
+pub use policy::{MainProcess, SandboxKind, SandboxSpec};
+pub use runner::RunnerJob;
 
 use crate::config::{EngineConfig, SandboxConfig};
 use cleanup::Cleaner;
@@ -126,12 +132,11 @@ struct Shared {
 
 impl Sandboxes {
     /// Connects to the engine (negotiating the API version) and starts the background tasks:
-    /// the cleanup queue, the OOM event watch and the orphan sweep. Sandboxes of kind `job`
-    /// older than `job_lifetime_bound` that no live job owns are orphans.
+    /// the cleanup queue, the OOM event watch and the orphan sweep (see [`Lifetimes`]).
     pub async fn connect(
         engine: &EngineConfig,
         config: SandboxConfig,
-        job_lifetime_bound: Duration,
+        lifetimes: Lifetimes,
     ) -> Result<Sandboxes, SandboxError> {
         let docker = connect_docker(engine)?;
         let stop = CancellationToken::new();
@@ -155,7 +160,7 @@ impl Sandboxes {
         if let Err(err) = sandboxes.negotiate().await {
             tracing::warn!(error = %err, "the container engine does not answer yet");
         }
-        cleanup::start_sweeper(sandboxes.clone(), job_lifetime_bound);
+        cleanup::start_sweeper(sandboxes.clone(), lifetimes);
         Ok(sandboxes)
     }
 
@@ -193,30 +198,53 @@ impl Sandboxes {
             .map_err(SandboxError::from_engine)
     }
 
-    /// Creates and starts a hardened sandbox. The returned value owns the container.
+    /// Creates and starts a hardened sandbox; a runner sandbox is attached before it starts.
+    /// The returned value owns the container.
     pub async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
         self.negotiate().await?;
         let shared = &self.shared;
-        shared.live.insert(&spec.id, &spec.container_name());
-        let body = policy::container_body(&shared.config, spec);
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.container_name())
-            .build();
-        let created = match shared.docker.create_container(Some(options), body).await {
-            Ok(created) => created,
-            Err(err) => {
-                // Nothing was created (or, if the engine failed midway, the sweep finds it by
-                // label once it is older than any job).
-                shared.live.remove(&spec.id);
-                return Err(SandboxError::from_create(err, &spec.image));
-            }
+        let name = spec.container_name();
+        shared.live.insert(&spec.id, &name);
+        // If this future is dropped (client gone) or fails before the `Sandbox` exists, the
+        // container may or may not have been made: remove it by name either way.
+        let mut unfinished = UnfinishedCreate {
+            cleaner: &shared.cleaner,
+            name: Some(name.clone()),
+            id: &spec.id,
         };
+        let body = policy::container_body(&shared.config, spec);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = shared
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|err| SandboxError::from_create(err, &spec.image))?;
+        unfinished.name = None;
         shared.created.fetch_add(1, Ordering::Relaxed);
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             sandboxes: self.clone(),
             container_id: created.id,
             id: spec.id.clone(),
+            memory_mb: spec.memory_mb,
+            runner: Mutex::new(None),
         };
+        if spec.main == MainProcess::Runner {
+            let options = AttachContainerOptionsBuilder::default()
+                .stdin(true)
+                .stdout(true)
+                .stderr(true)
+                .stream(true)
+                .build();
+            let attached = shared
+                .docker
+                .attach_container(&sandbox.container_id, Some(options))
+                .await
+                .map_err(SandboxError::from_engine)?;
+            *sandbox.runner.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(runner::RunnerIo {
+                output: attached.output,
+                input: attached.input,
+            });
+        }
         shared
             .docker
             .start_container(&sandbox.container_id, None)
@@ -250,6 +278,21 @@ impl Sandboxes {
     fn label_filter() -> HashMap<String, Vec<String>> {
         let labels = vec![format!("{}=true", policy::LABEL_MANAGED)];
         HashMap::from([("label".to_owned(), labels)])
+    }
+}
+
+/// Removes a container whose creation did not finish, when dropped armed (`name` is `Some`).
+struct UnfinishedCreate<'a> {
+    cleaner: &'a Cleaner,
+    name: Option<String>,
+    id: &'a str,
+}
+
+impl Drop for UnfinishedCreate<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            self.cleaner.remove(name, self.id.to_owned());
+        }
     }
 }
 
@@ -306,12 +349,40 @@ pub struct Sandbox {
     sandboxes: Sandboxes,
     container_id: String,
     id: String,
+    /// The current memory cap.
+    memory_mb: u64,
+    /// The runner's attached streams, until its one job is sent. In a mutex only so that
+    /// `&Sandbox` is `Send` (the streams are not `Sync`); it is only reached through `&mut`.
+    runner: Mutex<Option<runner::RunnerIo>>,
 }
 
 impl Sandbox {
     /// runbox's id of this sandbox.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The current memory cap.
+    pub fn memory_mb(&self) -> u64 {
+        self.memory_mb
+    }
+
+
+    /// Sends the runner its one job and collects the program's output; see [`runner`].
+    pub async fn run_main(
+        &mut self,
+        job: RunnerJob,
+        sink: &mut dyn OutputSink,
+    ) -> Result<ExecOutcome, SandboxError> {
+        let io = self
+            .runner
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+            .ok_or_else(|| {
+            SandboxError::Engine("the sandbox's runner has already run a job".to_owned())
+        })?;
+        runner::run(&self.sandboxes.shared, &self.container_id, io, job, sink).await
     }
 
     /// Runs one command inside the sandbox; see [`ExecSpec`].
@@ -336,10 +407,18 @@ impl Sandbox {
         self.usage_from_inside().await
     }
 
+    /// Like [`Sandbox::usage`], from the host's cgroup files only: `None` where runbox cannot
+    /// see them.
+    pub async fn usage_on_host(&self) -> Option<Usage> {
+        host_cgroup::read(&self.container_id).await
+    }
+
     /// Starts a new peak-memory measurement (cgroup v1 on the host only; elsewhere the peak
     /// keeps covering everything so far). Returns whether it did.
-    pub async fn reset_memory_peak(&self) -> bool {
-        host_cgroup::reset_peak(&self.container_id).await
+    /// With `reclaim`, the page cache charged to the sandbox so far (a compiler's binaries and
+    /// libraries) is dropped first, so it does not count toward the new peak.
+    pub async fn reset_memory_peak(&self, reclaim: bool) -> bool {
+        host_cgroup::reset_peak(&self.container_id, reclaim).await
     }
 
     /// CPU time and peak memory read from the sandbox's own cgroup files, through an exec (the
@@ -363,7 +442,7 @@ impl Sandbox {
     }
 
     /// Changes the memory cap (and the equal memory+swap cap) of the running sandbox.
-    pub async fn set_memory_limit(&self, memory_mb: u64) -> Result<(), SandboxError> {
+    pub async fn set_memory_limit(&mut self, memory_mb: u64) -> Result<(), SandboxError> {
         let bytes = memory_mb as i64 * 1024 * 1024;
         let update = ContainerUpdateBody {
             memory: Some(bytes),
@@ -375,7 +454,9 @@ impl Sandbox {
             .docker
             .update_container(&self.container_id, update)
             .await
-            .map_err(SandboxError::from_engine)
+            .map_err(SandboxError::from_engine)?;
+        self.memory_mb = memory_mb;
+        Ok(())
     }
 }
 

@@ -16,6 +16,8 @@ pub const SHM_BYTES: i64 = 16 * 1024 * 1024;
 /// The process that keeps a started sandbox alive between execs. PID 1 is the engine's init
 /// (tini), which reaps every orphan the program leaves.
 const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
+/// Runs the runner script (see `runner.rs`) as the sandbox's main process.
+const RUNNER_SHELL: [&str; 2] = ["bash", "-c"];
 /// The only environment a program sees (the base image sets none of its own).
 pub const ENVIRONMENT: [&str; 4] = [
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -36,8 +38,10 @@ const MIB: i64 = 1024 * 1024;
 /// What a sandbox is for; stored as a label so sweeps know who owns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SandboxKind {
-    /// A throwaway sandbox that serves one job.
+    /// A throwaway sandbox created for the job that arrived (the pool had none ready).
     Job,
+    /// A throwaway sandbox started ahead of time by the warm pool; it serves one job too.
+    Pool,
     /// Built only to read an image's language version.
     Probe,
 }
@@ -46,9 +50,19 @@ impl SandboxKind {
     pub fn label(self) -> &'static str {
         match self {
             SandboxKind::Job => "job",
+            SandboxKind::Pool => "pool",
             SandboxKind::Probe => "probe",
         }
     }
+}
+
+/// What a sandbox's main process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MainProcess {
+    /// Sleeps; work arrives through execs.
+    Idle,
+    /// The runner, attached before start, which takes exactly one job on its stdin.
+    Runner,
 }
 
 /// What one sandbox needs; the policy fills in everything else.
@@ -60,6 +74,7 @@ pub struct SandboxSpec {
     pub image: String,
     pub language: String,
     pub memory_mb: u64,
+    pub main: MainProcess,
 }
 
 impl SandboxSpec {
@@ -91,12 +106,27 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
         (LABEL_ID.to_owned(), spec.id.clone()),
         (LABEL_LANGUAGE.to_owned(), spec.language.clone()),
     ]);
+    let runner = spec.main == MainProcess::Runner;
+    let cmd: Vec<String> = match spec.main {
+        MainProcess::Idle => IDLE_COMMAND.iter().map(|s| s.to_string()).collect(),
+        MainProcess::Runner => RUNNER_SHELL
+            .iter()
+            .map(|s| s.to_string())
+            .chain(std::iter::once(super::runner::SCRIPT.to_owned()))
+            .collect(),
+    };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         hostname: Some(HOSTNAME.to_owned()),
         user: Some(config.user.clone()),
         env: Some(ENVIRONMENT.iter().map(|s| s.to_string()).collect()),
-        cmd: Some(IDLE_COMMAND.iter().map(|s| s.to_string()).collect()),
+        cmd: Some(cmd),
+        // The runner reads its job from the attached stdin, closed after the job's input.
+        open_stdin: Some(runner),
+        stdin_once: Some(runner),
+        attach_stdin: Some(runner),
+        attach_stdout: Some(runner),
+        attach_stderr: Some(runner),
         // An image's own entrypoint never wraps our commands.
         entrypoint: Some(Vec::new()),
         working_dir: Some(WORK_DIR.to_owned()),
@@ -237,6 +267,7 @@ mod tests {
             image: "runbox/python:latest".into(),
             language: "python".into(),
             memory_mb: 128,
+            main: MainProcess::Runner,
         }
     }
 

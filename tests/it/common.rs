@@ -34,9 +34,17 @@ pub fn shared() -> &'static TestApp {
 }
 
 /// A separate app with config overrides (`RUNBOX_<SECTION>__<KEY>` names), on its own runtime.
+///
+/// The warm pool is off unless the overrides turn it on: the test process never shuts its
+/// shared apps down, and their pooled sandboxes would outlive it (tests of the pool start their
+/// own app and shut it down).
 pub fn start_on_own_runtime(overrides: &[(&str, &str)]) -> TestApp {
-    let config = Config::load_with_overrides(&repo_root().join("config/runbox.toml"), overrides)
-        .expect("test config is valid");
+    let with_defaults: Vec<(&str, &str)> = std::iter::once(("RUNBOX_POOL__ENABLED", "false"))
+        .chain(overrides.iter().copied())
+        .collect();
+    let config =
+        Config::load_with_overrides(&repo_root().join("config/runbox.toml"), &with_defaults)
+            .expect("test config is valid");
     let (sender, receiver) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()

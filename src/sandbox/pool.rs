@@ -1,0 +1,253 @@
+//! The warm pool: job sandboxes created, attached and started before any job asks for one, so
+//! a job's hot path makes no Engine API call (see [`super::runner`]).
+//!
+//! Security is unchanged: a pooled sandbox has the full policy, serves exactly one job and is
+//! removed after it, like a sandbox created for the job. One refill task per language keeps
+//! `size` sandboxes ready, creating the missing ones concurrently as soon as one is taken; a
+//! sandbox that waited longer than `max_idle` is removed and replaced (so an image rebuilt
+//! meanwhile is picked up and nothing sits forever). The pool never fills past `capacity`
+//! sandboxes owned by this process, and a job that finds its pool empty creates a sandbox
+//! itself: an empty pool costs time, never an error.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{MainProcess, Sandbox, SandboxKind, SandboxSpec, Sandboxes};
+
+/// Pause after a failed creation (engine down, image missing) before the pool tries again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// Longest pause between two looks at a pool when nothing happens (for recycling).
+const MAX_RECHECK: Duration = Duration::from_secs(30);
+
+/// What one language's pool holds.
+#[derive(Debug, Clone)]
+pub struct PoolSlot {
+    pub language: String,
+    pub image: String,
+    /// Memory cap the sandboxes are started with (a job may change it when it takes one).
+    pub memory_mb: u64,
+    /// How many sandboxes to keep ready; 0 disables the pool for the language.
+    pub size: usize,
+}
+
+/// One language's pool as the metrics see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    pub language: String,
+    pub size: usize,
+    pub ready: usize,
+    /// Being created right now.
+    pub filling: usize,
+    /// Jobs served from the pool / that found it empty.
+    pub hits: u64,
+    pub misses: u64,
+    /// Sandboxes removed unused because they waited longer than `max_idle`.
+    pub recycled: u64,
+}
+
+/// Handle to every language's pool. Cheap to clone.
+#[derive(Clone)]
+pub struct WarmPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pools: HashMap<String, Arc<LanguagePool>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+struct LanguagePool {
+    slot: PoolSlot,
+    ready: Mutex<VecDeque<Ready>>,
+    filling: AtomicUsize,
+    wake: Notify,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    recycled: AtomicU64,
+}
+
+struct Ready {
+    sandbox: Sandbox,
+    since: Instant,
+}
+
+impl WarmPool {
+    /// Starts a refill task for every slot with a size above 0.
+    pub fn start(
+        sandboxes: &Sandboxes,
+        slots: Vec<PoolSlot>,
+        max_idle: Duration,
+        capacity: usize,
+    ) -> WarmPool {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut pools = HashMap::new();
+        for slot in slots {
+            let pool = Arc::new(LanguagePool {
+                slot,
+                ready: Mutex::default(),
+                filling: AtomicUsize::new(0),
+                wake: Notify::new(),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                recycled: AtomicU64::new(0),
+            });
+            if pool.slot.size > 0 {
+                tasks.spawn(refill(
+                    pool.clone(),
+                    sandboxes.clone(),
+                    max_idle,
+                    capacity,
+                    stop.clone(),
+                    tasks.clone(),
+                ));
+            }
+            pools.insert(pool.slot.language.clone(), pool);
+        }
+        WarmPool {
+            inner: Arc::new(Inner { pools, stop, tasks }),
+        }
+    }
+
+    /// A ready sandbox for `language`, if its pool has one; the pool starts replacing it at
+    /// once.
+    pub fn take(&self, language: &str) -> Option<Sandbox> {
+        let pool = self.inner.pools.get(language)?;
+        if pool.slot.size == 0 {
+            return None;
+        }
+        let taken = pool.lock().pop_front();
+        pool.wake.notify_one();
+        match taken {
+            Some(ready) => {
+                pool.hits.fetch_add(1, Ordering::Relaxed);
+                Some(ready.sandbox)
+            }
+            None => {
+                pool.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let mut stats: Vec<PoolStats> = self
+            .inner
+            .pools
+            .values()
+            .map(|pool| PoolStats {
+                language: pool.slot.language.clone(),
+                size: pool.slot.size,
+                ready: pool.lock().len(),
+                filling: pool.filling.load(Ordering::Relaxed),
+                hits: pool.hits.load(Ordering::Relaxed),
+                misses: pool.misses.load(Ordering::Relaxed),
+                recycled: pool.recycled.load(Ordering::Relaxed),
+            })
+            .collect();
+        stats.sort_by(|a, b| a.language.cmp(&b.language));
+        stats
+    }
+
+    /// Stops refilling and hands every ready sandbox to the cleanup task.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        for pool in self.inner.pools.values() {
+            pool.lock().clear();
+        }
+    }
+}
+
+impl LanguagePool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Ready>> {
+        // Only push/pop/retain happen under this lock: a panic cannot leave it inconsistent.
+        self.ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn spec(&self) -> SandboxSpec {
+        SandboxSpec {
+            kind: SandboxKind::Pool,
+            id: uuid::Uuid::new_v4().to_string(),
+            image: self.slot.image.clone(),
+            language: self.slot.language.clone(),
+            memory_mb: self.slot.memory_mb,
+            main: MainProcess::Runner,
+        }
+    }
+}
+
+/// Keeps one language's pool full until `stop`.
+async fn refill(
+    pool: Arc<LanguagePool>,
+    sandboxes: Sandboxes,
+    max_idle: Duration,
+    capacity: usize,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let recheck = (max_idle / 2).min(MAX_RECHECK);
+    loop {
+        let expired = {
+            let mut ready = pool.lock();
+            let before = ready.len();
+            ready.retain(|r| r.since.elapsed() < max_idle);
+            before - ready.len()
+        };
+        if expired > 0 {
+            pool.recycled.fetch_add(expired as u64, Ordering::Relaxed);
+        }
+        let have = pool.lock().len() + pool.filling.load(Ordering::Relaxed);
+        for _ in have..pool.slot.size {
+            if sandboxes.owned_count() >= capacity {
+                break;
+            }
+            pool.filling.fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(fill_one(pool.clone(), sandboxes.clone(), stop.clone()));
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = pool.wake.notified() => {}
+            () = tokio::time::sleep(recheck) => {}
+        }
+    }
+}
+
+/// Creates one sandbox for the pool.
+async fn fill_one(pool: Arc<LanguagePool>, sandboxes: Sandboxes, stop: CancellationToken) {
+    let spec = pool.spec();
+    let created = tokio::select! {
+        created = sandboxes.create(&spec) => created,
+        () = stop.cancelled() => {
+            pool.filling.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    match created {
+        Ok(sandbox) if !stop.is_cancelled() => pool.lock().push_back(Ready {
+            sandbox,
+            since: Instant::now(),
+        }),
+        // Shutting down: dropping it removes it.
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(language = %pool.slot.language, error = %err, "the warm pool cannot create a sandbox; retrying later");
+            tokio::select! {
+                () = tokio::time::sleep(RETRY_AFTER_FAILURE) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    }
+    pool.filling.fetch_sub(1, Ordering::Relaxed);
+    pool.wake.notify_one();
+}

@@ -1,0 +1,397 @@
+//! The runner: a job sandbox's main process, which waits on its stdin for one job.
+//!
+//! Creating, attaching and starting a container happens before a job arrives (in the warm pool,
+//! or just before the job on the cold path); the job itself then costs no Engine API call: its
+//! files, argv and stdin go down the already attached stdin, its output comes back on the
+//! already attached stdout/stderr. An exec would cost two API calls and ~50 ms per job, and
+//! waiting for the container to exit another ~30 ms (the engine tears the container down before
+//! it closes the streams). So the runner stays the program's parent and, when the program ends,
+//! writes a trailer with its exit status on both streams; each stream is ordered, so once both
+//! trailers are in, every byte the program wrote is in.
+//!
+//! The trailer starts with a fresh random nonce per job that the program never sees (it goes to
+//! the runner's own memory before the program starts), so ordinary output cannot end a job.
+//! A program that went out of its way to learn it could only misreport its own exit status,
+//! which it can do anyway by exiting with that status.
+//!
+//! Wire format on stdin, in order:
+//! `<nonce>\n<archive length>\n<argc>\n`, argc NUL-terminated arguments, the tar archive of the
+//! job's files (unpacked into the work dir by the runner, as the sandbox user), then the
+//! program's own stdin.
+
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::InspectContainerOptions;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::exec::{self, Flow, Pumped};
+use super::{
+    ExecEnd, ExecOutcome, OutputSink, Push, SIGKILL_EXIT_CODE, SandboxError, Shared, Stream,
+};
+
+/// The runner, run by bash (present in every Debian image, minbase and slim included) as the
+/// container's command under the engine's init. `read` reads a pipe byte by byte and `head -c`
+/// never reads past its count, so the program's stdin starts exactly after the archive. After
+/// the trailers it sleeps instead of exiting: the container (and its cgroup, which the usage is
+/// read from) stays up until runbox removes it.
+pub const SCRIPT: &str = r#"IFS= read -r nonce || exit 125
+read -r archive_len || exit 125
+read -r argc || exit 125
+argv=()
+for ((i = 0; i < argc; i++)); do
+  IFS= read -r -d '' arg || exit 125
+  argv+=("$arg")
+done
+if ((archive_len > 0)); then
+  if ! head -c "$archive_len" | tar -x -m -f - -C /box; then
+    echo "runbox: the program's files could not be written to the work dir" >&2
+    printf '\036%s 125\n' "$nonce"
+    printf '\036%s 125\n' "$nonce" >&2
+    exec sleep infinity
+  fi
+fi
+"${argv[@]}"
+status=$?
+printf '\036%s %d\n' "$nonce" "$status"
+printf '\036%s %d\n' "$nonce" "$status" >&2
+exec sleep infinity"#;
+
+/// Byte that opens a trailer (ASCII record separator).
+const TRAILER_START: u8 = 0x1e;
+/// How often to look at the container when the runner itself ended without a trailer.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+/// The engine can report an OOM kill a little after the killed process's exit.
+const OOM_EVENT_GRACE: Duration = Duration::from_millis(500);
+
+/// One job for the runner.
+#[derive(Debug, Clone)]
+pub struct RunnerJob {
+    /// Tar archive unpacked into the work dir before the program starts (may be empty).
+    pub archive: Bytes,
+    /// The program and its arguments (no NUL bytes: validated upstream).
+    pub argv: Vec<String>,
+    pub stdin: Bytes,
+    /// Wall-clock limit from sending the job to the program's end.
+    pub timeout: Duration,
+}
+
+/// Encodes `job` in the runner's wire format.
+pub fn encode(nonce: &str, job: &RunnerJob) -> Bytes {
+    let argv_len: usize = job.argv.iter().map(|a| a.len() + 1).sum();
+    let mut out =
+        BytesMut::with_capacity(64 + argv_len + job.archive.len() + job.stdin.len());
+    out.put_slice(format!("{nonce}\n{}\n{}\n", job.archive.len(), job.argv.len()).as_bytes());
+    for arg in &job.argv {
+        debug_assert!(!arg.contains('\0'), "argv is validated to hold no NUL");
+        out.put_slice(arg.as_bytes());
+        out.put_u8(0);
+    }
+    out.put_slice(&job.archive);
+    out.put_slice(&job.stdin);
+    out.freeze()
+}
+
+/// Finds the runner's trailer in one output stream, passing every byte before it on.
+///
+/// Bytes that could be the start of a trailer split across chunks are held back until the next
+/// chunk decides (at most the trailer's length, and only after a 0x1e byte).
+#[derive(Debug)]
+pub struct TrailerScanner {
+    /// `\x1e<nonce> `
+    marker: Vec<u8>,
+    held: Vec<u8>,
+    state: ScanState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ScanState {
+    Output,
+    /// The marker was seen; the status digits so far.
+    Status(Vec<u8>),
+    Done(i64),
+}
+
+impl TrailerScanner {
+    pub fn new(nonce: &str) -> Self {
+        let mut marker = vec![TRAILER_START];
+        marker.extend_from_slice(nonce.as_bytes());
+        marker.push(b' ');
+        TrailerScanner {
+            marker,
+            held: Vec::new(),
+            state: ScanState::Output,
+        }
+    }
+
+    /// The exit status, once the whole trailer has been seen.
+    pub fn status(&self) -> Option<i64> {
+        match self.state {
+            ScanState::Done(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Takes the next chunk; program output goes to `emit`.
+    pub fn feed(&mut self, chunk: &[u8], emit: &mut dyn FnMut(&[u8])) {
+        let joined;
+        let data: &[u8] = if self.held.is_empty() {
+            chunk
+        } else {
+            let mut buffer = std::mem::take(&mut self.held);
+            buffer.extend_from_slice(chunk);
+            joined = buffer;
+            &joined
+        };
+        let mut rest = data;
+        loop {
+            match &mut self.state {
+                ScanState::Done(_) => return,
+                ScanState::Status(digits) => {
+                    match rest.iter().position(|&b| b == b'\n') {
+                        Some(end) => {
+                            digits.extend_from_slice(&rest[..end]);
+                            let code = std::str::from_utf8(digits)
+                                .ok()
+                                .and_then(|s| s.parse().ok())
+                                .unwrap_or(-1);
+                            self.state = ScanState::Done(code);
+                        }
+                        None => digits.extend_from_slice(rest),
+                    }
+                    return;
+                }
+                ScanState::Output => {
+                    match find_marker(rest, &self.marker) {
+                        MarkerSearch::Found(at) => {
+                            emit_nonempty(emit, &rest[..at]);
+                            rest = &rest[at + self.marker.len()..];
+                            self.state = ScanState::Status(Vec::new());
+                        }
+                        MarkerSearch::PartialAtEnd(at) => {
+                            emit_nonempty(emit, &rest[..at]);
+                            self.held = rest[at..].to_vec();
+                            return;
+                        }
+                        MarkerSearch::Absent => {
+                            emit_nonempty(emit, rest);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stream ended without a trailer: whatever was held back was output after all.
+    pub fn flush(&mut self, emit: &mut dyn FnMut(&[u8])) {
+        if self.state == ScanState::Output {
+            emit_nonempty(emit, &std::mem::take(&mut self.held));
+        }
+    }
+}
+
+fn emit_nonempty(emit: &mut dyn FnMut(&[u8]), bytes: &[u8]) {
+    if !bytes.is_empty() {
+        emit(bytes);
+    }
+}
+
+enum MarkerSearch {
+    Found(usize),
+    /// A prefix of the marker ends the data at this index.
+    PartialAtEnd(usize),
+    Absent,
+}
+
+fn find_marker(data: &[u8], marker: &[u8]) -> MarkerSearch {
+    let mut from = 0;
+    while let Some(offset) = data[from..].iter().position(|&b| b == marker[0]) {
+        let at = from + offset;
+        let candidate = &data[at..];
+        if candidate.len() >= marker.len() {
+            if candidate.starts_with(marker) {
+                return MarkerSearch::Found(at);
+            }
+        } else if marker.starts_with(candidate) {
+            return MarkerSearch::PartialAtEnd(at);
+        }
+        from = at + 1;
+    }
+    MarkerSearch::Absent
+}
+
+/// The attached stdin and output of a sandbox's runner.
+pub struct RunnerIo {
+    pub(super) output: exec::OutputFrames,
+    pub(super) input: exec::InputPipe,
+}
+
+/// Sends `job` to the runner and collects the program's output until both trailers are in
+/// (or the limit passes, or the sink stops).
+pub(super) async fn run(
+    shared: &Shared,
+    container: &str,
+    io: RunnerIo,
+    job: RunnerJob,
+    sink: &mut dyn OutputSink,
+) -> Result<ExecOutcome, SandboxError> {
+    let oom_before = shared.oom.count(container);
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let payload = encode(&nonce, &job);
+    let mut scanners = [TrailerScanner::new(&nonce), TrailerScanner::new(&nonce)];
+    let RunnerIo { mut output, input } = io;
+    let started = Instant::now();
+    let pumped = {
+        let on_frame = |stream: Stream, chunk: &[u8]| {
+            let index = stream as usize;
+            let mut stop = false;
+            scanners[index].feed(chunk, &mut |bytes| {
+                if !stop && sink.push(stream, bytes) == Push::Stop {
+                    stop = true;
+                }
+            });
+            if stop {
+                return Flow::Stop;
+            }
+            match (scanners[0].status(), scanners[1].status()) {
+                (Some(code), Some(_)) => Flow::Finished(code),
+                _ => Flow::Continue,
+            }
+        };
+        tokio::time::timeout(
+            job.timeout,
+            exec::pump(&mut output, input, payload, on_frame),
+        )
+        .await
+    };
+    let duration = started.elapsed();
+    let end = match pumped {
+        Err(_) => ExecEnd::TimedOut,
+        Ok(Err(err)) => return Err(err),
+        Ok(Ok(Pumped::Stopped)) => ExecEnd::Stopped,
+        Ok(Ok(Pumped::Finished(code))) => ExecEnd::Exited { code },
+        Ok(Ok(Pumped::Eof)) => {
+            // The runner itself ended without a trailer (killed, e.g. by the OOM killer):
+            // what was held back is output, and the container's exit code is the answer.
+            for (index, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                scanners[index].flush(&mut |bytes| {
+                    sink.push(stream, bytes);
+                });
+            }
+            let remaining = job.timeout.saturating_sub(duration);
+            match tokio::time::timeout(remaining, container_exit_code(shared, container)).await {
+                Ok(code) => ExecEnd::Exited { code: code? },
+                Err(_) => ExecEnd::TimedOut,
+            }
+        }
+    };
+    let oom_killed = match end {
+        ExecEnd::Exited {
+            code: SIGKILL_EXIT_CODE,
+        } => {
+            shared
+                .oom
+                .wait_above(container, oom_before, OOM_EVENT_GRACE)
+                .await
+        }
+        _ => shared.oom.count(container) > oom_before,
+    };
+    Ok(ExecOutcome {
+        end,
+        duration,
+        oom_killed,
+    })
+}
+
+async fn container_exit_code(shared: &Shared, container: &str) -> Result<i64, SandboxError> {
+    loop {
+        let inspect = shared
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .map_err(SandboxError::from_engine)?;
+        if let Some(state) = inspect.state
+            && state.running != Some(true)
+            && let Some(code) = state.exit_code
+        {
+            return Ok(code);
+        }
+        tokio::time::sleep(EXIT_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONCE: &str = "0123456789abcdef0123456789abcdef";
+
+    fn scan(chunks: &[&[u8]]) -> (Vec<u8>, Option<i64>) {
+        let mut scanner = TrailerScanner::new(NONCE);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            scanner.feed(chunk, &mut |b| out.extend_from_slice(b));
+        }
+        if scanner.status().is_none() {
+            scanner.flush(&mut |b| out.extend_from_slice(b));
+        }
+        (out, scanner.status())
+    }
+
+    fn trailer(code: i64) -> Vec<u8> {
+        format!("\x1e{NONCE} {code}\n").into_bytes()
+    }
+
+    #[test]
+    fn output_before_the_trailer_passes_and_the_status_is_read() {
+        let mut stream = b"hello\nno newline at the end".to_vec();
+        stream.extend(trailer(3));
+        stream.extend_from_slice(b"late output from a background child");
+        assert_eq!(
+            scan(&[&stream]),
+            (b"hello\nno newline at the end".to_vec(), Some(3))
+        );
+    }
+
+    #[test]
+    fn a_trailer_split_at_every_byte_is_still_found() {
+        let mut stream = b"out\x1e".to_vec();
+        stream.extend(trailer(137));
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(scan(&chunks), (b"out\x1e".to_vec(), Some(137)));
+    }
+
+    #[test]
+    fn record_separators_and_other_nonces_are_output() {
+        let forged = b"\x1eFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF 0\n\x1e\x1e";
+        let (out, status) = scan(&[forged.as_slice()]);
+        assert_eq!(out, forged.to_vec());
+        assert_eq!(status, None);
+        // A prefix of the marker at the very end of the stream is output too.
+        let (out, status) = scan(&[b"x\x1e0123".as_slice()]);
+        assert_eq!(out, b"x\x1e0123".to_vec());
+        assert_eq!(status, None);
+    }
+
+    #[test]
+    fn binary_output_passes_untouched() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        let mut stream = bytes.clone();
+        stream.extend(trailer(0));
+        let chunks: Vec<&[u8]> = stream.chunks(7).collect();
+        assert_eq!(scan(&chunks), (bytes, Some(0)));
+    }
+
+    #[test]
+    fn wire_format_has_header_argv_archive_then_stdin() {
+        let job = RunnerJob {
+            archive: Bytes::from_static(b"TAR"),
+            argv: vec!["python3".into(), "a b\nc".into()],
+            stdin: Bytes::from_static(b"input"),
+            timeout: Duration::from_secs(1),
+        };
+        let encoded = encode(NONCE, &job);
+        let expected = format!("{NONCE}\n3\n2\npython3\0a b\nc\0TARinput");
+        assert_eq!(&encoded[..], expected.as_bytes());
+    }
+}
