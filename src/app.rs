@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::error::REQUEST_ID;
 use crate::api::json::BodyLimit;
-use crate::api::{ApiError, health, languages, run};
+use crate::api::{ApiError, health, languages, metrics, run};
 use crate::config::{Config, ServerConfig};
 use crate::executor::Executor;
 use crate::sandbox::{Lifetimes, SandboxError, Sandboxes};
@@ -43,6 +43,7 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
         .route("/languages", get(languages::list_languages))
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_ready))
+        .route("/metrics", get(metrics::get_metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

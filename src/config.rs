@@ -420,7 +420,10 @@ mod tests {
         let err = load_with(&[("RUNBOX_POOL__SIZES", "{ cobol = 1 }")]).unwrap_err();
         assert!(err.to_string().contains("pool.sizes.cobol"), "{err}");
         let err = load_with(&[("RUNBOX_POOL__SIZES", "{ py = 1 }")]).unwrap_err();
-        assert!(err.to_string().contains("pool.sizes.py"), "aliases are not ids: {err}");
+        assert!(
+            err.to_string().contains("pool.sizes.py"),
+            "aliases are not ids: {err}"
+        );
         let err = load_with(&[
             ("RUNBOX_LIMITS__MAX_SANDBOXES", "10"),
             ("RUNBOX_LIMITS__MAX_RUNNING_JOBS", "4"),

@@ -6,10 +6,13 @@
 //! - [`languages`]: the language catalogue (`config/languages.toml`), languages as data.
 //! - [`app`]: shared state, the router and its middleware, the server lifecycle.
 //! - [`api`]: HTTP only: extract, one domain call, map; the one error-to-response table.
-//! - [`executor`]: a validated job in, a run outcome out: phases, statuses, usage.
+//! - [`executor`]: a validated job in, a run outcome out: admission (running slots and a
+//!   bounded queue), phases, statuses, usage.
 //! - [`sandbox`]: the only code that talks to Docker: hardening policy, container lifecycle,
-//!   the owner that removes every container, the orphan sweep, OOM events, images.
-//! - [`bench`]: the latency benchmark behind `runbox bench`.
+//!   the runner that takes a job on an attached stdin, the warm pool, the owner that removes
+//!   every container, the orphan sweep, OOM events, images.
+//! - [`metrics`]: counters and histograms, and the scrape-time view of live state.
+//! - [`bench`]: the latency and throughput benchmark behind `runbox bench`.
 
 pub mod api;
 pub mod app;
@@ -17,4 +20,5 @@ pub mod bench;
 pub mod config;
 pub mod executor;
 pub mod languages;
+pub mod metrics;
 pub mod sandbox;

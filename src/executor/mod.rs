@@ -16,6 +16,7 @@ pub use job::{Job, JobError, JobRequest};
 
 use crate::config::{LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
+use crate::metrics::{LiveSnapshot, LiveState, Metrics};
 use crate::sandbox::pool::{PoolSlot, PoolStats, WarmPool};
 use crate::sandbox::{
     CollectedOutput, ExecEnd, ExecOutcome, ExecSpec, MainProcess, OutputCollector, RunnerJob,
@@ -34,6 +35,20 @@ pub enum RunStatus {
     Timeout,
     MemoryLimitExceeded,
     OutputLimitExceeded,
+}
+
+impl RunStatus {
+    /// The contract's name of the status (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::RuntimeError => "runtime_error",
+            RunStatus::CompileError => "compile_error",
+            RunStatus::Timeout => "timeout",
+            RunStatus::MemoryLimitExceeded => "memory_limit_exceeded",
+            RunStatus::OutputLimitExceeded => "output_limit_exceeded",
+        }
+    }
 }
 
 /// One phase's result.
@@ -99,6 +114,27 @@ pub struct Executor {
     versions: Arc<RwLock<HashMap<String, String>>>,
     admission: Arc<Admission>,
     pool: WarmPool,
+    metrics: Arc<Metrics>,
+}
+
+/// What the metrics read at scrape time.
+#[derive(Debug)]
+struct LiveParts {
+    admission: Arc<Admission>,
+    pool: WarmPool,
+    sandboxes: Sandboxes,
+}
+
+impl LiveState for LiveParts {
+    fn snapshot(&self) -> LiveSnapshot {
+        LiveSnapshot {
+            jobs_running: self.admission.running(),
+            jobs_queued: self.admission.queued(),
+            sandboxes_owned: self.sandboxes.owned_count(),
+            containers_created: self.sandboxes.created_count(),
+            pools: self.pool.stats(),
+        }
+    }
 }
 
 impl Executor {
@@ -120,16 +156,27 @@ impl Executor {
             })
             .collect();
         let warm = WarmPool::start(&sandboxes, slots, pool.max_idle(), limits.max_sandboxes);
+        let admission = Arc::new(Admission::new(
+            limits.running_jobs(),
+            limits.max_queued_jobs,
+        ));
+        let metrics = Arc::new(Metrics::new(Arc::new(LiveParts {
+            admission: admission.clone(),
+            pool: warm.clone(),
+            sandboxes: sandboxes.clone(),
+        })));
         Executor {
             sandboxes,
             catalogue: Arc::new(catalogue),
             versions: Arc::default(),
-            admission: Arc::new(Admission::new(
-                limits.running_jobs(),
-                limits.max_queued_jobs,
-            )),
+            admission,
             pool: warm,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn pool_stats(&self) -> Vec<PoolStats> {
@@ -208,8 +255,21 @@ impl Executor {
     /// Runs a job in a fresh sandbox (from the warm pool when it has one), which is removed
     /// when this returns or is dropped. Waits for a running slot first.
     pub async fn run(&self, job: Job) -> Result<RunOutcome, RunError> {
-        let _slot = self.admission.enter().await?;
-        Ok(self.run_admitted(job).await?)
+        let arrived = std::time::Instant::now();
+        let _slot = match self.admission.enter().await {
+            Ok(slot) => slot,
+            Err(overloaded) => {
+                self.metrics.overloaded();
+                return Err(overloaded.into());
+            }
+        };
+        self.metrics.admitted_after(arrived.elapsed());
+        let started = std::time::Instant::now();
+        let language = job.language.id.clone();
+        let outcome = self.run_admitted(job).await?;
+        self.metrics
+            .job_finished(&language, outcome.status.as_str(), started.elapsed());
+        Ok(outcome)
     }
 
     async fn run_admitted(&self, job: Job) -> Result<RunOutcome, SandboxError> {
@@ -505,6 +565,23 @@ mod tests {
             classify(&exited(255, false)),
             (RunStatus::RuntimeError, Some(255), None)
         );
+    }
+
+    #[test]
+    fn status_names_match_the_serialized_ones() {
+        for status in [
+            RunStatus::Success,
+            RunStatus::RuntimeError,
+            RunStatus::CompileError,
+            RunStatus::Timeout,
+            RunStatus::MemoryLimitExceeded,
+            RunStatus::OutputLimitExceeded,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
+        }
     }
 
     #[test]

@@ -30,10 +30,10 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cleanup::Lifetimes;
 pub use exec::{
     ExecEnd, ExecOutcome, ExecSpec, OutputSink, Push, SIGKILL_EXIT_CODE, Stream, unpack_then,
 };
-pub use cleanup::Lifetimes;
 pub use output::{CollectedOutput, OutputCollector};
 pub use policy::{MainProcess, SandboxKind, SandboxSpec};
 pub use runner::RunnerJob;
@@ -296,6 +296,14 @@ impl Drop for UnfinishedCreate<'_> {
     }
 }
 
+impl std::fmt::Debug for Sandboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandboxes")
+            .field("owned", &self.owned_count())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds the client. The engine may be down right now: that is not fatal (readiness says
 /// so); the API version is negotiated as soon as the engine answers.
 fn connect_docker(engine: &EngineConfig) -> Result<Docker, SandboxError> {
@@ -367,7 +375,6 @@ impl Sandbox {
         self.memory_mb
     }
 
-
     /// Sends the runner its one job and collects the program's output; see [`runner`].
     pub async fn run_main(
         &mut self,
@@ -380,8 +387,8 @@ impl Sandbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
             .ok_or_else(|| {
-            SandboxError::Engine("the sandbox's runner has already run a job".to_owned())
-        })?;
+                SandboxError::Engine("the sandbox's runner has already run a job".to_owned())
+            })?;
         runner::run(&self.sandboxes.shared, &self.container_id, io, job, sink).await
     }
 

@@ -167,6 +167,14 @@ impl WarmPool {
     }
 }
 
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
 impl LanguagePool {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Ready>> {
         // Only push/pop/retain happen under this lock: a panic cannot leave it inconsistent.

@@ -78,8 +78,7 @@ pub struct RunnerJob {
 /// Encodes `job` in the runner's wire format.
 pub fn encode(nonce: &str, job: &RunnerJob) -> Bytes {
     let argv_len: usize = job.argv.iter().map(|a| a.len() + 1).sum();
-    let mut out =
-        BytesMut::with_capacity(64 + argv_len + job.archive.len() + job.stdin.len());
+    let mut out = BytesMut::with_capacity(64 + argv_len + job.archive.len() + job.stdin.len());
     out.put_slice(format!("{nonce}\n{}\n{}\n", job.archive.len(), job.argv.len()).as_bytes());
     for arg in &job.argv {
         debug_assert!(!arg.contains('\0'), "argv is validated to hold no NUL");
@@ -160,24 +159,22 @@ impl TrailerScanner {
                     }
                     return;
                 }
-                ScanState::Output => {
-                    match find_marker(rest, &self.marker) {
-                        MarkerSearch::Found(at) => {
-                            emit_nonempty(emit, &rest[..at]);
-                            rest = &rest[at + self.marker.len()..];
-                            self.state = ScanState::Status(Vec::new());
-                        }
-                        MarkerSearch::PartialAtEnd(at) => {
-                            emit_nonempty(emit, &rest[..at]);
-                            self.held = rest[at..].to_vec();
-                            return;
-                        }
-                        MarkerSearch::Absent => {
-                            emit_nonempty(emit, rest);
-                            return;
-                        }
+                ScanState::Output => match find_marker(rest, &self.marker) {
+                    MarkerSearch::Found(at) => {
+                        emit_nonempty(emit, &rest[..at]);
+                        rest = &rest[at + self.marker.len()..];
+                        self.state = ScanState::Status(Vec::new());
                     }
-                }
+                    MarkerSearch::PartialAtEnd(at) => {
+                        emit_nonempty(emit, &rest[..at]);
+                        self.held = rest[at..].to_vec();
+                        return;
+                    }
+                    MarkerSearch::Absent => {
+                        emit_nonempty(emit, rest);
+                        return;
+                    }
+                },
             }
         }
     }

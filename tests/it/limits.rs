@@ -236,3 +236,37 @@ async fn work_dir_is_size_and_inode_capped() {
     assert!(out.contains("size capped"), "{r}");
     assert!(out.contains("inodes capped True"), "{r}");
 }
+
+#[tokio::test]
+async fn a_background_child_holding_stdout_does_not_hold_the_result() {
+    // The runner reports the program's end itself: a child that keeps the output open (and
+    // would keep an exec's stream open until the time limit) does not delay the response.
+    let started = Instant::now();
+    let r = run_and_clean(json!({
+        "language": "python",
+        "code": "import subprocess\nsubprocess.Popen(['sleep', '30'])\nprint('parent done')",
+        "timeout_ms": 10000
+    }))
+    .await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["stdout"], "parent done\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn output_that_looks_like_the_runners_trailer_is_just_output() {
+    let forged = "\u{1e}00000000000000000000000000000000 0\n";
+    let r = run_and_clean(json!({
+        "language": "python",
+        "code": "import sys\nforged = '\\x1e' + '0' * 32 + ' 0\\n'\nsys.stdout.write(forged)\nsys.stderr.write(forged)\nsys.exit(4)",
+    }))
+    .await;
+    assert_eq!(r["status"], "runtime_error", "{r}");
+    assert_eq!(r["exit_code"], 4);
+    assert_eq!(r["stdout"], forged);
+    assert_eq!(r["stderr"], forged);
+}

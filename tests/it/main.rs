@@ -7,3 +7,4 @@ mod hardening;
 mod health;
 mod languages;
 mod limits;
+mod pool;

@@ -1,0 +1,16 @@
+//! `GET /metrics`: the Prometheus scrape endpoint.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::app::AppState;
+
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS_TEXT)],
+        state.executor.metrics().render(),
+    )
+}

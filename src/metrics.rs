@@ -1,0 +1,294 @@
+//! Metrics in the Prometheus/OpenMetrics text format, through `prometheus-client`.
+//!
+//! Events (a run finished, a request was refused) are counted where they happen; state owned
+//! elsewhere (the pool, the queue, the sandboxes) is read at scrape time by a collector, so no
+//! number is kept twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Bucket bounds (seconds) of the job and queue-wait histograms: warm runs take tens of
+/// milliseconds, cold ones hundreds, compiles seconds.
+const SECONDS_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub language: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LanguageLabels {
+    pub language: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    language: String,
+    state: &'static str,
+}
+
+/// Counters and histograms of events, plus the registry that renders everything.
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<RunLabels, Counter>,
+    job_seconds: Family<LanguageLabels, Histogram>,
+    queue_wait_seconds: Histogram,
+    overloaded: Counter,
+}
+
+/// What the scrape-time collector reads.
+pub trait LiveState: Send + Sync + std::fmt::Debug + 'static {
+    fn snapshot(&self) -> LiveSnapshot;
+}
+
+/// The state of the service at one scrape.
+#[derive(Debug, Clone, Default)]
+pub struct LiveSnapshot {
+    pub jobs_running: usize,
+    pub jobs_queued: usize,
+    /// Sandboxes this process owns right now (running jobs and pool).
+    pub sandboxes_owned: usize,
+    pub containers_created: u64,
+    pub pools: Vec<crate::sandbox::pool::PoolStats>,
+}
+
+impl Metrics {
+    pub fn new(live: Arc<dyn LiveState>) -> Metrics {
+        let mut registry = Registry::with_prefix("runbox");
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "runs",
+            "Jobs finished, by language and status",
+            runs.clone(),
+        );
+        let job_seconds =
+            Family::<LanguageLabels, Histogram>::new_with_constructor(seconds_histogram);
+        registry.register(
+            "job_duration_seconds",
+            "Wall time of a job from admission to its result (sandbox, compile and run)",
+            job_seconds.clone(),
+        );
+        let queue_wait_seconds = seconds_histogram();
+        registry.register(
+            "queue_wait_duration_seconds",
+            "Time a job waited for a running slot",
+            queue_wait_seconds.clone(),
+        );
+        let overloaded = Counter::default();
+        registry.register(
+            "overloaded_rejections",
+            "Runs refused with 503 overloaded (every slot and the queue were full)",
+            overloaded.clone(),
+        );
+        registry.register_collector(Box::new(LiveCollector(live)));
+        Metrics {
+            registry,
+            runs,
+            job_seconds,
+            queue_wait_seconds,
+            overloaded,
+        }
+    }
+
+    pub fn job_finished(&self, language: &str, status: &str, took: Duration) {
+        self.runs
+            .get_or_create(&RunLabels {
+                language: language.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+        self.job_seconds
+            .get_or_create(&LanguageLabels {
+                language: language.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn admitted_after(&self, waited: Duration) {
+        self.queue_wait_seconds.observe(waited.as_secs_f64());
+    }
+
+    pub fn overloaded(&self) {
+        self.overloaded.inc();
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(SECONDS_BUCKETS)
+}
+
+#[derive(Debug)]
+struct LiveCollector(Arc<dyn LiveState>);
+
+impl Collector for LiveCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let live = self.0.snapshot();
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64| {
+            let metric = ConstGauge::new(value);
+            let metric_encoder =
+                encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            metric.encode(metric_encoder)
+        };
+        gauge(
+            &mut encoder,
+            "jobs_running",
+            "Jobs holding a running slot",
+            live.jobs_running as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "jobs_queued",
+            "Jobs waiting for a running slot",
+            live.jobs_queued as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "sandboxes_owned",
+            "Sandbox containers this process owns now (running jobs and the warm pool)",
+            live.sandboxes_owned as i64,
+        )?;
+        let created = ConstCounter::new(live.containers_created);
+        created.encode(encoder.encode_descriptor(
+            "containers_created",
+            "Sandbox containers created since start",
+            None,
+            created.metric_type(),
+        )?)?;
+
+        let mut family = encoder.encode_descriptor(
+            "pool_sandboxes",
+            "Warm pool sandboxes by language and state (ready, filling)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for pool in &live.pools {
+            for (state, value) in [("ready", pool.ready), ("filling", pool.filling)] {
+                let labels = PoolStateLabels {
+                    language: pool.language.clone(),
+                    state,
+                };
+                ConstGauge::new(value as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "pool_target",
+            "Configured warm pool size by language",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for pool in &live.pools {
+            let labels = LanguageLabels {
+                language: pool.language.clone(),
+            };
+            ConstGauge::new(pool.size as i64).encode(family.encode_family(&labels)?)?;
+        }
+        for (name, help, value) in [
+            (
+                "pool_hits",
+                "Jobs served by a warm pool sandbox",
+                (|p: &crate::sandbox::pool::PoolStats| p.hits) as fn(&_) -> u64,
+            ),
+            (
+                "pool_misses",
+                "Jobs that found their language's pool empty and created a sandbox",
+                |p| p.misses,
+            ),
+            (
+                "pool_recycled",
+                "Pool sandboxes removed unused after waiting too long",
+                |p| p.recycled,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for pool in live.pools.iter().filter(|p| p.size > 0) {
+                let labels = LanguageLabels {
+                    language: pool.language.clone(),
+                };
+                ConstCounter::new(value(pool)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::pool::PoolStats;
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl LiveState for Fixed {
+        fn snapshot(&self) -> LiveSnapshot {
+            LiveSnapshot {
+                jobs_running: 2,
+                jobs_queued: 5,
+                sandboxes_owned: 7,
+                containers_created: 40,
+                pools: vec![PoolStats {
+                    language: "python".into(),
+                    size: 4,
+                    ready: 3,
+                    filling: 1,
+                    hits: 10,
+                    misses: 2,
+                    recycled: 1,
+                }],
+            }
+        }
+    }
+
+    #[test]
+    fn renders_events_and_live_state() {
+        let metrics = Metrics::new(Arc::new(Fixed));
+        metrics.job_finished("python", "success", Duration::from_millis(30));
+        metrics.overloaded();
+        let text = metrics.render();
+        for line in [
+            "runbox_runs_total{language=\"python\",status=\"success\"} 1",
+            "runbox_job_duration_seconds_bucket{le=\"0.05\",language=\"python\"} 1",
+            "runbox_overloaded_rejections_total 1",
+            "runbox_jobs_queued 5",
+            "runbox_sandboxes_owned 7",
+            "runbox_containers_created_total 40",
+            "runbox_pool_sandboxes{language=\"python\",state=\"ready\"} 3",
+            "runbox_pool_target{language=\"python\"} 4",
+            "runbox_pool_hits_total{language=\"python\"} 10",
+            "runbox_pool_misses_total{language=\"python\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
