@@ -1,130 +1,678 @@
-//! `runbox bench`: end-to-end latency of python hello world through the server, next to the same
-//! program in a container with the same hardening through `docker run --rm` and through a bare
-//! Engine API create+start+wait+remove, measured on this machine in one run.
+//! `runbox bench`: latency and throughput of python and C hello world through the server, with
+//! the warm pool on and off, next to the same program as a bare process, as a hardened
+//! `docker run --rm`, as a bare Engine API run, and next to the engine's own
+//! create+start+remove ceiling, all measured in one run on this machine. It also shows where a
+//! sandbox's time goes and what each hardening setting costs.
+//!
+//! Without `--url` it starts `runbox serve` twice as a child process (pool on, then pool off),
+//! so the server's own CPU time can be read from /proc and compared with the machine's.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::sandbox::policy::{self, SandboxKind, SandboxSpec};
+use crate::sandbox::measure::{self, StepTimes, Variant};
+use crate::sandbox::{MainProcess, Sandboxes};
 
 const WARMUP_RUNS: usize = 3;
-const PROGRAM: &str = "print(\"hello\")";
+/// Rounds per policy variant in the flag-cost table.
+const VARIANT_ROUNDS: usize = 20;
+/// Rounds of the step-by-step timing.
+const STEP_ROUNDS: usize = 10;
+/// Concurrency of the engine ceiling (the reference point).
+const CEILING_CONCURRENCY: usize = 8;
+/// How long a pool may take to fill before a warm measurement.
+const POOL_FILL_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn run(config: Config, runs: usize, url: Option<String>) -> anyhow::Result<()> {
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// A running server to measure instead of starting two.
+    pub url: Option<String>,
+    pub config_path: PathBuf,
+    /// Sequential runs per language and server.
+    pub runs: usize,
+    /// Length of each throughput phase.
+    pub duration: Duration,
+    pub concurrency: Vec<usize>,
+    /// Skip the step timings and the flag-cost table.
+    pub skip_engine: bool,
+}
+
+/// A hello world per language.
+struct Program {
+    language: &'static str,
+    code: &'static str,
+    /// argv of the same program in the language's image (baselines that bypass runbox).
+    container_argv: &'static [&'static str],
+}
+
+const PROGRAMS: [Program; 2] = [
+    Program {
+        language: "python",
+        code: "print(\"hello\")",
+        container_argv: &["python3", "-c", "print(\"hello\")"],
+    },
+    Program {
+        language: "c",
+        code: "#include <stdio.h>\nint main(void){ puts(\"hello\"); return 0; }",
+        container_argv: &[
+            "sh",
+            "-c",
+            "printf '#include <stdio.h>\\nint main(void){ puts(\"hello\"); return 0; }' > /box/m.c && gcc -O2 -o /box/m /box/m.c && /box/m",
+        ],
+    },
+];
+
+pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
+    let sandboxes = Sandboxes::connect(
+        &config.engine,
+        config.sandbox.clone(),
+        crate::sandbox::Lifetimes {
+            job: Duration::from_secs(3600),
+            pool: Duration::from_secs(3600),
+        },
+    )
+    .await?;
+    let result = run_all(&config, &options, &sandboxes).await;
+    sandboxes.shutdown().await;
+    result
+}
+
+async fn run_all(
+    config: &Config,
+    options: &BenchOptions,
+    sandboxes: &Sandboxes,
+) -> anyhow::Result<()> {
+    println!(
+        "runbox bench: {} sequential runs per path, throughput phases of {} s, {} cores",
+        options.runs,
+        options.duration.as_secs(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     let python = config
         .languages
         .resolve("python")
-        .cloned()
-        .context("the catalogue has no python")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = match url {
-        Some(_) => None,
-        None => Some(crate::app::Server::start(config.clone(), listener).await?),
-    };
-    let base = url.unwrap_or_else(|| format!("http://{}", server.as_ref().expect("started").addr));
-    let client = reqwest::Client::new();
-    let body = serde_json::json!({ "language": "python", "code": PROGRAM });
+        .context("the catalogue has no python")?
+        .clone();
+    let python_spec =
+        |main| measure::spec_for(&python.image_ref(), "python", python.memory_mb, main);
 
-    let through_server = measure(runs, || async {
-        let response: serde_json::Value = client
-            .post(format!("{base}/run"))
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        if response["status"] != "success" || response["stdout"] != "hello\n" {
-            bail!("unexpected run result: {response}");
+    if !options.skip_engine {
+        section("Where a sandbox's time goes (python hello world through the runner)");
+        let mut steps = Vec::new();
+        for _ in 0..STEP_ROUNDS {
+            let argv = PROGRAMS[0]
+                .container_argv
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            steps.push(
+                sandboxes
+                    .step_times(&python_spec(MainProcess::Runner), argv)
+                    .await?,
+            );
         }
-        Ok(())
-    })
-    .await?;
+        print_steps(&steps);
 
-    let spec = |id: String| SandboxSpec {
-        kind: SandboxKind::Job,
-        id,
-        image: python.image_ref(),
-        language: python.id.clone(),
-        memory_mb: python.memory_mb,
-        main: crate::sandbox::MainProcess::Idle,
+        section("What each hardening setting costs (create+start+remove of an idle sandbox)");
+        let mut full = Duration::ZERO;
+        println!("{:<36} {:>10} {:>10}", "policy", "median", "vs full");
+        for variant in Variant::ALL {
+            let mut samples = Vec::new();
+            for _ in 0..VARIANT_ROUNDS {
+                let started = Instant::now();
+                sandboxes
+                    .create_start_remove(&python_spec(MainProcess::Idle), variant)
+                    .await?;
+                samples.push(started.elapsed());
+            }
+            samples.sort();
+            let median = percentile(&samples, 0.5);
+            if variant == Variant::Full {
+                full = median;
+            }
+            println!(
+                "{:<36} {:>8.1}ms {:>+8.1}ms",
+                variant.describe(),
+                ms(median),
+                ms(median) - ms(full)
+            );
+        }
+    }
+
+    section("Baselines (sequential)");
+    println!("{:<44} {:>9} {:>9} {:>9}", "path", "p50", "p95", "p99");
+    let mut baselines = Vec::new();
+    for program in &PROGRAMS {
+        let language = config
+            .languages
+            .resolve(program.language)
+            .with_context(|| format!("the catalogue has no {}", program.language))?
+            .clone();
+        let spec = || {
+            measure::spec_for(
+                &language.image_ref(),
+                &language.id,
+                language.memory_mb.max(language.compile_memory_mb()),
+                MainProcess::Idle,
+            )
+        };
+        let argv: Vec<String> = program
+            .container_argv
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(bare) = bare_process(program.language, options.runs).await? {
+            print_row(
+                &format!("{}: bare process on the host", program.language),
+                &bare,
+            );
+            baselines.push((program.language, "bare", percentile(&bare, 0.5)));
+        }
+        let docker_run = measure_sequential(options.runs, || async {
+            let out = sandboxes.docker_cli_run(&spec(), &argv).await?;
+            anyhow::ensure!(out == b"hello\n", "docker run printed {out:?}");
+            Ok(())
+        })
+        .await?;
+        print_row(
+            &format!("{}: docker run --rm (same flags)", program.language),
+            &docker_run,
+        );
+        baselines.push((program.language, "docker_run", percentile(&docker_run, 0.5)));
+        let api = measure_sequential(options.runs, || async {
+            Ok(sandboxes.bare_run(&spec(), argv.clone()).await?)
+        })
+        .await?;
+        print_row(
+            &format!("{}: Engine API create+start+wait+remove", program.language),
+            &api,
+        );
+        baselines.push((program.language, "api", percentile(&api, 0.5)));
+    }
+
+    section(&format!(
+        "Engine ceiling: create+start+remove at concurrency {CEILING_CONCURRENCY} for {} s",
+        options.duration.as_secs()
+    ));
+    let image = python.image_ref();
+    let memory = python.memory_mb;
+    let done = sandboxes
+        .engine_ceiling(
+            move || measure::spec_for(&image, "python", memory, MainProcess::Idle),
+            CEILING_CONCURRENCY,
+            options.duration,
+        )
+        .await?;
+    let ceiling = done as f64 / options.duration.as_secs_f64();
+    println!("{done} containers, {ceiling:.2} containers/s");
+
+    let servers: Vec<(&str, Option<bool>)> = match &options.url {
+        Some(_) => vec![("given server", None)],
+        None => vec![("pool on", Some(true)), ("pool off", Some(false))],
     };
-    let program = vec!["python3".to_owned(), "-c".to_owned(), PROGRAM.to_owned()];
+    let mut summary = Vec::new();
+    for (name, pool) in servers {
+        let server = match (&options.url, pool) {
+            (Some(url), _) => ServerUnderTest::given(url),
+            (None, Some(pool)) => ServerUnderTest::spawn(&options.config_path, pool).await?,
+            (None, None) => unreachable!("a spawned server always has a pool setting"),
+        };
+        let result = measure_server(&server, name, options).await;
+        server.stop().await;
+        summary.push((name, result?));
+    }
 
-    let sandbox_config = config.sandbox.clone();
-    let docker_run = measure(runs, || {
-        let spec = spec(uuid::Uuid::new_v4().to_string());
-        let flags = policy::docker_run_flags(&policy::container_body(&sandbox_config, &spec));
-        let program = program.clone();
-        async move {
-            let output = tokio::process::Command::new("docker")
-                .arg("run")
-                .args(&flags)
-                .arg(&spec.image)
-                .args(&program)
-                .output()
-                .await
-                .context("running the docker CLI")?;
-            if !output.status.success() || output.stdout != b"hello\n" {
-                bail!(
-                    "docker run failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
+    section("Summary");
+    for (name, results) in &summary {
+        for r in results {
+            let bare = baselines
+                .iter()
+                .find(|(l, k, _)| *l == r.language && *k == "bare")
+                .map(|b| b.2);
+            let docker_run = baselines
+                .iter()
+                .find(|(l, k, _)| *l == r.language && *k == "docker_run")
+                .map(|b| b.2);
+            let api = baselines
+                .iter()
+                .find(|(l, k, _)| *l == r.language && *k == "api")
+                .map(|b| b.2);
+            print!("{name}, {}: p50 {:.1} ms", r.language, ms(r.sequential_p50));
+            if let Some(bare) = bare {
+                print!(" = {:.2}x bare process", ratio(r.sequential_p50, bare));
+            }
+            if let Some(d) = docker_run {
+                print!(", {:.2}x docker run", ratio(r.sequential_p50, d));
+            }
+            if let Some(api) = api {
+                print!(
+                    ", {:+.1} ms vs Engine API run",
+                    ms(r.sequential_p50) - ms(api)
                 );
             }
-            Ok(())
+            println!();
+            if let Some((runs_per_s, _)) = r.throughput_at(CEILING_CONCURRENCY) {
+                println!(
+                    "    throughput at concurrency {CEILING_CONCURRENCY}: {runs_per_s:.2} runs/s = {:.0}% of the engine ceiling ({ceiling:.2}/s)",
+                    100.0 * runs_per_s / ceiling
+                );
+            }
+            if let Some(share) = r.cpu_share {
+                println!(
+                    "    runbox's own CPU: {:.1}% of all CPU time used during its throughput phases",
+                    100.0 * share
+                );
+            }
         }
-    })
-    .await?;
-
-    let sandboxes = match &server {
-        Some(server) => server.executor.sandboxes().clone(),
-        None => {
-            crate::sandbox::Sandboxes::connect(
-                &config.engine,
-                config.sandbox.clone(),
-                crate::sandbox::Lifetimes {
-                    job: Duration::from_secs(3600),
-                    pool: Duration::from_secs(3600),
-                },
-            )
-            .await?
-        }
-    };
-    let bare_api = measure(runs, || {
-        let spec = spec(uuid::Uuid::new_v4().to_string());
-        let sandboxes = sandboxes.clone();
-        let program = program.clone();
-        async move { Ok(sandboxes.bare_run(&spec, program).await?) }
-    })
-    .await?;
-
-    println!("python hello world, {runs} sequential runs each (after {WARMUP_RUNS} warm-up runs)");
-    println!("{:<44} {:>9} {:>9} {:>9}", "path", "median", "p95", "mean");
-    for (name, samples) in [
-        ("runbox POST /run (end to end, HTTP)", &through_server),
-        ("bare Engine API create+start+wait+remove", &bare_api),
-        ("docker run --rm (same flags)", &docker_run),
-    ] {
-        println!(
-            "{name:<44} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
-            ms(percentile(samples, 0.5)),
-            ms(percentile(samples, 0.95)),
-            ms(mean(samples))
-        );
-    }
-    println!(
-        "runbox median minus bare Engine API median: {:+.1} ms",
-        ms(percentile(&through_server, 0.5)) - ms(percentile(&bare_api, 0.5))
-    );
-    if let Some(server) = server {
-        server.shutdown().await?;
     }
     Ok(())
 }
 
-async fn measure<F, Fut>(runs: usize, mut once: F) -> anyhow::Result<Vec<Duration>>
+/// One language's results against one server.
+struct ServerResults {
+    language: &'static str,
+    sequential_p50: Duration,
+    /// (concurrency, runs/s, p50, p99)
+    throughput: Vec<(usize, f64, Duration, Duration)>,
+    /// runbox's CPU over all CPU used, across the throughput phases (spawned servers only).
+    cpu_share: Option<f64>,
+}
+
+impl ServerResults {
+    fn throughput_at(&self, concurrency: usize) -> Option<(f64, Duration)> {
+        self.throughput
+            .iter()
+            .find(|t| t.0 == concurrency)
+            .map(|t| (t.1, t.2))
+    }
+}
+
+async fn measure_server(
+    server: &ServerUnderTest,
+    name: &str,
+    options: &BenchOptions,
+) -> anyhow::Result<Vec<ServerResults>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let mut results = Vec::new();
+    for program in &PROGRAMS {
+        let body = json!({ "language": program.language, "code": program.code });
+        let run_once = || {
+            let (client, body, url) = (client.clone(), body.clone(), server.url("/run"));
+            async move { post_run(&client, &url, &body).await }
+        };
+        section(&format!("{name}: {} hello world", program.language));
+        let pool_target = server.pool_target(&client, program.language).await;
+        // Sequential: each run after the pool has refilled (a user pressing Run, not a flood),
+        // so a pooled server is measured warm and an unpooled one cold.
+        let mut warm = 0;
+        for _ in 0..WARMUP_RUNS {
+            server
+                .wait_pool_full(&client, program.language, pool_target)
+                .await;
+            run_once().await?;
+        }
+        let mut samples = Vec::new();
+        for _ in 0..options.runs {
+            if server
+                .wait_pool_full(&client, program.language, pool_target)
+                .await
+            {
+                warm += 1;
+            }
+            let started = Instant::now();
+            run_once().await?;
+            samples.push(started.elapsed());
+        }
+        samples.sort();
+        println!("{:<44} {:>9} {:>9} {:>9}", "", "p50", "p95", "p99");
+        print_row(
+            &format!("sequential ({warm} of {} from a full pool)", options.runs),
+            &samples,
+        );
+        if pool_target > 0 {
+            server
+                .wait_pool_full(&client, program.language, pool_target)
+                .await;
+            let burst = futures_util::future::join_all((0..pool_target).map(|_| async {
+                let started = Instant::now();
+                run_once().await.map(|()| started.elapsed())
+            }))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+            let mut burst = burst;
+            burst.sort();
+            print_row(
+                &format!("burst of {pool_target} at once (pool size)"),
+                &burst,
+            );
+        }
+
+        println!(
+            "{:<12} {:>9} {:>9} {:>9} {:>8} {:>14}",
+            "concurrency", "runs/s", "p50", "p99", "errors", "runbox CPU"
+        );
+        let mut throughput = Vec::new();
+        let (mut runbox_cpu, mut all_cpu) = (0.0, 0.0);
+        for &concurrency in &options.concurrency {
+            server
+                .wait_pool_full(&client, program.language, pool_target)
+                .await;
+            let cpu_before = server.cpu_seconds();
+            let machine_before = machine_busy_seconds();
+            let phase = load_phase(&run_once, concurrency, options.duration).await;
+            let cpu = server
+                .cpu_seconds()
+                .zip(cpu_before)
+                .map(|(after, before)| after - before);
+            let machine = machine_busy_seconds()
+                .zip(machine_before)
+                .map(|(after, before)| after - before);
+            let share = cpu.zip(machine).map(|(c, m)| c / m.max(f64::EPSILON));
+            if let (Some(c), Some(m)) = (cpu, machine) {
+                runbox_cpu += c;
+                all_cpu += m;
+            }
+            let runs_per_s = phase.ok as f64 / options.duration.as_secs_f64();
+            println!(
+                "{:<12} {:>9.2} {:>7.1}ms {:>7.1}ms {:>8} {:>14}",
+                concurrency,
+                runs_per_s,
+                ms(percentile(&phase.latencies, 0.5)),
+                ms(percentile(&phase.latencies, 0.99)),
+                phase.errors,
+                share.map_or("n/a".to_owned(), |s| format!(
+                    "{:.1}% ({:.1} ms/run)",
+                    100.0 * s,
+                    1000.0 * cpu.unwrap_or(0.0) / phase.ok.max(1) as f64
+                ))
+            );
+            throughput.push((
+                concurrency,
+                runs_per_s,
+                percentile(&phase.latencies, 0.5),
+                percentile(&phase.latencies, 0.99),
+            ));
+        }
+        results.push(ServerResults {
+            language: program.language,
+            sequential_p50: percentile(&samples, 0.5),
+            throughput,
+            cpu_share: (all_cpu > 0.0).then(|| runbox_cpu / all_cpu),
+        });
+    }
+    Ok(results)
+}
+
+struct Phase {
+    ok: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+}
+
+/// `concurrency` clients sending runs back to back for `duration`; a run still in flight at
+/// the end is waited for but not counted.
+async fn load_phase<F, Fut>(run_once: &F, concurrency: usize, duration: Duration) -> Phase
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let phase = Arc::new(Mutex::new(Phase {
+        ok: 0,
+        errors: 0,
+        latencies: Vec::new(),
+    }));
+    let deadline = Instant::now() + duration;
+    let clients = (0..concurrency).map(|_| {
+        let phase = phase.clone();
+        async move {
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let result = run_once().await;
+                if Instant::now() > deadline {
+                    break;
+                }
+                let mut phase = phase.lock().expect("phase lock");
+                match result {
+                    Ok(()) => {
+                        phase.ok += 1;
+                        phase.latencies.push(started.elapsed());
+                    }
+                    Err(_) => phase.errors += 1,
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(clients).await;
+    let mut phase = Arc::try_unwrap(phase)
+        .ok()
+        .expect("every client is done")
+        .into_inner()
+        .expect("phase lock");
+    phase.latencies.sort();
+    phase
+}
+
+async fn post_run(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<()> {
+    let response: Value = client
+        .post(url)
+        .json(body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if response["status"] != "success" || response["stdout"] != "hello\n" {
+        bail!("unexpected run result: {response}");
+    }
+    Ok(())
+}
+
+/// The server being measured: spawned by the bench (its pid known) or given by URL.
+struct ServerUnderTest {
+    base: String,
+    child: Option<tokio::process::Child>,
+}
+
+impl ServerUnderTest {
+    fn given(url: &str) -> ServerUnderTest {
+        ServerUnderTest {
+            base: url.trim_end_matches('/').to_owned(),
+            child: None,
+        }
+    }
+
+    /// Starts `runbox serve` on a free port with the pool on or off and waits until it is
+    /// ready.
+    async fn spawn(config_path: &Path, pool: bool) -> anyhow::Result<ServerUnderTest> {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.local_addr()?.port()
+        };
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(config_path)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUNBOX_POOL__ENABLED", pool.to_string())
+            .env("RUNBOX_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting runbox serve")?;
+        let server = ServerUnderTest {
+            base: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(server.url("/readyz")).await
+                && r.status().is_success()
+            {
+                return Ok(server);
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("the spawned server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// CPU seconds (user + system) the spawned server has used so far.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / CLOCK_TICKS_PER_SECOND)
+    }
+
+    async fn metrics(&self, client: &reqwest::Client) -> String {
+        match client.get(self.url("/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn pool_target(&self, client: &reqwest::Client, language: &str) -> usize {
+        sample(
+            &self.metrics(client).await,
+            &format!("runbox_pool_target{{language=\"{language}\"}}"),
+        )
+        .unwrap_or(0.0) as usize
+    }
+
+    /// Waits until the language's pool is full again; false when it has no pool or it did not
+    /// fill in time.
+    async fn wait_pool_full(
+        &self,
+        client: &reqwest::Client,
+        language: &str,
+        target: usize,
+    ) -> bool {
+        if target == 0 {
+            return false;
+        }
+        let ready = format!("runbox_pool_sandboxes{{language=\"{language}\",state=\"ready\"}}");
+        let started = Instant::now();
+        while started.elapsed() < POOL_FILL_TIMEOUT {
+            if sample(&self.metrics(client).await, &ready).unwrap_or(0.0) as usize >= target {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// SIGTERM (graceful: the server removes its sandboxes), then wait.
+    async fn stop(self) {
+        if let Some(mut child) = self.child {
+            if let Some(pid) = child.id() {
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 for user space.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// Busy CPU seconds of the whole machine so far (everything but idle and iowait).
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4)?;
+    Some((total - idle) / CLOCK_TICKS_PER_SECOND)
+}
+
+/// The value of the sample `name{labels}` in a metrics text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// The program as a bare process on the host (python3, or the C program built once with cc);
+/// `None` when the host lacks the tool.
+async fn bare_process(language: &str, runs: usize) -> anyhow::Result<Option<Vec<Duration>>> {
+    let dir = std::env::temp_dir().join(format!("runbox-bench-{}", std::process::id()));
+    let argv: Vec<String> = match language {
+        // Debian's interpreter, not whatever `python3` a PATH shim resolves to.
+        "python" => {
+            let debian = Path::new("/usr/bin/python3");
+            let python = if debian.exists() {
+                debian.to_string_lossy().into_owned()
+            } else {
+                "python3".to_owned()
+            };
+            vec![python, "-c".into(), PROGRAMS[0].code.into()]
+        }
+        "c" => {
+            // Compiled and run each time, as the service does.
+            std::fs::create_dir_all(&dir)?;
+            let source = dir.join("hello.c");
+            std::fs::write(&source, PROGRAMS[1].code)?;
+            let binary = dir.join("hello").to_string_lossy().into_owned();
+            let script = format!(
+                "cc -O2 -o {binary} {} && {binary}",
+                source.to_string_lossy()
+            );
+            vec!["sh".into(), "-c".into(), script]
+        }
+        _ => return Ok(None),
+    };
+    let probe = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .await;
+    if !probe.is_ok_and(|o| o.stdout == b"hello\n") {
+        return Ok(None);
+    }
+    let samples = measure_sequential(runs, || async {
+        let out = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.stdout == b"hello\n",
+            "bare process printed {:?}",
+            out.stdout
+        );
+        Ok(())
+    })
+    .await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Some(samples))
+}
+
+async fn measure_sequential<F, Fut>(runs: usize, mut once: F) -> anyhow::Result<Vec<Duration>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -142,6 +690,45 @@ where
     Ok(samples)
 }
 
+fn print_steps(steps: &[StepTimes]) {
+    let column = |f: fn(&StepTimes) -> Duration| {
+        let mut v: Vec<Duration> = steps.iter().map(f).collect();
+        v.sort();
+        percentile(&v, 0.5)
+    };
+    println!("{:<52} {:>9}", "step (median)", "time");
+    for (name, value) in [
+        ("create", column(|s| s.create)),
+        (
+            "attach (stdin/stdout/stderr, before start)",
+            column(|s| s.attach),
+        ),
+        ("start", column(|s| s.start)),
+        ("job: send, run, both trailers in", column(|s| s.job)),
+        ("wait: engine-side exit after the job", column(|s| s.wait)),
+        ("remove (force)", column(|s| s.remove)),
+    ] {
+        println!("{name:<52} {:>7.1}ms", ms(value));
+    }
+}
+
+fn print_row(name: &str, sorted: &[Duration]) {
+    println!(
+        "{name:<44} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.95)),
+        ms(percentile(sorted, 0.99))
+    );
+}
+
+fn section(title: &str) {
+    println!("\n== {title}");
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON)
+}
+
 /// Nearest-rank percentile of sorted samples.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -149,10 +736,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-fn mean(samples: &[Duration]) -> Duration {
-    samples.iter().sum::<Duration>() / samples.len().max(1) as u32
 }
 
 fn ms(d: Duration) -> f64 {
@@ -167,8 +750,18 @@ mod tests {
     fn nearest_rank_percentiles() {
         let s: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         assert_eq!(percentile(&s, 0.5), Duration::from_millis(50));
-        assert_eq!(percentile(&s, 0.95), Duration::from_millis(95));
+        assert_eq!(percentile(&s, 0.99), Duration::from_millis(99));
         assert_eq!(percentile(&s[..1], 0.95), Duration::from_millis(1));
-        assert_eq!(mean(&s), Duration::from_micros(50_500));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn samples_are_read_from_metrics_text() {
+        let text = "# HELP x\nrunbox_pool_target{language=\"python\"} 4\nrunbox_pool_target{language=\"c\"} 2\n";
+        assert_eq!(
+            sample(text, "runbox_pool_target{language=\"c\"}"),
+            Some(2.0)
+        );
+        assert_eq!(sample(text, "runbox_pool_target{language=\"go\"}"), None);
     }
 }

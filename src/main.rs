@@ -48,9 +48,18 @@ enum Command {
         /// Sequential runs per measured path.
         #[arg(long, default_value_t = 50)]
         runs: usize,
-        /// A running server to measure; by default one is started in-process on a free port.
+        /// A running server to measure; by default two are started (pool on, pool off).
         #[arg(long)]
         url: Option<String>,
+        /// Seconds per throughput phase (and for the engine ceiling).
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Concurrency levels of the throughput phases.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+        concurrency: Vec<usize>,
+        /// Skip the step timings and the hardening cost table.
+        #[arg(long)]
+        skip_engine: bool,
     },
 }
 
@@ -113,7 +122,23 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Bench { runs, url } => runbox::bench::run(config, runs, url).await?,
+        Command::Bench {
+            runs,
+            url,
+            duration,
+            concurrency,
+            skip_engine,
+        } => {
+            let options = runbox::bench::BenchOptions {
+                url,
+                config_path: cli.config.clone(),
+                runs,
+                duration: std::time::Duration::from_secs(duration),
+                concurrency,
+                skip_engine,
+            };
+            runbox::bench::run(config, options).await?
+        }
     }
     Ok(())
 }

@@ -324,7 +324,7 @@ impl Executor {
     /// pool's), else one created now.
     async fn sandbox_for(&self, job: &Job) -> Result<Sandbox, SandboxError> {
         let memory_mb = sandbox_memory_mb(&job.language, job.memory_mb);
-        if let Some(mut sandbox) = self.pool.take(&job.language.id) {
+        if let Some(mut sandbox) = self.pool.take(&job.language.id).await {
             if sandbox.memory_mb() != memory_mb {
                 sandbox.set_memory_limit(memory_mb).await?;
             }

@@ -12,6 +12,7 @@ pub mod cleanup;
 mod exec;
 mod host_cgroup;
 pub mod images;
+pub mod measure;
 mod oom;
 pub mod output;
 pub mod policy;
@@ -26,7 +27,6 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::ContainerUpdateBody;
 use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -128,6 +128,8 @@ struct Shared {
     negotiated: AtomicBool,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Sandbox creations in flight; shutdown lets them finish before the cleaner's last pass.
+    creations: TaskTracker,
 }
 
 impl Sandboxes {
@@ -155,6 +157,7 @@ impl Sandboxes {
                 negotiated: AtomicBool::new(false),
                 stop,
                 tasks,
+                creations: TaskTracker::new(),
             }),
         };
         if let Err(err) = sandboxes.negotiate().await {
@@ -200,7 +203,20 @@ impl Sandboxes {
 
     /// Creates and starts a hardened sandbox; a runner sandbox is attached before it starts.
     /// The returned value owns the container.
+    ///
+    /// The work runs as its own task: dropping this future (a client that went away) must not
+    /// abandon a create request the engine is still carrying out, which would leave a container
+    /// nobody owns. The task finishes, and what it made is removed when nobody takes it.
     pub async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        let (sandboxes, spec) = (self.clone(), spec.clone());
+        self.shared
+            .creations
+            .spawn(async move { sandboxes.create_now(&spec).await })
+            .await
+            .map_err(|e| SandboxError::Engine(format!("sandbox creation task failed: {e}")))?
+    }
+
+    async fn create_now(&self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
         self.negotiate().await?;
         let shared = &self.shared;
         let name = spec.container_name();
@@ -255,6 +271,10 @@ impl Sandboxes {
 
     /// Stops the background tasks and removes every container this process still owns.
     pub async fn shutdown(&self) {
+        // Creations still running end in a sandbox that is dropped, i.e. queued for removal:
+        // they must finish while the cleaner still takes removals.
+        self.shared.creations.close();
+        self.shared.creations.wait().await;
         self.shared.stop.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
@@ -479,43 +499,6 @@ impl Drop for Sandbox {
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox").field("id", &self.id).finish()
-    }
-}
-
-impl Sandboxes {
-    /// The benchmark's baseline: the same hardened container running `cmd` as its main process,
-    /// created, started, waited for and removed through the Engine API, nothing else.
-    pub async fn bare_run(&self, spec: &SandboxSpec, cmd: Vec<String>) -> Result<(), SandboxError> {
-        let docker = self.docker();
-        let mut body = policy::container_body(&self.shared.config, spec);
-        body.cmd = Some(cmd);
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.container_name())
-            .build();
-        let created = docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| SandboxError::from_create(e, &spec.image))?;
-        let result = async {
-            docker
-                .start_container(&created.id, None)
-                .await
-                .map_err(SandboxError::from_engine)?;
-            let mut wait = docker.wait_container(&created.id, None);
-            while let Some(step) = wait.next().await {
-                step.map_err(SandboxError::from_engine)?;
-            }
-            Ok(())
-        }
-        .await;
-        let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .build();
-        docker
-            .remove_container(&created.id, Some(remove))
-            .await
-            .map_err(SandboxError::from_engine)?;
-        result
     }
 }
 

@@ -6,15 +6,18 @@
 //! `size` sandboxes ready, creating the missing ones concurrently as soon as one is taken; a
 //! sandbox that waited longer than `max_idle` is removed and replaced (so an image rebuilt
 //! meanwhile is picked up and nothing sits forever). The pool never fills past `capacity`
-//! sandboxes owned by this process, and a job that finds its pool empty creates a sandbox
-//! itself: an empty pool costs time, never an error.
+//! sandboxes owned by this process, and a job that finds its pool empty waits for a sandbox
+//! the pool is creating already (handed over the moment it is started) or, when none is on
+//! its way for it, creates one itself: an empty pool costs time, never an error. Under a
+//! sustained load this keeps the engine at the pool's number of concurrent creations instead
+//! of adding one per waiting job, which only made every creation slower.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -65,12 +68,19 @@ struct Inner {
 
 struct LanguagePool {
     slot: PoolSlot,
-    ready: Mutex<VecDeque<Ready>>,
+    state: Mutex<PoolState>,
     filling: AtomicUsize,
     wake: Notify,
     hits: AtomicU64,
     misses: AtomicU64,
     recycled: AtomicU64,
+}
+
+#[derive(Default)]
+struct PoolState {
+    ready: VecDeque<Ready>,
+    /// Jobs waiting for a sandbox being created, first come first served.
+    waiters: VecDeque<oneshot::Sender<Sandbox>>,
 }
 
 struct Ready {
@@ -92,7 +102,7 @@ impl WarmPool {
         for slot in slots {
             let pool = Arc::new(LanguagePool {
                 slot,
-                ready: Mutex::default(),
+                state: Mutex::default(),
                 filling: AtomicUsize::new(0),
                 wake: Notify::new(),
                 hits: AtomicU64::new(0),
@@ -116,25 +126,43 @@ impl WarmPool {
         }
     }
 
-    /// A ready sandbox for `language`, if its pool has one; the pool starts replacing it at
-    /// once.
-    pub fn take(&self, language: &str) -> Option<Sandbox> {
+    /// A sandbox for `language` from its pool: a ready one, or else the next one the pool
+    /// finishes creating when more are on their way than jobs already wait for. `None` when
+    /// the language has no pool or nothing is on its way: the caller creates its own. The
+    /// pool starts replacing what was taken at once.
+    pub async fn take(&self, language: &str) -> Option<Sandbox> {
         let pool = self.inner.pools.get(language)?;
         if pool.slot.size == 0 {
             return None;
         }
-        let taken = pool.lock().pop_front();
-        pool.wake.notify_one();
-        match taken {
-            Some(ready) => {
+        let waiting = {
+            let mut state = pool.lock();
+            if let Some(ready) = state.ready.pop_front() {
                 pool.hits.fetch_add(1, Ordering::Relaxed);
-                Some(ready.sandbox)
+                pool.wake.notify_one();
+                return Some(ready.sandbox);
             }
-            None => {
-                pool.misses.fetch_add(1, Ordering::Relaxed);
+            if pool.filling.load(Ordering::Relaxed) > state.waiters.len() {
+                let (sender, receiver) = oneshot::channel();
+                state.waiters.push_back(sender);
+                Some(receiver)
+            } else {
                 None
             }
-        }
+        };
+        pool.wake.notify_one();
+        // A failed creation or a shutdown drops the sender: then the caller creates its own.
+        let handed = match waiting {
+            Some(receiver) => receiver.await.ok(),
+            None => None,
+        };
+        let counter = if handed.is_some() {
+            &pool.hits
+        } else {
+            &pool.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        handed
     }
 
     pub fn stats(&self) -> Vec<PoolStats> {
@@ -145,7 +173,7 @@ impl WarmPool {
             .map(|pool| PoolStats {
                 language: pool.slot.language.clone(),
                 size: pool.slot.size,
-                ready: pool.lock().len(),
+                ready: pool.lock().ready.len(),
                 filling: pool.filling.load(Ordering::Relaxed),
                 hits: pool.hits.load(Ordering::Relaxed),
                 misses: pool.misses.load(Ordering::Relaxed),
@@ -162,7 +190,9 @@ impl WarmPool {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         for pool in self.inner.pools.values() {
-            pool.lock().clear();
+            let mut state = pool.lock();
+            state.ready.clear();
+            state.waiters.clear();
         }
     }
 }
@@ -176,11 +206,32 @@ impl std::fmt::Debug for WarmPool {
 }
 
 impl LanguagePool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Ready>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
         // Only push/pop/retain happen under this lock: a panic cannot leave it inconsistent.
-        self.ready
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands a new sandbox to the first job still waiting, else puts it with the ready ones.
+    fn deliver(&self, mut sandbox: Sandbox) {
+        let mut state = self.lock();
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(sandbox) {
+                Ok(()) => return,
+                // That job went away meanwhile: the next one, or the ready queue.
+                Err(returned) => sandbox = returned,
+            }
+        }
+        state.ready.push_back(Ready {
+            sandbox,
+            since: Instant::now(),
+        });
+    }
+
+    /// A creation failed: the first waiting job stops waiting and creates its own.
+    fn release_one_waiter(&self) {
+        self.lock().waiters.pop_front();
     }
 
     fn spec(&self) -> SandboxSpec {
@@ -207,15 +258,15 @@ async fn refill(
     let recheck = (max_idle / 2).min(MAX_RECHECK);
     loop {
         let expired = {
-            let mut ready = pool.lock();
-            let before = ready.len();
-            ready.retain(|r| r.since.elapsed() < max_idle);
-            before - ready.len()
+            let mut state = pool.lock();
+            let before = state.ready.len();
+            state.ready.retain(|r| r.since.elapsed() < max_idle);
+            before - state.ready.len()
         };
         if expired > 0 {
             pool.recycled.fetch_add(expired as u64, Ordering::Relaxed);
         }
-        let have = pool.lock().len() + pool.filling.load(Ordering::Relaxed);
+        let have = pool.lock().ready.len() + pool.filling.load(Ordering::Relaxed);
         for _ in have..pool.slot.size {
             if sandboxes.owned_count() >= capacity {
                 break;
@@ -241,14 +292,15 @@ async fn fill_one(pool: Arc<LanguagePool>, sandboxes: Sandboxes, stop: Cancellat
             return;
         }
     };
+    // Counted down before a waiter is served, so `filling` never promises a sandbox that has
+    // already been handed out.
+    pool.filling.fetch_sub(1, Ordering::Relaxed);
     match created {
-        Ok(sandbox) if !stop.is_cancelled() => pool.lock().push_back(Ready {
-            sandbox,
-            since: Instant::now(),
-        }),
+        Ok(sandbox) if !stop.is_cancelled() => pool.deliver(sandbox),
         // Shutting down: dropping it removes it.
         Ok(_) => {}
         Err(err) => {
+            pool.release_one_waiter();
             tracing::warn!(language = %pool.slot.language, error = %err, "the warm pool cannot create a sandbox; retrying later");
             tokio::select! {
                 () = tokio::time::sleep(RETRY_AFTER_FAILURE) => {}
@@ -256,6 +308,5 @@ async fn fill_one(pool: Arc<LanguagePool>, sandboxes: Sandboxes, stop: Cancellat
             }
         }
     }
-    pool.filling.fetch_sub(1, Ordering::Relaxed);
     pool.wake.notify_one();
 }

@@ -114,8 +114,8 @@ async fn a_pooled_sandbox_serves_one_job_and_is_replaced() {
         created_before + 1
     );
 
-    // Two jobs at once with two ready: both are pool hits. A third finds the pool refilling
-    // and creates its own sandbox: slower, never an error.
+    // Three jobs at once with two ready: two are served at once; the third waits for a
+    // sandbox the pool is creating, or creates its own: slower, never an error.
     let jobs =
         (0..3).map(|i| app.run_ok(json!({ "language": "lua", "code": format!("print({i})") })));
     let results = futures_util::future::join_all(jobs).await;
