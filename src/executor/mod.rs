@@ -17,7 +17,7 @@ pub use job::{Job, JobError, JobRequest};
 use crate::config::{LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
 use crate::metrics::{LiveSnapshot, LiveState, Metrics};
-use crate::sandbox::pool::{PoolSlot, PoolStats, WarmPool};
+use crate::sandbox::pool::{PoolLease, PoolSlot, PoolStats, WarmPool};
 use crate::sandbox::{
     CollectedOutput, ExecEnd, ExecOutcome, ExecSpec, MainProcess, OutputCollector, RunnerJob,
     SIGKILL_EXIT_CODE, Sandbox, SandboxError, SandboxKind, SandboxSpec, Sandboxes, Usage,
@@ -274,7 +274,7 @@ impl Executor {
 
     async fn run_admitted(&self, job: Job) -> Result<RunOutcome, SandboxError> {
         let language = job.language.clone();
-        let mut sandbox = self.sandbox_for(&job).await?;
+        let (mut sandbox, _lease) = self.sandbox_for(&job).await?;
         let output_limit = self.sandboxes.config().output_limit_bytes;
         let archive = Bytes::from(files::pack(&job.files));
         let mut argv = job.command(&language.run);
@@ -322,15 +322,17 @@ impl Executor {
     /// A started sandbox whose runner waits for `job`: a pooled one when the language's pool
     /// has one (the hot path: no Engine API call unless the job's memory differs from the
     /// pool's), else one created now.
-    async fn sandbox_for(&self, job: &Job) -> Result<Sandbox, SandboxError> {
+    /// The lease, held while the job runs, tells the pool one of its sandboxes is at work.
+    async fn sandbox_for(&self, job: &Job) -> Result<(Sandbox, Option<PoolLease>), SandboxError> {
         let memory_mb = sandbox_memory_mb(&job.language, job.memory_mb);
-        if let Some(mut sandbox) = self.pool.take(&job.language.id).await {
+        if let Some((mut sandbox, lease)) = self.pool.take(&job.language.id).await {
             if sandbox.memory_mb() != memory_mb {
                 sandbox.set_memory_limit(memory_mb).await?;
             }
-            return Ok(sandbox);
+            return Ok((sandbox, Some(lease)));
         }
-        self.sandboxes
+        let sandbox = self
+            .sandboxes
             .create(&SandboxSpec {
                 kind: SandboxKind::Job,
                 id: job.id.clone(),
@@ -339,7 +341,8 @@ impl Executor {
                 memory_mb,
                 main: MainProcess::Runner,
             })
-            .await
+            .await?;
+        Ok((sandbox, None))
     }
 
     fn outcome(

@@ -27,6 +27,10 @@ use super::{MainProcess, Sandbox, SandboxKind, SandboxSpec, Sandboxes};
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Longest pause between two looks at a pool when nothing happens (for recycling).
 const MAX_RECHECK: Duration = Duration::from_secs(30);
+/// Longest time a refill yields to jobs the pool just served. Starting a container costs
+/// ~100 ms of CPU in the engine and runc; on a small machine, refilling while a burst of warm
+/// jobs runs made those jobs 4x slower (measured: 134 ms instead of 31 ms at the median).
+const REFILL_YIELD_MAX: Duration = Duration::from_millis(250);
 
 /// What one language's pool holds.
 #[derive(Debug, Clone)]
@@ -74,6 +78,30 @@ struct LanguagePool {
     hits: AtomicU64,
     misses: AtomicU64,
     recycled: AtomicU64,
+    /// Jobs served by this pool that are still running (see [`PoolLease`]).
+    in_use: AtomicUsize,
+}
+
+/// Held by a job that a pooled sandbox serves, for as long as it runs: the pool's refill
+/// yields to it for a moment (see `refill`).
+#[derive(Debug)]
+pub struct PoolLease {
+    pool: Arc<LanguagePool>,
+}
+
+impl Drop for PoolLease {
+    fn drop(&mut self) {
+        self.pool.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.pool.wake.notify_one();
+    }
+}
+
+impl std::fmt::Debug for LanguagePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LanguagePool")
+            .field("language", &self.slot.language)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Default)]
@@ -108,6 +136,7 @@ impl WarmPool {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 recycled: AtomicU64::new(0),
+                in_use: AtomicUsize::new(0),
             });
             if pool.slot.size > 0 {
                 tasks.spawn(refill(
@@ -130,7 +159,7 @@ impl WarmPool {
     /// finishes creating when more are on their way than jobs already wait for. `None` when
     /// the language has no pool or nothing is on its way: the caller creates its own. The
     /// pool starts replacing what was taken at once.
-    pub async fn take(&self, language: &str) -> Option<Sandbox> {
+    pub async fn take(&self, language: &str) -> Option<(Sandbox, PoolLease)> {
         let pool = self.inner.pools.get(language)?;
         if pool.slot.size == 0 {
             return None;
@@ -140,7 +169,7 @@ impl WarmPool {
             if let Some(ready) = state.ready.pop_front() {
                 pool.hits.fetch_add(1, Ordering::Relaxed);
                 pool.wake.notify_one();
-                return Some(ready.sandbox);
+                return Some((ready.sandbox, pool.lease()));
             }
             if pool.filling.load(Ordering::Relaxed) > state.waiters.len() {
                 let (sender, receiver) = oneshot::channel();
@@ -162,7 +191,7 @@ impl WarmPool {
             &pool.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        handed
+        handed.map(|sandbox| (sandbox, pool.lease()))
     }
 
     pub fn stats(&self) -> Vec<PoolStats> {
@@ -211,6 +240,11 @@ impl LanguagePool {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lease(self: &Arc<Self>) -> PoolLease {
+        self.in_use.fetch_add(1, Ordering::AcqRel);
+        PoolLease { pool: self.clone() }
     }
 
     /// Hands a new sandbox to the first job still waiting, else puts it with the ready ones.
@@ -265,6 +299,18 @@ async fn refill(
         };
         if expired > 0 {
             pool.recycled.fetch_add(expired as u64, Ordering::Relaxed);
+        }
+        // Let the jobs the pool just served run first, unless a job waits for a sandbox.
+        let yield_until = Instant::now() + REFILL_YIELD_MAX;
+        while pool.in_use.load(Ordering::Acquire) > 0
+            && pool.lock().waiters.is_empty()
+            && Instant::now() < yield_until
+        {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = pool.wake.notified() => {}
+                () = tokio::time::sleep_until(yield_until.into()) => {}
+            }
         }
         let have = pool.lock().ready.len() + pool.filling.load(Ordering::Relaxed);
         for _ in have..pool.slot.size {
