@@ -7,8 +7,8 @@
 //! sandbox that waited longer than `max_idle` is removed and replaced (so an image rebuilt
 //! meanwhile is picked up and nothing sits forever). The pool never fills past `capacity`
 //! sandboxes owned by this process, and a job that finds its pool empty waits for a sandbox
-//! the pool is creating already (handed over the moment it is started) or, when none is on
-//! its way for it, creates one itself: an empty pool costs time, never an error. Under a
+//! the pool owes (handed over the moment it is started) or, when more jobs wait than the pool
+//! will make, creates one itself: an empty pool costs time, never an error. Under a
 //! sustained load this keeps the engine at the pool's number of concurrent creations instead
 //! of adding one per waiting job, which only made every creation slower.
 
@@ -171,7 +171,10 @@ impl WarmPool {
                 pool.wake.notify_one();
                 return Some((ready.sandbox, pool.lease()));
             }
-            if pool.filling.load(Ordering::Relaxed) > state.waiters.len() {
+            // Every sandbox the pool lacks is on its way: being created, or about to be once
+            // the refill stops yielding (a waiting job stops it at once).
+            let on_its_way = pool.slot.size.saturating_sub(state.ready.len());
+            if on_its_way > state.waiters.len() {
                 let (sender, receiver) = oneshot::channel();
                 state.waiters.push_back(sender);
                 Some(receiver)
@@ -268,6 +271,16 @@ impl LanguagePool {
         self.lock().waiters.pop_front();
     }
 
+    /// Jobs waiting for more sandboxes than are being created (the refill stopped at the
+    /// capacity) stop waiting and create their own, latest first.
+    fn release_unbacked_waiters(&self) {
+        let filling = self.filling.load(Ordering::Acquire);
+        let mut state = self.lock();
+        while state.waiters.len() > filling {
+            state.waiters.pop_back();
+        }
+    }
+
     fn spec(&self) -> SandboxSpec {
         SandboxSpec {
             kind: SandboxKind::Pool,
@@ -320,6 +333,7 @@ async fn refill(
             pool.filling.fetch_add(1, Ordering::Relaxed);
             tasks.spawn(fill_one(pool.clone(), sandboxes.clone(), stop.clone()));
         }
+        pool.release_unbacked_waiters();
         tokio::select! {
             () = stop.cancelled() => return,
             () = pool.wake.notified() => {}

@@ -106,7 +106,9 @@ async fn stderr_flood_counts_toward_the_same_cap() {
     // C with blocking writes: its memory stays flat, so the output cap is the only limit it can
     // reach. (Node queues writes to a full pipe in memory; on a loaded machine it can fill its
     // memory cap before 64 KiB have reached runbox, and then memory_limit_exceeded is the limit
-    // it really hit first.) One line on stdout first: both streams share the cap.
+    // it really hit first.) One line on stdout first: both streams share the cap. The two
+    // streams are separate pipes, so the cap may be reached on stderr before that line
+    // arrives; whatever arrived counts.
     let r = run_and_clean(json!({
         "language": "c",
         "code": "#include <stdio.h>\n#include <string.h>\nint main(void){ char e[1000]; memset(e, 'e', sizeof e); puts(\"start\"); fflush(stdout); for(;;) fwrite(e, 1, sizeof e, stderr); }"
@@ -120,7 +122,8 @@ async fn stderr_flood_counts_toward_the_same_cap() {
         "{}",
         &r.to_string()[..400]
     );
-    assert_eq!(stdout, "start\n");
+    assert!(stdout.is_empty() || stdout == "start\n", "{stdout:?}");
+    assert!(stderr.bytes().all(|b| b == b'e'));
     assert_eq!(stdout.len() + stderr.len(), 64 * 1024);
 }
 
