@@ -202,6 +202,7 @@ async fn run_all(
     ));
     let image = python.image_ref();
     let memory = python.memory_mb;
+    let machine_before = machine_busy_seconds();
     let done = sandboxes
         .engine_ceiling(
             move || measure::spec_for(&image, "python", memory, MainProcess::Idle),
@@ -210,7 +211,16 @@ async fn run_all(
         )
         .await?;
     let ceiling = done as f64 / options.duration.as_secs_f64();
-    println!("{done} containers, {ceiling:.2} containers/s");
+    let machine = machine_busy_seconds()
+        .zip(machine_before)
+        .map(|(after, before)| after - before);
+    println!(
+        "{done} containers, {ceiling:.2} containers/s, {} of machine CPU per container",
+        machine.map_or("n/a".to_owned(), |m| format!(
+            "{:.0} ms",
+            1000.0 * m / done.max(1) as f64
+        ))
+    );
 
     let servers: Vec<(&str, Option<bool>)> = match &options.url {
         Some(_) => vec![("given server", None)],
@@ -357,8 +367,8 @@ async fn measure_server(
         }
 
         println!(
-            "{:<12} {:>9} {:>9} {:>9} {:>8} {:>14}",
-            "concurrency", "runs/s", "p50", "p99", "errors", "runbox CPU"
+            "{:<12} {:>9} {:>9} {:>9} {:>8} {:>12} {:>22}",
+            "concurrency", "runs/s", "p50", "p99", "errors", "CPU/run", "runbox CPU"
         );
         let mut throughput = Vec::new();
         let (mut runbox_cpu, mut all_cpu) = (0.0, 0.0);
@@ -383,12 +393,16 @@ async fn measure_server(
             }
             let runs_per_s = phase.ok as f64 / options.duration.as_secs_f64();
             println!(
-                "{:<12} {:>9.2} {:>7.1}ms {:>7.1}ms {:>8} {:>14}",
+                "{:<12} {:>9.2} {:>7.1}ms {:>7.1}ms {:>8} {:>12} {:>22}",
                 concurrency,
                 runs_per_s,
                 ms(percentile(&phase.latencies, 0.5)),
                 ms(percentile(&phase.latencies, 0.99)),
                 phase.errors,
+                machine.map_or("n/a".to_owned(), |m| format!(
+                    "{:.0} ms",
+                    1000.0 * m / phase.ok.max(1) as f64
+                )),
                 share.map_or("n/a".to_owned(), |s| format!(
                     "{:.1}% ({:.1} ms/run)",
                     100.0 * s,
