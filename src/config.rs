@@ -325,6 +325,12 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
             "must be a numeric non-root uid:gid, e.g. \"65534:65534\"",
         );
     }
+    if s.user == crate::sandbox::policy::KEEPER_USER {
+        return key(
+            "sandbox.user",
+            "must differ from the keeper of long-lived sandboxes (65533:65533)",
+        );
+    }
     if s.sweep_interval_secs == 0 {
         return key("sandbox.sweep_interval_secs", "must be positive");
     }

@@ -81,6 +81,29 @@ impl SandboxError {
     }
 }
 
+/// See [`Sandbox::end_programs`]. kill(-1) reports success while any process is out of reach
+/// (the keeper), so the loop looks at /proc itself, with shell builtins only (a helper process
+/// would count as one of ours): it ends when no process of this uid but the script is left.
+/// Killed processes stay listed as zombies until the engine's init reaps them, a moment later.
+const END_PROGRAMS_SCRIPT: &str = r#"me=$$
+uid=$(id -u)
+while :; do
+  kill -9 -1 2>/dev/null
+  left=0
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = "$me" ] && continue
+    owner=
+    while read -r key value rest; do
+      if [ "$key" = Uid: ]; then owner=$value; break; fi
+    done 2>/dev/null < "$p/status"
+    [ "$owner" = "$uid" ] && left=1
+  done
+  [ "$left" = 0 ] && exit 0
+done"#;
+/// A fork bomb at the pids cap is ended within a few rounds; this only bounds a broken engine.
+const END_PROGRAMS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Prints CPU nanoseconds and peak memory bytes of the sandbox's cgroup, one per line
 /// (cgroup v1 layout first, v2 as the fallback; 0 where a value is not available).
 const CGROUP_USAGE_SCRIPT: &str = "if [ -r /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then \
@@ -466,6 +489,31 @@ impl Sandbox {
             return Ok(Usage::default());
         }
         Ok(parse_cgroup_usage(&output.finish().stdout_text()))
+    }
+
+    /// Ends every process running as the program user (whatever it did to outlive its run:
+    /// `setsid`, `nohup`, a double fork, a SIGTERM trap), leaving the keeper of a
+    /// [`MainProcess::Keeper`] sandbox alive. `kill -9 -1` signals every process the caller
+    /// may signal except init and the caller itself; it is repeated until none is left, so
+    /// children forked meanwhile go too. The engine's init reaps what is orphaned. One exec.
+    pub async fn end_programs(&self) -> Result<(), SandboxError> {
+        let mut output = OutputCollector::new(256);
+        let outcome = self
+            .exec(
+                ExecSpec {
+                    cmd: ["sh", "-c", END_PROGRAMS_SCRIPT].map(String::from).to_vec(),
+                    stdin: bytes::Bytes::new(),
+                    timeout: END_PROGRAMS_TIMEOUT,
+                },
+                &mut output,
+            )
+            .await?;
+        match outcome.end {
+            ExecEnd::Exited { code: 0 } => Ok(()),
+            other => Err(SandboxError::Engine(format!(
+                "ending the programs of a sandbox did not finish: {other:?}"
+            ))),
+        }
     }
 
     /// Changes the memory cap (and the equal memory+swap cap) of the running sandbox.

@@ -16,6 +16,11 @@ pub const SHM_BYTES: i64 = 16 * 1024 * 1024;
 /// The process that keeps a started sandbox alive between execs. PID 1 is the engine's init
 /// (tini), which reaps every orphan the program leaves.
 const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
+/// The uid:gid of a long-lived sandbox's keeper (its idle main process). Programs run as
+/// `sandbox.user`, a different uid, so a program can signal every process of its own but never
+/// the keeper: ending a run is `kill -9 -1` as the program's user (see
+/// [`super::Sandbox::end_programs`]), and the sandbox lives on.
+pub const KEEPER_USER: &str = "65533:65533";
 /// Runs the runner script (see `runner.rs`) as the sandbox's main process.
 const RUNNER_SHELL: [&str; 2] = ["bash", "-c"];
 /// The only environment a program sees (the base image sets none of its own).
@@ -61,6 +66,9 @@ impl SandboxKind {
 pub enum MainProcess {
     /// Sleeps; work arrives through execs.
     Idle,
+    /// Sleeps as [`KEEPER_USER`], out of the programs' reach; work arrives through execs, and
+    /// every program process can be ended between runs without ending the sandbox.
+    Keeper,
     /// The runner, attached before start, which takes exactly one job on its stdin.
     Runner,
 }
@@ -108,7 +116,9 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
     ]);
     let runner = spec.main == MainProcess::Runner;
     let cmd: Vec<String> = match spec.main {
-        MainProcess::Idle => IDLE_COMMAND.iter().map(|s| s.to_string()).collect(),
+        MainProcess::Idle | MainProcess::Keeper => {
+            IDLE_COMMAND.iter().map(|s| s.to_string()).collect()
+        }
         MainProcess::Runner => RUNNER_SHELL
             .iter()
             .map(|s| s.to_string())
@@ -118,7 +128,10 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         hostname: Some(HOSTNAME.to_owned()),
-        user: Some(config.user.clone()),
+        user: Some(match spec.main {
+            MainProcess::Keeper => KEEPER_USER.to_owned(),
+            MainProcess::Idle | MainProcess::Runner => config.user.clone(),
+        }),
         env: Some(ENVIRONMENT.iter().map(|s| s.to_string()).collect()),
         cmd: Some(cmd),
         // The runner reads its job from the attached stdin, closed after the job's input.

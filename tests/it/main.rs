@@ -5,6 +5,7 @@ mod common;
 mod errors;
 mod hardening;
 mod health;
+mod keeper;
 mod languages;
 mod limits;
 mod pool;

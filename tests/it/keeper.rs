@@ -1,0 +1,111 @@
+//! The base of sessions: a long-lived sandbox whose keeper survives while every process a run
+//! left behind is ended.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use runbox::sandbox::policy::{MainProcess, SandboxKind, SandboxSpec};
+use runbox::sandbox::{ExecEnd, ExecSpec, OutputCollector, Sandbox};
+
+use crate::common::shared;
+
+async fn sh(sandbox: &Sandbox, script: &str) -> String {
+    let mut output = OutputCollector::new(64 * 1024);
+    let outcome = sandbox
+        .exec(
+            ExecSpec {
+                cmd: vec!["sh".into(), "-c".into(), script.into()],
+                stdin: Bytes::new(),
+                timeout: Duration::from_secs(10),
+            },
+            &mut output,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.end, ExecEnd::Exited { code: 0 }, "{script}");
+    output.finish().stdout_text()
+}
+
+/// `uid comm` of every `sleep` in the sandbox.
+async fn sleepers(sandbox: &Sandbox) -> Vec<String> {
+    let listing = sh(
+        sandbox,
+        "for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); [ \"$c\" = sleep ] && echo \"$(stat -c %u $p) $c\"; done; true",
+    )
+    .await;
+    listing.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn ending_the_programs_leaves_only_the_keeper() {
+    let sandboxes = shared().server.executor.sandboxes().clone();
+    let sandbox = sandboxes
+        .create(&SandboxSpec {
+            kind: SandboxKind::Probe,
+            id: uuid::Uuid::new_v4().to_string(),
+            image: "runbox/python:latest".into(),
+            language: "python".into(),
+            memory_mb: 128,
+            main: MainProcess::Keeper,
+        })
+        .await
+        .unwrap();
+    // Everything a program may do to outlive its run.
+    sh(
+        &sandbox,
+        "setsid sleep 1001 </dev/null >/dev/null 2>&1 &
+         nohup sleep 1002 </dev/null >/dev/null 2>&1 &
+         ( ( sleep 1003 </dev/null >/dev/null 2>&1 & ) & )
+         sh -c 'trap \"\" TERM HUP INT; while :; do sleep 1004; done' </dev/null >/dev/null 2>&1 &
+         echo started",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sleepers(&sandbox).await;
+    assert!(
+        before.iter().filter(|l| l.starts_with("65534 ")).count() >= 4,
+        "{before:?}"
+    );
+    assert!(before.contains(&"65533 sleep".to_owned()), "{before:?}");
+
+    sandbox.end_programs().await.unwrap();
+
+    let after = sleepers(&sandbox).await;
+    assert_eq!(after, ["65533 sleep"], "only the keeper is left");
+    // The sandbox lives on, and its files with it.
+    sh(&sandbox, "echo kept > /box/f").await;
+    sandbox.end_programs().await.unwrap();
+    assert_eq!(sh(&sandbox, "cat /box/f").await, "kept\n");
+}
+
+#[tokio::test]
+async fn ending_the_programs_never_claims_success_with_the_pids_cap_exhausted() {
+    // A fork bomb left running holds every pid of the sandbox's cgroup, so no exec can start
+    // in it (the engine answers 126): ending the programs must say it failed, so that the
+    // owner (a session) starts the sandbox afresh instead of trusting it.
+    let sandboxes = shared().server.executor.sandboxes().clone();
+    let sandbox = sandboxes
+        .create(&SandboxSpec {
+            kind: SandboxKind::Probe,
+            id: uuid::Uuid::new_v4().to_string(),
+            image: "runbox/python:latest".into(),
+            language: "python".into(),
+            memory_mb: 128,
+            main: MainProcess::Keeper,
+        })
+        .await
+        .unwrap();
+    sh(
+        &sandbox,
+        "setsid python3 -c 'import os, time
+while True:
+    try:
+        os.fork()
+    except OSError:
+        time.sleep(0.01)' </dev/null >/dev/null 2>&1 &
+         echo started",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(sandbox.end_programs().await.is_err());
+}
