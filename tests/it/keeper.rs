@@ -7,7 +7,7 @@ use bytes::Bytes;
 use runbox::sandbox::policy::{MainProcess, SandboxKind, SandboxSpec};
 use runbox::sandbox::{ExecEnd, ExecSpec, OutputCollector, Sandbox};
 
-use crate::common::shared;
+use crate::common::{assert_removed, shared};
 
 async fn sh(sandbox: &Sandbox, script: &str) -> String {
     let mut output = OutputCollector::new(64 * 1024);
@@ -39,10 +39,11 @@ async fn sleepers(sandbox: &Sandbox) -> Vec<String> {
 #[tokio::test]
 async fn ending_the_programs_leaves_only_the_keeper() {
     let sandboxes = shared().server.executor.sandboxes().clone();
+    let id = uuid::Uuid::new_v4().to_string();
     let sandbox = sandboxes
         .create(&SandboxSpec {
             kind: SandboxKind::Probe,
-            id: uuid::Uuid::new_v4().to_string(),
+            id: id.clone(),
             image: "runbox/python:latest".into(),
             language: "python".into(),
             memory_mb: 128,
@@ -76,6 +77,8 @@ async fn ending_the_programs_leaves_only_the_keeper() {
     sh(&sandbox, "echo kept > /box/f").await;
     sandbox.end_programs().await.unwrap();
     assert_eq!(sh(&sandbox, "cat /box/f").await, "kept\n");
+    drop(sandbox);
+    assert_removed(&id).await;
 }
 
 #[tokio::test]
@@ -84,10 +87,11 @@ async fn ending_the_programs_never_claims_success_with_the_pids_cap_exhausted() 
     // in it (the engine answers 126): ending the programs must say it failed, so that the
     // owner (a session) starts the sandbox afresh instead of trusting it.
     let sandboxes = shared().server.executor.sandboxes().clone();
+    let id = uuid::Uuid::new_v4().to_string();
     let sandbox = sandboxes
         .create(&SandboxSpec {
             kind: SandboxKind::Probe,
-            id: uuid::Uuid::new_v4().to_string(),
+            id: id.clone(),
             image: "runbox/python:latest".into(),
             language: "python".into(),
             memory_mb: 128,
@@ -108,4 +112,7 @@ while True:
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(sandbox.end_programs().await.is_err());
+    // Removal still works with the bomb inside.
+    drop(sandbox);
+    assert_removed(&id).await;
 }
