@@ -17,10 +17,11 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::error::REQUEST_ID;
 use crate::api::json::BodyLimit;
-use crate::api::{ApiError, health, languages, metrics, run};
+use crate::api::{ApiError, health, languages, metrics, run, sessions};
 use crate::config::{Config, ServerConfig};
 use crate::executor::Executor;
 use crate::sandbox::{Lifetimes, SandboxError, Sandboxes};
+use crate::sessions::Sessions;
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
 /// How long browsers may cache a CORS preflight answer.
@@ -33,6 +34,7 @@ const JOB_LIFETIME_SLACK: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AppState {
     pub executor: Executor,
+    pub sessions: Sessions,
 }
 
 /// The router with every route and middleware; tests call this without a socket.
@@ -40,6 +42,12 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .route("/run", post(run::run_code))
+        .route("/sessions", post(sessions::create_session))
+        .route(
+            "/sessions/{id}",
+            get(sessions::get_session).delete(sessions::delete_session),
+        )
+        .route("/sessions/{id}/run", post(sessions::run_in_session))
         .route("/languages", get(languages::list_languages))
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_ready))
@@ -115,6 +123,7 @@ fn cors(server: &ServerConfig) -> CorsLayer {
 pub struct Server {
     pub addr: SocketAddr,
     pub executor: Executor,
+    pub sessions: Sessions,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -150,9 +159,15 @@ impl Server {
             Ok(()) => tracing::info!("engine and every language image present"),
             Err(not_ready) => tracing::warn!(reason = %not_ready, "not ready yet"),
         }
+        let sessions = Sessions::start(
+            config.sessions.clone(),
+            executor.sandboxes().clone(),
+            executor.clone(),
+        );
         let app = router(
             AppState {
                 executor: executor.clone(),
+                sessions: sessions.clone(),
             },
             &config.server,
         );
@@ -170,6 +185,7 @@ impl Server {
         Ok(Server {
             addr,
             executor,
+            sessions,
             stop,
             task,
         })
@@ -180,6 +196,7 @@ impl Server {
     pub async fn shutdown(self) -> std::io::Result<()> {
         self.stop.cancel();
         let served = self.task.await.unwrap_or(Ok(()));
+        self.sessions.shutdown().await;
         self.executor.shutdown().await;
         served
     }

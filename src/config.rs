@@ -40,8 +40,40 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
+    pub sessions: SessionsConfig,
     pub images: ImagesConfig,
     pub languages: Catalogue,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A session is removed this long after it was created, used or not.
+    pub max_age_secs: u64,
+    /// A session is removed after this long without a run.
+    pub idle_timeout_secs: u64,
+    /// How often the reaper looks for expired sessions.
+    pub reaper_interval_secs: u64,
+    /// Most live sessions; past it `POST /sessions` answers 503 overloaded.
+    pub max_sessions: usize,
+    /// Memory cap of a session's sandbox (its work dir counts toward it).
+    pub memory_mb: u64,
+    /// Size of a session's work dir, which persists across its runs.
+    pub work_dir_mb: u64,
+}
+
+impl SessionsConfig {
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn reaper_interval(&self) -> Duration {
+        Duration::from_secs(self.reaper_interval_secs)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +184,7 @@ struct RawConfig {
     sandbox: SandboxConfig,
     limits: LimitsConfig,
     pool: PoolConfig,
+    sessions: SessionsConfig,
     images: ImagesConfig,
     languages: LanguagesSection,
 }
@@ -237,6 +270,7 @@ impl Config {
             sandbox: raw.sandbox,
             limits: raw.limits,
             pool: raw.pool,
+            sessions: raw.sessions,
             images,
             languages,
         })
@@ -348,6 +382,22 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
             "limits.max_sandboxes",
             "must leave room for every running job next to the whole warm pool \
              (max_running_jobs + the sum of pool.sizes)",
+        );
+    }
+    let ss = &raw.sessions;
+    if ss.max_age_secs == 0 || ss.idle_timeout_secs == 0 || ss.reaper_interval_secs == 0 {
+        return key(
+            "sessions",
+            "max_age_secs, idle_timeout_secs and reaper_interval_secs must be positive",
+        );
+    }
+    if ss.memory_mb < 64 {
+        return key("sessions.memory_mb", "must be at least 64");
+    }
+    if ss.work_dir_mb == 0 || ss.work_dir_mb >= ss.memory_mb {
+        return key(
+            "sessions.work_dir_mb",
+            "must be positive and below sessions.memory_mb (the files count toward it)",
         );
     }
     if raw.pool.max_idle_secs == 0 {

@@ -11,6 +11,7 @@
 //! - [`sandbox`]: the only code that talks to Docker: hardening policy, container lifecycle,
 //!   the runner that takes a job on an attached stdin, the warm pool, the owner that removes
 //!   every container, the orphan sweep, OOM events, images.
+//! - [`sessions`]: sandboxes that live across runs: creation, serialised runs, expiry, reaper.
 //! - [`metrics`]: counters and histograms, and the scrape-time view of live state.
 //! - [`bench`]: the latency and throughput benchmark behind `runbox bench`.
 
@@ -22,3 +23,4 @@ pub mod executor;
 pub mod languages;
 pub mod metrics;
 pub mod sandbox;
+pub mod sessions;

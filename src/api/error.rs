@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::executor::{JobError, Overloaded, RunError};
 use crate::sandbox::SandboxError;
+use crate::sessions::SessionError;
 
 /// Seconds a client should wait before retrying when the engine is unavailable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -45,6 +46,10 @@ pub enum ApiError {
     SandboxUnavailable(#[source] SandboxError),
     #[error("{0}")]
     Overloaded(Overloaded),
+    #[error("the maximum number of live sessions is reached; retry later")]
+    SessionsFull,
+    #[error("no such session (it may have expired or been deleted)")]
+    SessionNotFound,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -78,7 +83,10 @@ impl ApiError {
             ApiError::SandboxUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "sandbox_unavailable")
             }
-            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::Overloaded(_) | ApiError::SessionsFull => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
+            ApiError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -98,6 +106,19 @@ impl From<RunError> for ApiError {
         match err {
             RunError::Overloaded(overloaded) => ApiError::Overloaded(overloaded),
             RunError::Sandbox(err) => err.into(),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::NotFound => ApiError::SessionNotFound,
+            SessionError::AtCapacity => ApiError::SessionsFull,
+            SessionError::Invalid(message) => ApiError::InvalidRequest(message),
+            SessionError::Job(err) => err.into(),
+            SessionError::Run(err) => err.into(),
+            SessionError::Sandbox(err) => err.into(),
         }
     }
 }
@@ -143,6 +164,7 @@ impl IntoResponse for ApiError {
             .into_response();
         let retry_after = match &self {
             ApiError::Overloaded(_) => Some(RETRY_AFTER_OVERLOADED_SECS),
+            ApiError::SessionsFull => Some(RETRY_AFTER_SECS),
             ApiError::SandboxUnavailable(_) => Some(RETRY_AFTER_SECS),
             _ => None,
         };

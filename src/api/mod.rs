@@ -6,5 +6,6 @@ pub mod json;
 pub mod languages;
 pub mod metrics;
 pub mod run;
+pub mod sessions;
 
 pub use error::ApiError;

@@ -92,6 +92,14 @@ pub enum RunError {
     Sandbox(#[from] SandboxError),
 }
 
+/// A run inside a long-lived sandbox.
+#[derive(Debug, Clone)]
+pub struct InSandboxRun {
+    pub outcome: RunOutcome,
+    /// The sandbox's memory ran out or its programs could not all be ended: replace it.
+    pub sandbox_unusable: bool,
+}
+
 /// Jobs in flight, as the metrics see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Load {
@@ -319,6 +327,91 @@ impl Executor {
         Ok(outcome)
     }
 
+    /// Runs a job inside a long-lived sandbox (a session's), through execs: the files are
+    /// unpacked into its work dir next to what earlier runs left there, each phase has its own
+    /// limits, and afterwards every process the run started is ended (the sandbox lives on).
+    /// Waits for a running slot first, like [`Executor::run`].
+    pub async fn run_in(&self, sandbox: &Sandbox, job: Job) -> Result<InSandboxRun, RunError> {
+        let arrived = std::time::Instant::now();
+        let _slot = match self.admission.enter().await {
+            Ok(slot) => slot,
+            Err(overloaded) => {
+                self.metrics.overloaded();
+                return Err(overloaded.into());
+            }
+        };
+        self.metrics.admitted_after(arrived.elapsed());
+        let started = std::time::Instant::now();
+        let language = job.language.id.clone();
+        let run = self.run_in_admitted(sandbox, job).await?;
+        self.metrics
+            .job_finished(&language, run.outcome.status.as_str(), started.elapsed());
+        Ok(run)
+    }
+
+    async fn run_in_admitted(
+        &self,
+        sandbox: &Sandbox,
+        job: Job,
+    ) -> Result<InSandboxRun, SandboxError> {
+        let language = job.language.clone();
+        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let archive = Bytes::from(files::pack(&job.files));
+        let mut argv = job.command(&language.run);
+        argv.extend(job.args.iter().cloned());
+        let (compile, run_spec) = match &language.compile {
+            Some(compile_cmd) => {
+                let spec = ExecSpec {
+                    cmd: unpack_then(archive.len(), &job.command(compile_cmd)),
+                    stdin: archive,
+                    timeout: language.compile_timeout(),
+                };
+                let mut phase = exec_phase(sandbox, spec, output_limit).await?;
+                if phase.status == RunStatus::RuntimeError {
+                    phase.status = RunStatus::CompileError;
+                }
+                if phase.status != RunStatus::Success {
+                    let unusable = phase.status == RunStatus::MemoryLimitExceeded
+                        || sandbox.end_programs().await.is_err();
+                    return Ok(InSandboxRun {
+                        outcome: self.outcome(&job, RunStatus::CompileError, None, Some(phase)),
+                        sandbox_unusable: unusable,
+                    });
+                }
+                let spec = ExecSpec {
+                    cmd: argv,
+                    stdin: job.input.clone(),
+                    timeout: job.timeout,
+                };
+                (Some(phase), spec)
+            }
+            None => {
+                let mut stdin = bytes::BytesMut::with_capacity(archive.len() + job.input.len());
+                stdin.extend_from_slice(&archive);
+                stdin.extend_from_slice(&job.input);
+                let spec = ExecSpec {
+                    cmd: unpack_then(archive.len(), &argv),
+                    stdin: stdin.freeze(),
+                    timeout: job.timeout,
+                };
+                (None, spec)
+            }
+        };
+        let usage_before = usage_before_run(sandbox, compile.is_some()).await;
+        let phase = exec_phase(sandbox, run_spec, output_limit).await?;
+        let usage_after = sandbox.usage().await.ok();
+        // Before the response: nothing the run started may outlive it. A sandbox whose memory
+        // ran out, or whose programs could not be ended, is not trusted with another run.
+        let unusable =
+            phase.status == RunStatus::MemoryLimitExceeded || sandbox.end_programs().await.is_err();
+        let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
+        (outcome.cpu_time, outcome.memory_kb) = run_phase_usage(usage_before, usage_after);
+        Ok(InSandboxRun {
+            outcome,
+            sandbox_unusable: unusable,
+        })
+    }
+
     /// A started sandbox whose runner waits for `job`: a pooled one when the language's pool
     /// has one (the hot path: no Engine API call unless the job's memory differs from the
     /// pool's), else one created now.
@@ -340,6 +433,7 @@ impl Executor {
                 language: job.language.id.clone(),
                 memory_mb,
                 main: MainProcess::Runner,
+                work_dir_mb: None,
             })
             .await?;
         Ok((sandbox, None))

@@ -334,6 +334,7 @@ impl Sandboxes {
             language: language.id.clone(),
             memory_mb: VERSION_PROBE_MEMORY_MB,
             main: super::MainProcess::Idle,
+            work_dir_mb: None,
         };
         let sandbox = self.create(&spec).await?;
         let mut output = OutputCollector::new(4096);

@@ -329,6 +329,7 @@ pub fn spec_for(image: &str, language: &str, memory_mb: u64, main: MainProcess) 
         language: language.to_owned(),
         memory_mb,
         main,
+        work_dir_mb: None,
     }
 }
 

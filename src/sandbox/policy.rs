@@ -47,8 +47,10 @@ pub enum SandboxKind {
     Job,
     /// A throwaway sandbox started ahead of time by the warm pool; it serves one job too.
     Pool,
-    /// Built only to read an image's language version.
+    /// Built only to read an image's language version (or to measure the engine).
     Probe,
+    /// A session's sandbox: lives across runs until deleted or expired.
+    Session,
 }
 
 impl SandboxKind {
@@ -57,6 +59,7 @@ impl SandboxKind {
             SandboxKind::Job => "job",
             SandboxKind::Pool => "pool",
             SandboxKind::Probe => "probe",
+            SandboxKind::Session => "session",
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct SandboxSpec {
     pub language: String,
     pub memory_mb: u64,
     pub main: MainProcess,
+    /// Size of the work dir when not `sandbox.work_dir_mb` (a session's is bigger).
+    pub work_dir_mb: Option<u64>,
 }
 
 impl SandboxSpec {
@@ -94,7 +99,7 @@ impl SandboxSpec {
 /// The hardened container definition for `spec`.
 pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCreateBody {
     let memory = spec.memory_mb as i64 * MIB;
-    let work_dir_bytes = config.work_dir_mb as i64 * MIB;
+    let work_dir_bytes = spec.work_dir_mb.unwrap_or(config.work_dir_mb) as i64 * MIB;
     let (uid, gid) = config
         .user
         .split_once(':')
@@ -281,6 +286,7 @@ mod tests {
             language: "python".into(),
             memory_mb: 128,
             main: MainProcess::Runner,
+            work_dir_mb: None,
         }
     }
 

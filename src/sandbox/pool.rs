@@ -289,6 +289,7 @@ impl LanguagePool {
             language: self.slot.language.clone(),
             memory_mb: self.slot.memory_mb,
             main: MainProcess::Runner,
+            work_dir_mb: None,
         }
     }
 }

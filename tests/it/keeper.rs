@@ -48,6 +48,7 @@ async fn ending_the_programs_leaves_only_the_keeper() {
             language: "python".into(),
             memory_mb: 128,
             main: MainProcess::Keeper,
+            work_dir_mb: None,
         })
         .await
         .unwrap();
@@ -96,6 +97,7 @@ async fn ending_the_programs_never_claims_success_with_the_pids_cap_exhausted() 
             language: "python".into(),
             memory_mb: 128,
             main: MainProcess::Keeper,
+            work_dir_mb: None,
         })
         .await
         .unwrap();

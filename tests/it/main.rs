@@ -9,3 +9,4 @@ mod keeper;
 mod languages;
 mod limits;
 mod pool;
+mod sessions;

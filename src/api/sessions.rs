@@ -1,0 +1,97 @@
+//! `/sessions`: create, inspect, run in, delete.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::json::ApiJson;
+use super::run::{RunRequest, RunResponse};
+use crate::app::AppState;
+use crate::sessions::SessionView;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateSessionRequest {
+    pub language: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionResponse {
+    pub id: String,
+    pub language: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub expires_at: String,
+    /// The session's own URL (relative to the server), also its invite link.
+    pub url: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionRunResponse {
+    #[serde(flatten)]
+    pub run: RunResponse,
+    /// The session's sandbox was replaced after this run (its memory ran out, or a process
+    /// could not be ended): the session goes on with an empty work dir.
+    pub session_restarted: bool,
+}
+
+/// The body is optional (`{}` or nothing at all: a shell session).
+pub async fn create_session(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+    let request: CreateSessionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateSessionRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+    };
+    let view = state.sessions.create(request.language.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+pub async fn get_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    Ok(Json(state.sessions.get(&id)?.into()))
+}
+
+pub async fn delete_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.sessions.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn run_in_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<RunRequest>,
+) -> Result<Json<SessionRunResponse>, ApiError> {
+    let run = state.sessions.run(&id, request.into()).await?;
+    Ok(Json(SessionRunResponse {
+        run: run.run.outcome.into(),
+        session_restarted: run.restarted,
+    }))
+}
+
+impl From<SessionView> for SessionResponse {
+    fn from(v: SessionView) -> Self {
+        SessionResponse {
+            url: format!("/sessions/{}", v.id),
+            id: v.id,
+            language: v.language,
+            created_at: timestamp(v.created_at),
+            last_used_at: timestamp(v.last_used_at),
+            expires_at: timestamp(v.expires_at),
+        }
+    }
+}
+
+fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,326 @@
+//! Sessions: one sandbox that lives across runs (its work dir keeps the files) until it is
+//! deleted, reaches its maximum age, or sits idle too long.
+//!
+//! A session's sandbox is a [`MainProcess::Keeper`] sandbox: after every run, every process the
+//! run started is ended before the response. Runs in one session are serialised (a second run
+//! waits for the first). A sandbox whose memory ran out, or whose programs could not be ended,
+//! is replaced by a fresh one (its files are lost, and the response says so). A reaper task
+//! removes expired sessions; the records sit behind [`store::SessionStore`].
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::SessionsConfig;
+use crate::executor::{Executor, InSandboxRun, Job, JobError, JobRequest, RunError};
+use crate::languages::Language;
+use crate::sandbox::{MainProcess, Sandbox, SandboxError, SandboxKind, SandboxSpec, Sandboxes};
+use store::{MemoryStore, SessionRecord, SessionStore};
+
+/// Language of a session created without one: a shell.
+const DEFAULT_LANGUAGE: &str = "bash";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no such session (it may have expired or been deleted)")]
+    NotFound,
+    #[error("the maximum number of live sessions is reached; retry later")]
+    AtCapacity,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// A session as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: String,
+    pub language: String,
+    pub created_at: SystemTime,
+    pub last_used_at: SystemTime,
+    pub expires_at: SystemTime,
+}
+
+/// The result of a run in a session.
+#[derive(Debug, Clone)]
+pub struct SessionRun {
+    pub run: InSandboxRun,
+    /// The sandbox was replaced after this run (memory ran out, or its programs could not be
+    /// ended): the session goes on, with an empty work dir.
+    pub restarted: bool,
+}
+
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SessionsConfig,
+    store: Arc<dyn SessionStore>,
+    sandboxes: Sandboxes,
+    executor: Executor,
+    /// The sandbox of every live session of this process. The async mutex serialises runs.
+    live: Mutex<HashMap<String, Arc<LiveSession>>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+struct LiveSession {
+    language: Arc<Language>,
+    sandbox: tokio::sync::Mutex<Option<Sandbox>>,
+    /// Cancelled by DELETE and expiry: a run in progress ends at once.
+    ended: CancellationToken,
+}
+
+impl Sessions {
+    /// Starts the reaper.
+    pub fn start(config: SessionsConfig, sandboxes: Sandboxes, executor: Executor) -> Sessions {
+        let sessions = Sessions {
+            inner: Arc::new(Inner {
+                config,
+                store: Arc::new(MemoryStore::default()),
+                sandboxes,
+                executor,
+                live: Mutex::default(),
+                stop: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        let reaper = sessions.clone();
+        sessions
+            .inner
+            .tasks
+            .spawn(async move { reaper.reap_until_stopped().await });
+        sessions
+    }
+
+    /// Creates a session with its own sandbox; refused (nothing created) at capacity.
+    pub async fn create(&self, language: Option<&str>) -> Result<SessionView, SessionError> {
+        let name = language.unwrap_or(DEFAULT_LANGUAGE);
+        let language = self
+            .inner
+            .executor
+            .catalogue()
+            .resolve(name)
+            .cloned()
+            .ok_or_else(|| JobError::UnknownLanguage(name.chars().take(64).collect()))?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let live = Arc::new(LiveSession {
+            language: language.clone(),
+            sandbox: tokio::sync::Mutex::new(None),
+            ended: CancellationToken::new(),
+        });
+        {
+            // The place is taken under the lock, so concurrent creations cannot overshoot.
+            let mut map = self.lock_live();
+            if map.len() >= self.inner.config.max_sessions {
+                return Err(SessionError::AtCapacity);
+            }
+            map.insert(id.clone(), live.clone());
+        }
+        let sandbox = match self.new_sandbox(&id, &language).await {
+            Ok(sandbox) => sandbox,
+            Err(err) => {
+                self.lock_live().remove(&id);
+                return Err(err.into());
+            }
+        };
+        *live.sandbox.lock().await = Some(sandbox);
+        let now = SystemTime::now();
+        let record = SessionRecord {
+            id: id.clone(),
+            language: language.id.clone(),
+            created_at: now,
+            last_used_at: now,
+        };
+        self.inner.store.insert(record.clone());
+        Ok(self.view(&record))
+    }
+
+    pub fn get(&self, id: &str) -> Result<SessionView, SessionError> {
+        let record = self.inner.store.get(id).ok_or(SessionError::NotFound)?;
+        if self.is_expired(&record, SystemTime::now()) {
+            return Err(SessionError::NotFound);
+        }
+        Ok(self.view(&record))
+    }
+
+    /// Runs a job in the session. The job's language must be the session's.
+    pub async fn run(&self, id: &str, request: JobRequest) -> Result<SessionRun, SessionError> {
+        self.get(id)?;
+        let live = self
+            .lock_live()
+            .get(id)
+            .cloned()
+            .ok_or(SessionError::NotFound)?;
+        if request.memory_mb.is_some() {
+            return Err(SessionError::Invalid(format!(
+                "`memory_mb` is fixed for a session ({} MB, files included)",
+                self.inner.config.memory_mb
+            )));
+        }
+        let job = self.inner.executor.validate(request)?;
+        if job.language.id != live.language.id {
+            return Err(SessionError::Invalid(format!(
+                "this session runs {}; create a session for {}",
+                live.language.id, job.language.id
+            )));
+        }
+        let ended = live.ended.clone();
+        let result = tokio::select! {
+            result = self.run_locked(id, &live, job) => result,
+            () = ended.cancelled() => Err(SessionError::NotFound),
+        };
+        if result.is_ok() {
+            self.inner.store.touch(id, SystemTime::now());
+        }
+        result
+    }
+
+    async fn run_locked(
+        &self,
+        id: &str,
+        live: &LiveSession,
+        job: Job,
+    ) -> Result<SessionRun, SessionError> {
+        let mut slot = live.sandbox.lock().await;
+        let sandbox = slot.as_ref().ok_or(SessionError::NotFound)?;
+        let run = self.inner.executor.run_in(sandbox, job).await?;
+        let restarted = run.sandbox_unusable;
+        if restarted {
+            // The old sandbox goes (dropping removes it); the session goes on in a fresh one.
+            *slot = None;
+            *slot = Some(self.new_sandbox(id, &live.language).await?);
+        }
+        Ok(SessionRun { run, restarted })
+    }
+
+    /// Removes a session at once (a run in progress is ended).
+    pub async fn delete(&self, id: &str) -> Result<(), SessionError> {
+        let live = self.lock_live().remove(id);
+        let record = self.inner.store.remove(id);
+        match (live, record) {
+            (None, None) => Err(SessionError::NotFound),
+            (live, _) => {
+                if let Some(live) = live {
+                    live.ended.cancel();
+                    // Once the run (if any) has let go, dropping the sandbox removes it.
+                    live.sandbox.lock().await.take();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.lock_live().len()
+    }
+
+    /// Removes every session whose age or idle time is past the limit; returns how many.
+    pub async fn reap(&self) -> usize {
+        let now = SystemTime::now();
+        let expired: Vec<String> = self
+            .inner
+            .store
+            .all()
+            .into_iter()
+            .filter(|r| self.is_expired(r, now))
+            .map(|r| r.id)
+            .collect();
+        let mut removed = 0;
+        for id in expired {
+            if self.delete(&id).await.is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Stops the reaper and removes every session's sandbox.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        let ids: Vec<String> = self.lock_live().keys().cloned().collect();
+        for id in ids {
+            let _ = self.delete(&id).await;
+        }
+    }
+
+    async fn reap_until_stopped(&self) {
+        let mut ticker = tokio::time::interval(self.inner.config.reaper_interval());
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = self.inner.stop.cancelled() => return,
+            }
+            let removed = self.reap().await;
+            if removed > 0 {
+                tracing::info!(removed, "reaper removed expired sessions");
+            }
+        }
+    }
+
+    async fn new_sandbox(&self, id: &str, language: &Language) -> Result<Sandbox, SandboxError> {
+        self.inner
+            .sandboxes
+            .create(&SandboxSpec {
+                kind: SandboxKind::Session,
+                // One container per incarnation: a replacement must not wait for the old name.
+                id: format!("{id}.{}", uuid::Uuid::new_v4().simple()),
+                image: language.image_ref(),
+                language: language.id.clone(),
+                memory_mb: self.inner.config.memory_mb,
+                main: MainProcess::Keeper,
+                work_dir_mb: Some(self.inner.config.work_dir_mb),
+            })
+            .await
+    }
+
+    fn expires_at(&self, record: &SessionRecord) -> SystemTime {
+        let by_age = record.created_at + self.inner.config.max_age();
+        let by_idle = record.last_used_at + self.inner.config.idle_timeout();
+        by_age.min(by_idle)
+    }
+
+    fn is_expired(&self, record: &SessionRecord, now: SystemTime) -> bool {
+        now >= self.expires_at(record)
+    }
+
+    fn view(&self, record: &SessionRecord) -> SessionView {
+        SessionView {
+            id: record.id.clone(),
+            language: record.language.clone(),
+            created_at: record.created_at,
+            last_used_at: record.last_used_at,
+            expires_at: self.expires_at(record),
+        }
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {
+        // Single map operations only: a panic cannot leave the map inconsistent.
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("live", &self.live_count())
+            .finish_non_exhaustive()
+    }
+}

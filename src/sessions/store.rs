@@ -1,0 +1,94 @@
+//! Where session records live. In memory by default; the trait is the seam for a shared store
+//! (e.g. Redis) when several runbox processes serve one set of sessions.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// What is known of one session, apart from its sandbox (which only its process holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub language: String,
+    pub created_at: SystemTime,
+    pub last_used_at: SystemTime,
+}
+
+pub trait SessionStore: Send + Sync + 'static {
+    fn insert(&self, record: SessionRecord);
+    fn get(&self, id: &str) -> Option<SessionRecord>;
+    /// Moves `last_used_at`; false when there is no such session.
+    fn touch(&self, id: &str, at: SystemTime) -> bool;
+    fn remove(&self, id: &str) -> Option<SessionRecord>;
+    fn all(&self) -> Vec<SessionRecord>;
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: Mutex<HashMap<String, SessionRecord>>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRecord>> {
+        // Single map operations only: a panic cannot leave the map inconsistent.
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn insert(&self, record: SessionRecord) {
+        self.lock().insert(record.id.clone(), record);
+    }
+
+    fn get(&self, id: &str) -> Option<SessionRecord> {
+        self.lock().get(id).cloned()
+    }
+
+    fn touch(&self, id: &str, at: SystemTime) -> bool {
+        match self.lock().get_mut(id) {
+            Some(record) => {
+                record.last_used_at = at;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&self, id: &str) -> Option<SessionRecord> {
+        self.lock().remove(id)
+    }
+
+    fn all(&self) -> Vec<SessionRecord> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn records_are_kept_touched_and_removed() {
+        let store = MemoryStore::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        store.insert(SessionRecord {
+            id: "a".into(),
+            language: "python".into(),
+            created_at: t0,
+            last_used_at: t0,
+        });
+        assert!(store.touch("a", t0 + Duration::from_secs(5)));
+        assert!(!store.touch("b", t0));
+        assert_eq!(
+            store.get("a").unwrap().last_used_at,
+            t0 + Duration::from_secs(5)
+        );
+        assert_eq!(store.all().len(), 1);
+        assert!(store.remove("a").is_some());
+        assert!(store.get("a").is_none());
+        assert!(store.all().is_empty());
+    }
+}

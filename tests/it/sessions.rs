@@ -1,0 +1,205 @@
+//! Sessions: one sandbox across runs. Every test starts its own app and shuts it down, which
+//! removes its sessions (the shared app would leave them behind at exit).
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, containers_with_labels, start_on_own_runtime};
+
+async fn create(app: &TestApp, language: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(app.url("/sessions"))
+        .json(&json!({ "language": language }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn session_id(app: &TestApp, language: &str) -> String {
+    let (status, body) = create(app, language).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn run(app: &TestApp, id: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(app.url(&format!("/sessions/{id}/run")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn run_ok(app: &TestApp, id: &str, code: &str) -> Value {
+    let (status, body) = run(app, id, json!({ "language": "python", "code": code })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn get(app: &TestApp, id: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(app.url(&format!("/sessions/{id}")))
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Running session containers of this session id.
+async fn containers_of(id: &str) -> usize {
+    containers_with_labels(&["runbox.kind=session".to_owned()])
+        .await
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get("runbox.id"))
+                .is_some_and(|v| v.starts_with(&format!("{id}.")))
+        })
+        .count()
+}
+
+async fn wait_for_no_container(id: &str) {
+    let started = Instant::now();
+    while containers_of(id).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "container of session {id} left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn files_persist_across_runs_and_nothing_else_does() {
+    let app = start_on_own_runtime(&[]);
+    let a = session_id(&app, "python").await;
+    let b = session_id(&app, "python").await;
+    assert_ne!(a, b);
+    assert!(a.len() >= 32, "unguessable id: {a}");
+
+    let r = run_ok(
+        &app,
+        &a,
+        "import subprocess\nopen('data.txt', 'w').write('kept')\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)\nprint('written')",
+    )
+    .await;
+    assert_eq!(r["stdout"], "written\n", "{r}");
+    assert_eq!(r["session_restarted"], false);
+
+    // The file is there for the next run; the process the first run left is not.
+    let listing = "import os\nprint(open('data.txt').read())\nsleepers = [p for p in os.listdir('/proc') if p.isdigit() and open(f'/proc/{p}/comm').read().strip() == 'sleep' and os.stat(f'/proc/{p}').st_uid == os.getuid()]\nprint(len(sleepers))";
+    let r = run_ok(&app, &a, listing).await;
+    assert_eq!(r["stdout"], "kept\n0\n", "{r}");
+
+    // Session B sees nothing of A.
+    let r = run_ok(&app, &b, "import os\nprint(os.path.exists('data.txt'))").await;
+    assert_eq!(r["stdout"], "False\n", "{r}");
+
+    // A run's limit ends that run, not the session.
+    let (status, r) = run(
+        &app,
+        &a,
+        json!({ "language": "python", "code": "while True:\n    pass", "timeout_ms": 500 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(r["status"], "timeout", "{r}");
+    let r = run_ok(&app, &a, "print(open('data.txt').read())").await;
+    assert_eq!(r["stdout"], "kept\n", "{r}");
+
+    // The session's language is fixed; memory_mb too.
+    let (status, r) = run(&app, &a, json!({ "language": "c", "code": "int main(){}" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    let (status, _) = run(
+        &app,
+        &a,
+        json!({ "language": "python", "code": "1", "memory_mb": 64 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // GET, DELETE, and 404 afterwards.
+    let (status, view) = get(&app, &a).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["url"], format!("/sessions/{a}"));
+    for field in ["created_at", "last_used_at", "expires_at"] {
+        assert!(view[field].as_str().unwrap().ends_with('Z'), "{view}");
+    }
+    let deleted = reqwest::Client::new()
+        .delete(app.url(&format!("/sessions/{a}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    wait_for_no_container(&a).await;
+    let (status, body) = get(&app, &a).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "session_not_found");
+    let (status, _) = run(&app, &a, json!({ "language": "python", "code": "1" })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&app, "0123456789abcdef0123456789abcdef").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    app.server.shutdown().await.unwrap();
+    wait_for_no_container(&b).await;
+}
+
+#[tokio::test]
+async fn past_the_session_cap_nothing_is_created() {
+    let app = start_on_own_runtime(&[("RUNBOX_SESSIONS__MAX_SESSIONS", "1")]);
+    let first = session_id(&app, "bash").await;
+    let created = app.server.executor.sandboxes().created_count();
+    let (status, body) = create(&app, "bash").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(app.server.executor.sandboxes().created_count(), created);
+    app.server.shutdown().await.unwrap();
+    wait_for_no_container(&first).await;
+}
+
+#[tokio::test]
+async fn idle_and_old_sessions_expire_and_are_reaped() {
+    let app = start_on_own_runtime(&[
+        ("RUNBOX_SESSIONS__IDLE_TIMEOUT_SECS", "2"),
+        ("RUNBOX_SESSIONS__MAX_AGE_SECS", "4"),
+        ("RUNBOX_SESSIONS__REAPER_INTERVAL_SECS", "1"),
+    ]);
+    let idle = session_id(&app, "python").await;
+    let busy = session_id(&app, "python").await;
+    // Runs keep `busy` from idling out, but not past its maximum age.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        run_ok(&app, &busy, "print(1)").await;
+    }
+    let (status, _) = get(&app, &idle).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "idle for over 2 s");
+    wait_for_no_container(&idle).await;
+    let (status, _) = get(&app, &busy).await;
+    assert_eq!(status, StatusCode::OK, "used a second ago, 3 s old");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, _) = get(&app, &busy).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "over its 4 s maximum age");
+    wait_for_no_container(&busy).await;
+    app.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_whose_memory_ran_out_restarts_clean_and_says_so() {
+    let app = start_on_own_runtime(&[]);
+    let id = session_id(&app, "python").await;
+    run_ok(&app, &id, "open('data.txt', 'w').write('x')").await;
+    let r = run_ok(&app, &id, "b = bytearray(2 << 30)").await;
+    assert_eq!(r["status"], "memory_limit_exceeded", "{r}");
+    assert_eq!(r["session_restarted"], true, "{r}");
+    let r = run_ok(&app, &id, "import os\nprint(os.path.exists('data.txt'))").await;
+    assert_eq!(r["stdout"], "False\n", "a fresh work dir: {r}");
+    assert_eq!(r["session_restarted"], false);
+    app.server.shutdown().await.unwrap();
+    wait_for_no_container(&id).await;
+}
