@@ -146,6 +146,7 @@ impl Server {
         let lifetimes = Lifetimes {
             job: job_lifetime_bound,
             pool: config.pool.max_idle() + job_lifetime_bound,
+            session: config.sessions.max_age() + job_lifetime_bound,
         };
         let sandboxes =
             Sandboxes::connect(&config.engine, config.sandbox.clone(), lifetimes).await?;
@@ -163,7 +164,8 @@ impl Server {
             config.sessions.clone(),
             executor.sandboxes().clone(),
             executor.clone(),
-        );
+        )
+        .await;
         let app = router(
             AppState {
                 executor: executor.clone(),

@@ -75,6 +75,7 @@ pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
         crate::sandbox::Lifetimes {
             job: Duration::from_secs(3600),
             pool: Duration::from_secs(3600),
+            session: Duration::from_secs(1 << 40),
         },
     )
     .await?;

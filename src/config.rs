@@ -60,6 +60,11 @@ pub struct SessionsConfig {
     pub memory_mb: u64,
     /// Size of a session's work dir, which persists across its runs.
     pub work_dir_mb: u64,
+    /// Sessions carry this name; at start runbox takes back the live sessions with its name.
+    /// Every runbox sharing one engine needs its own.
+    pub owner: String,
+    /// Leave the sessions running at shutdown, for the next start to take back.
+    pub keep_on_shutdown: bool,
 }
 
 impl SessionsConfig {
@@ -389,6 +394,17 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
         return key(
             "sessions",
             "max_age_secs, idle_timeout_secs and reaper_interval_secs must be positive",
+        );
+    }
+    if ss.owner.is_empty()
+        || !ss
+            .owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return key(
+            "sessions.owner",
+            "must be letters, digits, '-', '_' or '.' (it is a container label value)",
         );
     }
     if ss.memory_mb < 64 {

@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
                 runbox::sandbox::Lifetimes {
                     job: std::time::Duration::from_secs(3600),
                     pool: std::time::Duration::from_secs(3600),
+                    session: std::time::Duration::from_secs(1 << 40),
                 },
             )
             .await

@@ -434,6 +434,7 @@ impl Executor {
                 memory_mb,
                 main: MainProcess::Runner,
                 work_dir_mb: None,
+                labels: Vec::new(),
             })
             .await?;
         Ok((sandbox, None))

@@ -133,6 +133,9 @@ pub struct Lifetimes {
     pub job: Duration,
     /// A `pool` sandbox: the longest wait in the pool plus a job.
     pub pool: Duration,
+    /// A `session` sandbox: a session's maximum age plus a job. Live sessions of a runbox that
+    /// restarts are taken back before that.
+    pub session: Duration,
 }
 
 impl Lifetimes {
@@ -141,6 +144,8 @@ impl Lifetimes {
             Some(self.job)
         } else if kind == SandboxKind::Pool.label() {
             Some(self.pool)
+        } else if kind == SandboxKind::Session.label() {
+            Some(self.session)
         } else {
             None
         }

@@ -335,6 +335,7 @@ impl Sandboxes {
             memory_mb: VERSION_PROBE_MEMORY_MB,
             main: super::MainProcess::Idle,
             work_dir_mb: None,
+            labels: Vec::new(),
         };
         let sandbox = self.create(&spec).await?;
         let mut output = OutputCollector::new(4096);

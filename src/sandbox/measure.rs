@@ -330,6 +330,7 @@ pub fn spec_for(image: &str, language: &str, memory_mb: u64, main: MainProcess) 
         memory_mb,
         main,
         work_dir_mb: None,
+        labels: Vec::new(),
     }
 }
 

@@ -266,6 +266,7 @@ impl Sandboxes {
             id: spec.id.clone(),
             memory_mb: spec.memory_mb,
             runner: Mutex::new(None),
+            detached: false,
         };
         if spec.main == MainProcess::Runner {
             let options = AttachContainerOptionsBuilder::default()
@@ -405,6 +406,8 @@ pub struct Sandbox {
     /// The runner's attached streams, until its one job is sent. In a mutex only so that
     /// `&Sandbox` is `Send` (the streams are not `Sync`); it is only reached through `&mut`.
     runner: Mutex<Option<runner::RunnerIo>>,
+    /// Left running on purpose (see [`Sandbox::detach`]): dropping does not remove it.
+    detached: bool,
 }
 
 impl Sandbox {
@@ -537,10 +540,85 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.sandboxes
             .shared
             .cleaner
             .remove(self.container_id.clone(), self.id.clone());
+    }
+}
+
+impl Sandbox {
+    /// Lets the container outlive this process (a session kept across a restart): it leaves
+    /// the live set and is not removed. The next start takes it back ([`Sandboxes::adopt`]),
+    /// or the sweep removes it once it is older than any session can be.
+    pub fn detach(mut self) {
+        self.detached = true;
+        self.sandboxes.shared.live.remove(&self.id);
+    }
+}
+
+/// A running sandbox of an earlier runbox process, taken back with its labels.
+#[derive(Debug)]
+pub struct Adopted {
+    pub sandbox: Sandbox,
+    pub labels: HashMap<String, String>,
+}
+
+impl Sandboxes {
+    /// Takes back the running sandboxes of `kind` carrying every label of `labels`
+    /// (`key=value`), as an earlier runbox process left them; ones that are not running are
+    /// removed.
+    pub async fn adopt(
+        &self,
+        kind: SandboxKind,
+        labels: &[String],
+        memory_mb: u64,
+    ) -> Result<Vec<Adopted>, SandboxError> {
+        self.negotiate().await?;
+        let mut filter = vec![
+            format!("{}=true", policy::LABEL_MANAGED),
+            format!("{}={}", policy::LABEL_KIND, kind.label()),
+        ];
+        filter.extend(labels.iter().cloned());
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label".to_owned(), filter)]))
+            .build();
+        let containers = self
+            .docker()
+            .list_containers(Some(options))
+            .await
+            .map_err(SandboxError::from_engine)?;
+        let mut adopted = Vec::new();
+        for container in containers {
+            let (Some(container_id), Some(labels)) = (container.id, container.labels) else {
+                continue;
+            };
+            let Some(id) = labels.get(policy::LABEL_ID).cloned() else {
+                continue;
+            };
+            let name = container
+                .names
+                .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
+                .unwrap_or_else(|| container_id.clone());
+            self.shared.live.insert(&id, &name);
+            let sandbox = Sandbox {
+                sandboxes: self.clone(),
+                container_id,
+                id,
+                memory_mb,
+                runner: Mutex::new(None),
+                detached: false,
+            };
+            if container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING) {
+                adopted.push(Adopted { sandbox, labels });
+            }
+            // Not running: dropping it removes it.
+        }
+        Ok(adopted)
     }
 }
 

@@ -88,6 +88,8 @@ pub struct SandboxSpec {
     pub main: MainProcess,
     /// Size of the work dir when not `sandbox.work_dir_mb` (a session's is bigger).
     pub work_dir_mb: Option<u64>,
+    /// More labels (`runbox.session.*`: what a restarted runbox needs to take a session back).
+    pub labels: Vec<(String, String)>,
 }
 
 impl SandboxSpec {
@@ -113,12 +115,13 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
         soft: Some(value),
         hard: Some(value),
     };
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_KIND.to_owned(), spec.kind.label().to_owned()),
         (LABEL_ID.to_owned(), spec.id.clone()),
         (LABEL_LANGUAGE.to_owned(), spec.language.clone()),
     ]);
+    labels.extend(spec.labels.iter().cloned());
     let runner = spec.main == MainProcess::Runner;
     let cmd: Vec<String> = match spec.main {
         MainProcess::Idle | MainProcess::Keeper => {
@@ -287,6 +290,7 @@ mod tests {
             memory_mb: 128,
             main: MainProcess::Runner,
             work_dir_mb: None,
+            labels: Vec::new(),
         }
     }
 

@@ -290,6 +290,7 @@ impl LanguagePool {
             memory_mb: self.slot.memory_mb,
             main: MainProcess::Runner,
             work_dir_mb: None,
+            labels: Vec::new(),
         }
     }
 }

@@ -24,6 +24,10 @@ use store::{MemoryStore, SessionRecord, SessionStore};
 
 /// Language of a session created without one: a shell.
 const DEFAULT_LANGUAGE: &str = "bash";
+/// Labels that let a restarted runbox take a session back.
+const LABEL_SESSION_ID: &str = "runbox.session.id";
+const LABEL_SESSION_CREATED: &str = "runbox.session.created";
+const LABEL_SESSION_OWNER: &str = "runbox.session.owner";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -84,8 +88,13 @@ struct LiveSession {
 }
 
 impl Sessions {
-    /// Starts the reaper.
-    pub fn start(config: SessionsConfig, sandboxes: Sandboxes, executor: Executor) -> Sessions {
+    /// Takes back the live sessions an earlier process with the same `sessions.owner` left
+    /// running (expired ones are removed), then starts the reaper.
+    pub async fn start(
+        config: SessionsConfig,
+        sandboxes: Sandboxes,
+        executor: Executor,
+    ) -> Sessions {
         let sessions = Sessions {
             inner: Arc::new(Inner {
                 config,
@@ -97,12 +106,62 @@ impl Sessions {
                 tasks: TaskTracker::new(),
             }),
         };
+        match sessions.recover().await {
+            Ok(0) => {}
+            Ok(taken) => tracing::info!(taken, "took back live sessions"),
+            Err(err) => tracing::warn!(error = %err, "cannot take back earlier sessions"),
+        }
         let reaper = sessions.clone();
         sessions
             .inner
             .tasks
             .spawn(async move { reaper.reap_until_stopped().await });
         sessions
+    }
+
+    /// Rebuilds the session table from the labels of this owner's session sandboxes. The last
+    /// run's time is not kept in a label: a session taken back counts as used at the restart.
+    async fn recover(&self) -> Result<usize, SandboxError> {
+        let owner = format!("{LABEL_SESSION_OWNER}={}", self.inner.config.owner);
+        let adopted = self
+            .inner
+            .sandboxes
+            .adopt(SandboxKind::Session, &[owner], self.inner.config.memory_mb)
+            .await?;
+        let now = SystemTime::now();
+        let mut taken = 0;
+        for found in adopted {
+            let labels = &found.labels;
+            let id = labels.get(LABEL_SESSION_ID).cloned();
+            let created = labels
+                .get(LABEL_SESSION_CREATED)
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+            let language = labels
+                .get(crate::sandbox::policy::LABEL_LANGUAGE)
+                .and_then(|l| self.inner.executor.catalogue().resolve(l).cloned());
+            let (Some(id), Some(created_at), Some(language)) = (id, created, language) else {
+                continue; // dropped: removed
+            };
+            let record = SessionRecord {
+                id: id.clone(),
+                language: language.id.clone(),
+                created_at,
+                last_used_at: now,
+            };
+            if self.is_expired(&record, now) || self.lock_live().contains_key(&id) {
+                continue; // dropped: removed
+            }
+            let live = Arc::new(LiveSession {
+                language,
+                sandbox: tokio::sync::Mutex::new(Some(found.sandbox)),
+                ended: CancellationToken::new(),
+            });
+            self.lock_live().insert(id, live);
+            self.inner.store.insert(record);
+            taken += 1;
+        }
+        Ok(taken)
     }
 
     /// Creates a session with its own sandbox; refused (nothing created) at capacity.
@@ -129,7 +188,8 @@ impl Sessions {
             }
             map.insert(id.clone(), live.clone());
         }
-        let sandbox = match self.new_sandbox(&id, &language).await {
+        let now = SystemTime::now();
+        let sandbox = match self.new_sandbox(&id, &language, now).await {
             Ok(sandbox) => sandbox,
             Err(err) => {
                 self.lock_live().remove(&id);
@@ -137,7 +197,6 @@ impl Sessions {
             }
         };
         *live.sandbox.lock().await = Some(sandbox);
-        let now = SystemTime::now();
         let record = SessionRecord {
             id: id.clone(),
             language: language.id.clone(),
@@ -201,7 +260,12 @@ impl Sessions {
         if restarted {
             // The old sandbox goes (dropping removes it); the session goes on in a fresh one.
             *slot = None;
-            *slot = Some(self.new_sandbox(id, &live.language).await?);
+            let created_at = self
+                .inner
+                .store
+                .get(id)
+                .map_or_else(SystemTime::now, |r| r.created_at);
+            *slot = Some(self.new_sandbox(id, &live.language, created_at).await?);
         }
         Ok(SessionRun { run, restarted })
     }
@@ -247,14 +311,25 @@ impl Sessions {
         removed
     }
 
-    /// Stops the reaper and removes every session's sandbox.
+    /// Stops the reaper; then leaves every session's sandbox running for the next start
+    /// (`sessions.keep_on_shutdown`) or removes it.
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         let ids: Vec<String> = self.lock_live().keys().cloned().collect();
         for id in ids {
-            let _ = self.delete(&id).await;
+            if self.inner.config.keep_on_shutdown {
+                let live = self.lock_live().remove(&id);
+                if let Some(live) = live {
+                    live.ended.cancel();
+                    if let Some(sandbox) = live.sandbox.lock().await.take() {
+                        sandbox.detach();
+                    }
+                }
+            } else {
+                let _ = self.delete(&id).await;
+            }
         }
     }
 
@@ -272,7 +347,15 @@ impl Sessions {
         }
     }
 
-    async fn new_sandbox(&self, id: &str, language: &Language) -> Result<Sandbox, SandboxError> {
+    async fn new_sandbox(
+        &self,
+        id: &str,
+        language: &Language,
+        created_at: SystemTime,
+    ) -> Result<Sandbox, SandboxError> {
+        let created_secs = created_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         self.inner
             .sandboxes
             .create(&SandboxSpec {
@@ -284,6 +367,14 @@ impl Sessions {
                 memory_mb: self.inner.config.memory_mb,
                 main: MainProcess::Keeper,
                 work_dir_mb: Some(self.inner.config.work_dir_mb),
+                labels: vec![
+                    (LABEL_SESSION_ID.to_owned(), id.to_owned()),
+                    (LABEL_SESSION_CREATED.to_owned(), created_secs.to_string()),
+                    (
+                        LABEL_SESSION_OWNER.to_owned(),
+                        self.inner.config.owner.clone(),
+                    ),
+                ],
             })
             .await
     }

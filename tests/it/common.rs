@@ -37,11 +37,19 @@ pub fn shared() -> &'static TestApp {
 ///
 /// The warm pool is off unless the overrides turn it on: the test process never shuts its
 /// shared apps down, and their pooled sandboxes would outlive it (tests of the pool start their
-/// own app and shut it down).
+/// own app and shut it down). Likewise for sessions, below.
 pub fn start_on_own_runtime(overrides: &[(&str, &str)]) -> TestApp {
-    let with_defaults: Vec<(&str, &str)> = std::iter::once(("RUNBOX_POOL__ENABLED", "false"))
-        .chain(overrides.iter().copied())
-        .collect();
+    // Sessions: each app has its own owner name (apps must not take back each other's
+    // sessions) and removes its sessions at shutdown, unless a test says otherwise.
+    let owner = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let with_defaults: Vec<(&str, &str)> = [
+        ("RUNBOX_POOL__ENABLED", "false"),
+        ("RUNBOX_SESSIONS__OWNER", owner.as_str()),
+        ("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "false"),
+    ]
+    .into_iter()
+    .chain(overrides.iter().copied())
+    .collect();
     let config =
         Config::load_with_overrides(&repo_root().join("config/runbox.toml"), &with_defaults)
             .expect("test config is valid");

@@ -49,6 +49,7 @@ async fn ending_the_programs_leaves_only_the_keeper() {
             memory_mb: 128,
             main: MainProcess::Keeper,
             work_dir_mb: None,
+            labels: Vec::new(),
         })
         .await
         .unwrap();
@@ -98,6 +99,7 @@ async fn ending_the_programs_never_claims_success_with_the_pids_cap_exhausted() 
             memory_mb: 128,
             main: MainProcess::Keeper,
             work_dir_mb: None,
+            labels: Vec::new(),
         })
         .await
         .unwrap();

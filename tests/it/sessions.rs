@@ -203,3 +203,43 @@ async fn a_session_whose_memory_ran_out_restarts_clean_and_says_so() {
     app.server.shutdown().await.unwrap();
     wait_for_no_container(&id).await;
 }
+
+#[tokio::test]
+async fn a_restart_keeps_live_sessions_and_drops_expired_ones() {
+    let owner = format!("restart-{}", uuid::Uuid::new_v4().simple());
+    let settings = |keep: &'static str| {
+        [
+            ("RUNBOX_SESSIONS__OWNER", owner.clone()),
+            ("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", keep.to_owned()),
+            ("RUNBOX_SESSIONS__MAX_AGE_SECS", "4".to_owned()),
+        ]
+    };
+    let first = settings("true");
+    let first: Vec<(&str, &str)> = first.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = start_on_own_runtime(&first);
+    let old = session_id(&app, "python").await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let young = session_id(&app, "python").await;
+    run_ok(&app, &young, "open('data.txt', 'w').write('kept')").await;
+    app.server.shutdown().await.unwrap();
+    assert_eq!(
+        containers_of(&young).await,
+        1,
+        "kept running across the restart"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = settings("false");
+    let second: Vec<(&str, &str)> = second.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = start_on_own_runtime(&second);
+    let (status, _) = get(&app, &young).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = run_ok(&app, &young, "print(open('data.txt').read())").await;
+    assert_eq!(r["stdout"], "kept\n", "{r}");
+    // Older than its 4 s maximum age by the time runbox came back: not taken back, removed.
+    let (status, _) = get(&app, &old).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    wait_for_no_container(&old).await;
+    app.server.shutdown().await.unwrap();
+    wait_for_no_container(&young).await;
+}
