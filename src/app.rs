@@ -179,9 +179,13 @@ impl Server {
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
+            // The peer address is the client's identity for per-client limits.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
         });
         tracing::info!(%addr, "runbox listening");
         Ok(Server {

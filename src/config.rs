@@ -56,6 +56,8 @@ pub struct SessionsConfig {
     pub reaper_interval_secs: u64,
     /// Most live sessions; past it `POST /sessions` answers 503 overloaded.
     pub max_sessions: usize,
+    /// Most live sessions one client (peer address) may hold; past it 429 rate_limited.
+    pub max_per_client: usize,
     /// Memory cap of a session's sandbox (its work dir counts toward it).
     pub memory_mb: u64,
     /// Size of a session's work dir, which persists across its runs.
@@ -406,6 +408,9 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
             "sessions.owner",
             "must be letters, digits, '-', '_' or '.' (it is a container label value)",
         );
+    }
+    if ss.max_per_client == 0 {
+        return key("sessions.max_per_client", "must be positive");
     }
     if ss.memory_mb < 64 {
         return key("sessions.memory_mb", "must be at least 64");

@@ -50,6 +50,8 @@ pub enum ApiError {
     SessionsFull,
     #[error("no such session (it may have expired or been deleted)")]
     SessionNotFound,
+    #[error("{0}")]
+    RateLimited(String),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -87,6 +89,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
             ApiError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -115,6 +118,7 @@ impl From<SessionError> for ApiError {
         match err {
             SessionError::NotFound => ApiError::SessionNotFound,
             SessionError::AtCapacity => ApiError::SessionsFull,
+            err @ SessionError::ClientAtCapacity(_) => ApiError::RateLimited(err.to_string()),
             SessionError::Invalid(message) => ApiError::InvalidRequest(message),
             SessionError::Job(err) => err.into(),
             SessionError::Run(err) => err.into(),
@@ -165,6 +169,8 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::Overloaded(_) => Some(RETRY_AFTER_OVERLOADED_SECS),
             ApiError::SessionsFull => Some(RETRY_AFTER_SECS),
+            // A session is freed by its holder or by expiry: retry in a minute, not at once.
+            ApiError::RateLimited(_) => Some("60"),
             ApiError::SandboxUnavailable(_) => Some(RETRY_AFTER_SECS),
             _ => None,
         };

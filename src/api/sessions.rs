@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,7 @@ pub struct SessionRunResponse {
 /// The body is optional (`{}` or nothing at all: a shell session).
 pub async fn create_session(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let request: CreateSessionRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -48,7 +49,11 @@ pub async fn create_session(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
     };
-    let view = state.sessions.create(request.language.as_deref()).await?;
+    let client = peer.ip().to_string();
+    let view = state
+        .sessions
+        .create(request.language.as_deref(), &client)
+        .await?;
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 

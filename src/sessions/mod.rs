@@ -35,6 +35,8 @@ pub enum SessionError {
     NotFound,
     #[error("the maximum number of live sessions is reached; retry later")]
     AtCapacity,
+    #[error("this client holds {0} live sessions, the most allowed; delete one first")]
+    ClientAtCapacity(usize),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -82,6 +84,8 @@ struct Inner {
 
 struct LiveSession {
     language: Arc<Language>,
+    /// Who created it (peer address); `None` for a session taken back after a restart.
+    client: Option<String>,
     sandbox: tokio::sync::Mutex<Option<Sandbox>>,
     /// Cancelled by DELETE and expiry: a run in progress ends at once.
     ended: CancellationToken,
@@ -154,6 +158,7 @@ impl Sessions {
             }
             let live = Arc::new(LiveSession {
                 language,
+                client: None,
                 sandbox: tokio::sync::Mutex::new(Some(found.sandbox)),
                 ended: CancellationToken::new(),
             });
@@ -164,8 +169,13 @@ impl Sessions {
         Ok(taken)
     }
 
-    /// Creates a session with its own sandbox; refused (nothing created) at capacity.
-    pub async fn create(&self, language: Option<&str>) -> Result<SessionView, SessionError> {
+    /// Creates a session with its own sandbox for `client`; refused (nothing created) at the
+    /// capacity or the client's cap.
+    pub async fn create(
+        &self,
+        language: Option<&str>,
+        client: &str,
+    ) -> Result<SessionView, SessionError> {
         let name = language.unwrap_or(DEFAULT_LANGUAGE);
         let language = self
             .inner
@@ -177,6 +187,7 @@ impl Sessions {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let live = Arc::new(LiveSession {
             language: language.clone(),
+            client: Some(client.to_owned()),
             sandbox: tokio::sync::Mutex::new(None),
             ended: CancellationToken::new(),
         });
@@ -185,6 +196,14 @@ impl Sessions {
             let mut map = self.lock_live();
             if map.len() >= self.inner.config.max_sessions {
                 return Err(SessionError::AtCapacity);
+            }
+            let cap = self.inner.config.max_per_client;
+            let held = map
+                .values()
+                .filter(|s| s.client.as_deref() == Some(client))
+                .count();
+            if held >= cap {
+                return Err(SessionError::ClientAtCapacity(cap));
             }
             map.insert(id.clone(), live.clone());
         }

@@ -243,3 +243,58 @@ async fn a_restart_keeps_live_sessions_and_drops_expired_ones() {
     app.server.shutdown().await.unwrap();
     wait_for_no_container(&young).await;
 }
+
+#[tokio::test]
+async fn one_client_cannot_hold_more_than_its_share() {
+    let app = start_on_own_runtime(&[("RUNBOX_SESSIONS__MAX_PER_CLIENT", "2")]);
+    let a = session_id(&app, "bash").await;
+    let b = session_id(&app, "bash").await;
+    let created = app.server.executor.sandboxes().created_count();
+    let response = reqwest::Client::new()
+        .post(app.url("/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(app.server.executor.sandboxes().created_count(), created);
+    // Deleting one frees a place.
+    reqwest::Client::new()
+        .delete(app.url(&format!("/sessions/{a}")))
+        .send()
+        .await
+        .unwrap();
+    let c = session_id(&app, "bash").await;
+    app.server.shutdown().await.unwrap();
+    for id in [a, b, c] {
+        wait_for_no_container(&id).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_runs_in_one_session_take_turns() {
+    let app = start_on_own_runtime(&[]);
+    let id = session_id(&app, "python").await;
+    // Each run appends its start and end mark; interleaved runs would mix them.
+    let code = |n: u32| {
+        format!(
+            "import time\nwith open('log.txt', 'a') as f:\n    f.write('start {n}\\n'); f.flush(); time.sleep(0.5); f.write('end {n}\\n')"
+        )
+    };
+    let (one, two) = tokio::join!(
+        run(&app, &id, json!({ "language": "python", "code": code(1) })),
+        run(&app, &id, json!({ "language": "python", "code": code(2) }))
+    );
+    assert_eq!(one.0, StatusCode::OK, "{}", one.1);
+    assert_eq!(two.0, StatusCode::OK, "{}", two.1);
+    let r = run_ok(&app, &id, "print(open('log.txt').read(), end='')").await;
+    let log = r["stdout"].as_str().unwrap();
+    assert!(
+        log == "start 1\nend 1\nstart 2\nend 2\n" || log == "start 2\nend 2\nstart 1\nend 1\n",
+        "{log}"
+    );
+    app.server.shutdown().await.unwrap();
+    wait_for_no_container(&id).await;
+}
