@@ -41,6 +41,8 @@ pub struct BenchOptions {
     pub concurrency: Vec<usize>,
     /// Skip the step timings and the flag-cost table.
     pub skip_engine: bool,
+    /// Instead of everything else: open this many idle sessions each and report their cost.
+    pub sessions: Vec<usize>,
 }
 
 /// A hello world per language.
@@ -69,6 +71,9 @@ const PROGRAMS: [Program; 2] = [
 ];
 
 pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
+    if !options.sessions.is_empty() {
+        return sessions_bench(&config, &options).await;
+    }
     let sandboxes = Sandboxes::connect(
         &config.engine,
         config.sandbox.clone(),
@@ -283,6 +288,110 @@ async fn run_all(
         }
     }
     Ok(())
+}
+
+/// Opens N idle sessions (for each N asked) on a spawned server and reports how long that took
+/// and the memory they add: charged to their cgroups, and taken from the host as a whole
+/// (`MemAvailable`, which also covers the engine's per-container shim).
+async fn sessions_bench(config: &Config, options: &BenchOptions) -> anyhow::Result<()> {
+    let sandboxes = Sandboxes::connect(
+        &config.engine,
+        config.sandbox.clone(),
+        crate::sandbox::Lifetimes {
+            job: Duration::from_secs(3600),
+            pool: Duration::from_secs(3600),
+            session: Duration::from_secs(1 << 40),
+        },
+    )
+    .await?;
+    let most = options.sessions.iter().copied().max().unwrap_or(0);
+    println!("idle sessions (bash), created 8 at a time through POST /sessions");
+    println!(
+        "{:>6} {:>12} {:>14} {:>16} {:>18} {:>8}",
+        "N", "create (s)", "per session", "cgroups / sess.", "host memory / sess.", "alive"
+    );
+    for &count in &options.sessions {
+        let server = ServerUnderTest::spawn_with(
+            &options.config_path,
+            &[
+                ("RUNBOX_POOL__ENABLED", "false".to_owned()),
+                ("RUNBOX_SESSIONS__MAX_SESSIONS", most.to_string()),
+                ("RUNBOX_SESSIONS__MAX_PER_CLIENT", most.to_string()),
+                ("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "false".to_owned()),
+                ("RUNBOX_LIMITS__MAX_SANDBOXES", (most + 16).to_string()),
+            ],
+        )
+        .await?;
+        let client = reqwest::Client::new();
+        let available_before = mem_available_bytes();
+        let started = Instant::now();
+        let mut ids = Vec::with_capacity(count);
+        for chunk in (0..count).collect::<Vec<_>>().chunks(8) {
+            let created = futures_util::future::join_all(chunk.iter().map(|_| async {
+                let response: Value = client
+                    .post(server.url("/sessions"))
+                    .json(&json!({ "language": "bash" }))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                response["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("no session id")
+            }))
+            .await;
+            for id in created {
+                ids.push(id?);
+            }
+        }
+        let took = started.elapsed();
+        // Let the engine settle before reading memory.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (running, cgroup_bytes) = sandboxes
+            .memory_of_kind(crate::sandbox::SandboxKind::Session)
+            .await?;
+        let host_bytes = available_before
+            .zip(mem_available_bytes())
+            .map(|(before, after)| before.saturating_sub(after));
+        let mut alive = 0;
+        for id in &ids {
+            if client
+                .get(server.url(&format!("/sessions/{id}")))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                alive += 1;
+            }
+        }
+        let per = |bytes: Option<u64>| {
+            bytes.map_or("n/a".to_owned(), |b| {
+                format!("{:.2} MB", b as f64 / count.max(1) as f64 / 1e6)
+            })
+        };
+        println!(
+            "{:>6} {:>12.1} {:>12.0}ms {:>16} {:>18} {:>8}",
+            count,
+            took.as_secs_f64(),
+            ms(took) / count.max(1) as f64,
+            per(cgroup_bytes),
+            per(host_bytes),
+            format!("{alive}/{running}")
+        );
+        server.stop().await;
+    }
+    sandboxes.shutdown().await;
+    Ok(())
+}
+
+/// `MemAvailable` of the host, in bytes.
+fn mem_available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// One language's results against one server.
@@ -508,6 +617,14 @@ impl ServerUnderTest {
     /// Starts `runbox serve` on a free port with the pool on or off and waits until it is
     /// ready.
     async fn spawn(config_path: &Path, pool: bool) -> anyhow::Result<ServerUnderTest> {
+        Self::spawn_with(config_path, &[("RUNBOX_POOL__ENABLED", pool.to_string())]).await
+    }
+
+    /// Starts `runbox serve` on a free port with `env` overrides and waits until it is ready.
+    async fn spawn_with(
+        config_path: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<ServerUnderTest> {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             listener.local_addr()?.port()
@@ -516,7 +633,7 @@ impl ServerUnderTest {
             .arg("--config")
             .arg(config_path)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("RUNBOX_POOL__ENABLED", pool.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUNBOX_LOG", "warn")
             .kill_on_drop(true)
             .spawn()

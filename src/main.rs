@@ -60,6 +60,9 @@ enum Command {
         /// Skip the step timings and the hardening cost table.
         #[arg(long)]
         skip_engine: bool,
+        /// Only the sessions benchmark: open this many idle sessions each (e.g. 50,100,200).
+        #[arg(long, value_delimiter = ',')]
+        sessions: Vec<usize>,
     },
 }
 
@@ -129,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
             duration,
             concurrency,
             skip_engine,
+            sessions,
         } => {
             let options = runbox::bench::BenchOptions {
                 url,
@@ -137,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
                 duration: std::time::Duration::from_secs(duration),
                 concurrency,
                 skip_engine,
+                sessions,
             };
             runbox::bench::run(config, options).await?
         }

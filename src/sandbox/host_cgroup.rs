@@ -60,6 +60,22 @@ pub(super) async fn read(container: &str) -> Option<Usage> {
     None
 }
 
+/// Memory the sandbox's cgroup is charged right now (v1 `memory.usage_in_bytes`, v2
+/// `memory.current`).
+pub(super) async fn memory_usage(container: &str) -> Option<u64> {
+    for dir in candidates("memory", container) {
+        if let Some(bytes) = read_number(dir.join("memory.usage_in_bytes")).await {
+            return Some(bytes);
+        }
+    }
+    for dir in candidates("", container) {
+        if let Some(bytes) = read_number(dir.join("memory.current")).await {
+            return Some(bytes);
+        }
+    }
+    None
+}
+
 /// cgroup v1 resets `memory.max_usage_in_bytes` to the current usage when 0 is written to it.
 /// The page cache a compiler filled (its own binaries and libraries, ~35 MB for rustc) is
 /// charged to the sandbox too: with `reclaim`, `memory.force_empty` drops it first (about

@@ -320,6 +320,41 @@ impl Sandboxes {
     }
 }
 
+impl Sandboxes {
+    /// How many running sandboxes of `kind` there are and the memory their cgroups charge
+    /// right now (host cgroup files; `None` where runbox cannot see them).
+    pub async fn memory_of_kind(
+        &self,
+        kind: super::SandboxKind,
+    ) -> Result<(usize, Option<u64>), SandboxError> {
+        self.negotiate().await?;
+        let filter = vec![
+            format!("{}=true", policy::LABEL_MANAGED),
+            format!("{}={}", policy::LABEL_KIND, kind.label()),
+        ];
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .filters(&std::collections::HashMap::from([(
+                "label".to_owned(),
+                filter,
+            )]))
+            .build();
+        let containers = self
+            .docker()
+            .list_containers(Some(options))
+            .await
+            .map_err(SandboxError::from_engine)?;
+        let mut total = Some(0u64);
+        for container in &containers {
+            let bytes = match &container.id {
+                Some(id) => super::host_cgroup::memory_usage(id).await,
+                None => None,
+            };
+            total = total.zip(bytes).map(|(t, b)| t + b);
+        }
+        Ok((containers.len(), total))
+    }
+}
+
 /// A spec for measurements: the policy's main process as asked, a fresh id.
 pub fn spec_for(image: &str, language: &str, memory_mb: u64, main: MainProcess) -> SandboxSpec {
     SandboxSpec {
