@@ -97,9 +97,24 @@ async fn files_persist_across_runs_and_nothing_else_does() {
     let r = run_ok(&app, &a, listing).await;
     assert_eq!(r["stdout"], "kept\n0\n", "{r}");
 
-    // Session B sees nothing of A.
-    let r = run_ok(&app, &b, "import os\nprint(os.path.exists('data.txt'))").await;
-    assert_eq!(r["stdout"], "False\n", "{r}");
+    // Session B sees nothing of A: not its files, not the program A is running right now.
+    let (in_a, in_b) = tokio::join!(
+        run_ok(&app, &a, "import time\ntime.sleep(1.5)\nprint('a done')"),
+        async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            run_ok(
+                &app,
+                &b,
+                "import os\nprint(os.path.exists('data.txt'))\nprint(sorted(open(f'/proc/{p}/comm').read().strip() for p in os.listdir('/proc') if p.isdigit()))",
+            )
+            .await
+        }
+    );
+    assert_eq!(in_a["stdout"], "a done\n", "{in_a}");
+    let seen = in_b["stdout"].as_str().unwrap();
+    assert!(seen.starts_with("False\n"), "{in_b}");
+    // Its own init, keeper, unpacking shell and program only: one python, A's is not there.
+    assert_eq!(seen.matches("'python3'").count(), 1, "{seen}");
 
     // A run's limit ends that run, not the session.
     let (status, r) = run(
@@ -295,6 +310,66 @@ async fn concurrent_runs_in_one_session_take_turns() {
         log == "start 1\nend 1\nstart 2\nend 2\n" || log == "start 2\nend 2\nstart 1\nend 1\n",
         "{log}"
     );
+    app.server.shutdown().await.unwrap();
+    wait_for_no_container(&id).await;
+}
+
+#[tokio::test]
+async fn a_killed_server_loses_no_session() {
+    // A real `runbox serve` process, killed with SIGKILL mid-life: nothing of it runs a
+    // shutdown. A new server with the same owner name takes the session back from its labels.
+    let owner = format!("killed-{}", uuid::Uuid::new_v4().simple());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbox"))
+        .arg("--config")
+        .arg(crate::common::repo_root().join("config/runbox.toml"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUNBOX_POOL__ENABLED", "false")
+        .env("RUNBOX_SESSIONS__OWNER", &owner)
+        .env("RUNBOX_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while reqwest::get(format!("{base}/readyz")).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{base}/sessions"))
+        .json(&json!({ "language": "python" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let written: Value = client
+        .post(format!("{base}/sessions/{id}/run"))
+        .json(&json!({ "language": "python", "code": "open('data.txt', 'w').write('survived')" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(written["status"], "success", "{written}");
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+
+    let app = start_on_own_runtime(&[("RUNBOX_SESSIONS__OWNER", owner.as_str())]);
+    let r = run_ok(&app, &id, "print(open('data.txt').read())").await;
+    assert_eq!(r["stdout"], "survived\n", "{r}");
     app.server.shutdown().await.unwrap();
     wait_for_no_container(&id).await;
 }
