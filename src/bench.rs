@@ -74,19 +74,26 @@ pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
     if !options.sessions.is_empty() {
         return sessions_bench(&config, &options).await;
     }
-    let sandboxes = Sandboxes::connect(
-        &config.engine,
-        config.sandbox.clone(),
-        crate::sandbox::Lifetimes {
-            job: Duration::from_secs(3600),
-            pool: Duration::from_secs(3600),
-            session: Duration::from_secs(1 << 40),
-        },
-    )
-    .await?;
+    let sandboxes = connect(&config).await?;
     let result = run_all(&config, &options, &sandboxes).await;
     sandboxes.shutdown().await;
     result
+}
+
+/// The bench's own handle to the engine. Its sweep must not judge the measured servers'
+/// sandboxes: every lifetime bound is far away.
+async fn connect(config: &Config) -> anyhow::Result<Sandboxes> {
+    let far = Duration::from_secs(1 << 40);
+    Ok(Sandboxes::connect(
+        &config.engine,
+        config.sandbox.clone(),
+        crate::sandbox::Lifetimes {
+            job: far,
+            pool: far,
+            session: far,
+        },
+    )
+    .await?)
 }
 
 async fn run_all(
@@ -294,16 +301,7 @@ async fn run_all(
 /// and the memory they add: charged to their cgroups, and taken from the host as a whole
 /// (`MemAvailable`, which also covers the engine's per-container shim).
 async fn sessions_bench(config: &Config, options: &BenchOptions) -> anyhow::Result<()> {
-    let sandboxes = Sandboxes::connect(
-        &config.engine,
-        config.sandbox.clone(),
-        crate::sandbox::Lifetimes {
-            job: Duration::from_secs(3600),
-            pool: Duration::from_secs(3600),
-            session: Duration::from_secs(1 << 40),
-        },
-    )
-    .await?;
+    let sandboxes = connect(config).await?;
     let most = options.sessions.iter().copied().max().unwrap_or(0);
     println!("idle sessions (bash), created 8 at a time through POST /sessions");
     println!(

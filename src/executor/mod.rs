@@ -263,6 +263,19 @@ impl Executor {
     /// Runs a job in a fresh sandbox (from the warm pool when it has one), which is removed
     /// when this returns or is dropped. Waits for a running slot first.
     pub async fn run(&self, job: Job) -> Result<RunOutcome, RunError> {
+        let language = job.language.id.clone();
+        self.admitted(&language, self.run_admitted(job), |outcome| outcome.status)
+            .await
+    }
+
+    /// Runs `work` in a running slot (waiting in the queue, or refused when it is full),
+    /// counting it in the metrics.
+    async fn admitted<T>(
+        &self,
+        language: &str,
+        work: impl std::future::Future<Output = Result<T, SandboxError>>,
+        status: impl Fn(&T) -> RunStatus,
+    ) -> Result<T, RunError> {
         let arrived = std::time::Instant::now();
         let _slot = match self.admission.enter().await {
             Ok(slot) => slot,
@@ -273,11 +286,10 @@ impl Executor {
         };
         self.metrics.admitted_after(arrived.elapsed());
         let started = std::time::Instant::now();
-        let language = job.language.id.clone();
-        let outcome = self.run_admitted(job).await?;
+        let done = work.await?;
         self.metrics
-            .job_finished(&language, outcome.status.as_str(), started.elapsed());
-        Ok(outcome)
+            .job_finished(language, status(&done).as_str(), started.elapsed());
+        Ok(done)
     }
 
     async fn run_admitted(&self, job: Job) -> Result<RunOutcome, SandboxError> {
@@ -332,21 +344,11 @@ impl Executor {
     /// limits, and afterwards every process the run started is ended (the sandbox lives on).
     /// Waits for a running slot first, like [`Executor::run`].
     pub async fn run_in(&self, sandbox: &Sandbox, job: Job) -> Result<InSandboxRun, RunError> {
-        let arrived = std::time::Instant::now();
-        let _slot = match self.admission.enter().await {
-            Ok(slot) => slot,
-            Err(overloaded) => {
-                self.metrics.overloaded();
-                return Err(overloaded.into());
-            }
-        };
-        self.metrics.admitted_after(arrived.elapsed());
-        let started = std::time::Instant::now();
         let language = job.language.id.clone();
-        let run = self.run_in_admitted(sandbox, job).await?;
-        self.metrics
-            .job_finished(&language, run.outcome.status.as_str(), started.elapsed());
-        Ok(run)
+        self.admitted(&language, self.run_in_admitted(sandbox, job), |run| {
+            run.outcome.status
+        })
+        .await
     }
 
     async fn run_in_admitted(

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -179,14 +179,7 @@ pub(super) async fn sweep(
     lifetimes: Lifetimes,
 ) -> Result<usize, super::SandboxError> {
     let docker = sandboxes.docker();
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&Sandboxes::label_filter())
-        .build();
-    let containers = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(super::SandboxError::from_engine)?;
+    let containers = sandboxes.list(None, &[], true).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

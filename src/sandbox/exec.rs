@@ -187,7 +187,22 @@ pub(super) async fn run(
         Ok(result) => result?,
         Err(_) => (ExecEnd::TimedOut, started.elapsed()),
     };
-    let oom_killed = match end {
+    Ok(ExecOutcome {
+        end,
+        duration,
+        oom_killed: oom_killed_during(shared, container, end, oom_before).await,
+    })
+}
+
+/// Whether the OOM killer struck in `container` since its count was `oom_before`. A SIGKILL
+/// exit waits briefly for the engine's event, which can trail the exit.
+pub(super) async fn oom_killed_during(
+    shared: &Shared,
+    container: &str,
+    end: ExecEnd,
+    oom_before: u64,
+) -> bool {
+    match end {
         ExecEnd::Exited {
             code: SIGKILL_EXIT_CODE,
         } => {
@@ -197,12 +212,7 @@ pub(super) async fn run(
                 .await
         }
         _ => shared.oom.count(container) > oom_before,
-    };
-    Ok(ExecOutcome {
-        end,
-        duration,
-        oom_killed,
-    })
+    }
 }
 
 /// The output can end a moment before the engine has recorded the exit: poll briefly.

@@ -327,22 +327,7 @@ impl Sandboxes {
         &self,
         kind: super::SandboxKind,
     ) -> Result<(usize, Option<u64>), SandboxError> {
-        self.negotiate().await?;
-        let filter = vec![
-            format!("{}=true", policy::LABEL_MANAGED),
-            format!("{}={}", policy::LABEL_KIND, kind.label()),
-        ];
-        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .filters(&std::collections::HashMap::from([(
-                "label".to_owned(),
-                filter,
-            )]))
-            .build();
-        let containers = self
-            .docker()
-            .list_containers(Some(options))
-            .await
-            .map_err(SandboxError::from_engine)?;
+        let containers = self.list(Some(kind), &[], false).await?;
         let mut total = Some(0u64);
         for container in &containers {
             let bytes = match &container.id {

@@ -318,10 +318,28 @@ impl Sandboxes {
         self.shared.live.contains(id)
     }
 
-    /// Label filter selecting every runbox sandbox (the sweep looks at kinds itself).
-    fn label_filter() -> HashMap<String, Vec<String>> {
-        let labels = vec![format!("{}=true", policy::LABEL_MANAGED)];
-        HashMap::from([("label".to_owned(), labels)])
+    /// runbox's containers (of `kind`, if given) carrying every label of `labels`
+    /// (`key=value`); stopped ones too when `all`.
+    pub(crate) async fn list(
+        &self,
+        kind: Option<SandboxKind>,
+        labels: &[String],
+        all: bool,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, SandboxError> {
+        self.negotiate().await?;
+        let mut filter = vec![format!("{}=true", policy::LABEL_MANAGED)];
+        if let Some(kind) = kind {
+            filter.push(format!("{}={}", policy::LABEL_KIND, kind.label()));
+        }
+        filter.extend(labels.iter().cloned());
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(all)
+            .filters(&HashMap::from([("label".to_owned(), filter)]))
+            .build();
+        self.docker()
+            .list_containers(Some(options))
+            .await
+            .map_err(SandboxError::from_engine)
     }
 }
 
@@ -577,21 +595,7 @@ impl Sandboxes {
         labels: &[String],
         memory_mb: u64,
     ) -> Result<Vec<Adopted>, SandboxError> {
-        self.negotiate().await?;
-        let mut filter = vec![
-            format!("{}=true", policy::LABEL_MANAGED),
-            format!("{}={}", policy::LABEL_KIND, kind.label()),
-        ];
-        filter.extend(labels.iter().cloned());
-        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&HashMap::from([("label".to_owned(), filter)]))
-            .build();
-        let containers = self
-            .docker()
-            .list_containers(Some(options))
-            .await
-            .map_err(SandboxError::from_engine)?;
+        let containers = self.list(Some(kind), labels, true).await?;
         let mut adopted = Vec::new();
         for container in containers {
             let (Some(container_id), Some(labels)) = (container.id, container.labels) else {

@@ -25,9 +25,7 @@ use bollard::query_parameters::InspectContainerOptions;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::exec::{self, Flow, Pumped};
-use super::{
-    ExecEnd, ExecOutcome, OutputSink, Push, SIGKILL_EXIT_CODE, SandboxError, Shared, Stream,
-};
+use super::{ExecEnd, ExecOutcome, OutputSink, Push, SandboxError, Shared, Stream};
 
 /// The runner, run by bash (present in every Debian image, minbase and slim included) as the
 /// container's command under the engine's init. `read` reads a pipe byte by byte and `head -c`
@@ -60,8 +58,6 @@ exec sleep infinity"#;
 const TRAILER_START: u8 = 0x1e;
 /// How often to look at the container when the runner itself ended without a trailer.
 const EXIT_POLL: Duration = Duration::from_millis(20);
-/// The engine can report an OOM kill a little after the killed process's exit.
-const OOM_EVENT_GRACE: Duration = Duration::from_millis(500);
 
 /// One job for the runner.
 #[derive(Debug, Clone)]
@@ -282,21 +278,10 @@ pub(super) async fn run(
             }
         }
     };
-    let oom_killed = match end {
-        ExecEnd::Exited {
-            code: SIGKILL_EXIT_CODE,
-        } => {
-            shared
-                .oom
-                .wait_above(container, oom_before, OOM_EVENT_GRACE)
-                .await
-        }
-        _ => shared.oom.count(container) > oom_before,
-    };
     Ok(ExecOutcome {
         end,
         duration,
-        oom_killed,
+        oom_killed: exec::oom_killed_during(shared, container, end, oom_before).await,
     })
 }
 
