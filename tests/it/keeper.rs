@@ -26,21 +26,13 @@ async fn sh(sandbox: &Sandbox, script: &str) -> String {
     output.finish().stdout_text()
 }
 
-/// `uid comm` of every `sleep` in the sandbox.
-async fn sleepers(sandbox: &Sandbox) -> Vec<String> {
-    let listing = sh(
-        sandbox,
-        "for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); [ \"$c\" = sleep ] && echo \"$(stat -c %u $p) $c\"; done; true",
-    )
-    .await;
-    listing.lines().map(str::to_owned).collect()
-}
-
-#[tokio::test]
-async fn ending_the_programs_leaves_only_the_keeper() {
-    let sandboxes = shared().server.executor.sandboxes().clone();
+/// A python sandbox whose main process is the keeper, and its id.
+async fn keeper_sandbox() -> (String, Sandbox) {
     let id = uuid::Uuid::new_v4().to_string();
-    let sandbox = sandboxes
+    let sandbox = shared()
+        .server
+        .executor
+        .sandboxes()
         .create(&SandboxSpec {
             kind: SandboxKind::Probe,
             id: id.clone(),
@@ -53,6 +45,22 @@ async fn ending_the_programs_leaves_only_the_keeper() {
         })
         .await
         .unwrap();
+    (id, sandbox)
+}
+
+/// `uid comm` of every `sleep` in the sandbox.
+async fn sleepers(sandbox: &Sandbox) -> Vec<String> {
+    let listing = sh(
+        sandbox,
+        "for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); [ \"$c\" = sleep ] && echo \"$(stat -c %u $p) $c\"; done; true",
+    )
+    .await;
+    listing.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn ending_the_programs_leaves_only_the_keeper() {
+    let (id, sandbox) = keeper_sandbox().await;
     // Everything a program may do to outlive its run.
     sh(
         &sandbox,
@@ -88,21 +96,7 @@ async fn ending_the_programs_never_claims_success_with_the_pids_cap_exhausted() 
     // A fork bomb left running holds every pid of the sandbox's cgroup, so no exec can start
     // in it (the engine answers 126): ending the programs must say it failed, so that the
     // owner (a session) starts the sandbox afresh instead of trusting it.
-    let sandboxes = shared().server.executor.sandboxes().clone();
-    let id = uuid::Uuid::new_v4().to_string();
-    let sandbox = sandboxes
-        .create(&SandboxSpec {
-            kind: SandboxKind::Probe,
-            id: id.clone(),
-            image: "runbox/python:latest".into(),
-            language: "python".into(),
-            memory_mb: 128,
-            main: MainProcess::Keeper,
-            work_dir_mb: None,
-            labels: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let (id, sandbox) = keeper_sandbox().await;
     sh(
         &sandbox,
         "setsid python3 -c 'import os, time
