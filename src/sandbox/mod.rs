@@ -18,6 +18,7 @@ pub mod output;
 pub mod policy;
 pub mod pool;
 pub mod runner;
+pub mod terminal;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

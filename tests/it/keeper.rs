@@ -114,3 +114,44 @@ while True:
     drop(sandbox);
     assert_removed(&id).await;
 }
+
+#[tokio::test]
+async fn a_repl_on_a_terminal_answers_and_exits() {
+    let (id, sandbox) = keeper_sandbox().await;
+    let mut terminal = sandbox
+        .open_terminal(vec!["python3".into()], 80, 24)
+        .await
+        .unwrap();
+    terminal.write(b"1+1\n").await.unwrap();
+    let mut seen = String::new();
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = terminal.read().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            // The terminal echoes the input, then the REPL answers on its own line.
+            if seen.contains("\r\n2\r\n") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(answered, Ok(true), "{seen:?}");
+    terminal.resize(100, 30).await.unwrap();
+    terminal.write(b"exit()\n").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while terminal.read().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the REPL's output ends when it exits");
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(code) = terminal.exit_code().await.unwrap() {
+            break code;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, 0);
+    drop(sandbox);
+    assert_removed(&id).await;
+}
