@@ -7,6 +7,7 @@
 //! is replaced by a fresh one (its files are lost, and the response says so). A reaper task
 //! removes expired sessions; the records sit behind [`store::SessionStore`].
 
+pub mod room;
 pub mod store;
 
 use std::collections::HashMap;
