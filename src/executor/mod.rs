@@ -17,7 +17,7 @@ pub use job::{Job, JobError, JobRequest};
 use crate::config::{LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
 use crate::metrics::{LiveSnapshot, LiveState, Metrics};
-use crate::sandbox::pool::{PoolLease, PoolSlot, PoolStats, WarmPool};
+use crate::sandbox::pool::{PoolLease, PoolSlot, WarmPool};
 use crate::sandbox::{
     CollectedOutput, ExecEnd, ExecOutcome, ExecSpec, MainProcess, OutputCollector, RunnerJob,
     SIGKILL_EXIT_CODE, Sandbox, SandboxError, SandboxKind, SandboxSpec, Sandboxes, Usage,
@@ -100,13 +100,6 @@ pub struct InSandboxRun {
     pub sandbox_unusable: bool,
 }
 
-/// Jobs in flight, as the metrics see them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Load {
-    pub running: usize,
-    pub queued: usize,
-}
-
 /// Why the service cannot take jobs right now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -185,17 +178,6 @@ impl Executor {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
-    }
-
-    pub fn pool_stats(&self) -> Vec<PoolStats> {
-        self.pool.stats()
-    }
-
-    pub fn load(&self) -> Load {
-        Load {
-            running: self.admission.running(),
-            queued: self.admission.queued(),
-        }
     }
 
     /// Stops the pool, then removes every sandbox this process still owns.
