@@ -21,7 +21,7 @@ pub mod runner;
 pub mod terminal;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,25 +82,40 @@ impl SandboxError {
     }
 }
 
-/// See [`Sandbox::end_programs`]. kill(-1) reports success while any process is out of reach
-/// (the keeper), so the loop looks at /proc itself, with shell builtins only (a helper process
-/// would count as one of ours): it ends when no process of this uid but the script is left.
-/// Killed processes stay listed as zombies until the engine's init reaps them, a moment later.
+/// See [`Sandbox::end_programs`]. `$1` is a process session to spare (a terminal's), or empty.
+/// Every other process of this uid is first stopped, so that none can fork while the rest are
+/// found, then killed once all are stopped. Shell builtins only, so the script needs no pid of
+/// its own beyond the exec's (a fork bomb may hold every other one). The loop ends when no
+/// process of this uid but the script, init and the spared session is left; killed processes stay
+/// listed as zombies until the engine's init reaps them, a moment later.
 const END_PROGRAMS_SCRIPT: &str = r#"me=$$
-uid=$(id -u)
+spare=$1
+uid=
+while read -r key value rest; do
+  if [ "$key" = Uid: ]; then uid=$value; break; fi
+done < /proc/self/status
+sig=STOP
 while :; do
-  kill -9 -1 2>/dev/null
-  left=0
+  found=0
+  running=0
   for p in /proc/[0-9]*; do
     pid=${p#/proc/}
-    [ "$pid" = "$me" ] && continue
+    [ "$pid" = "$me" ] || [ "$pid" = 1 ] && continue
     owner=
     while read -r key value rest; do
       if [ "$key" = Uid: ]; then owner=$value; break; fi
     done 2>/dev/null < "$p/status"
-    [ "$owner" = "$uid" ] && left=1
+    [ "$owner" = "$uid" ] || continue
+    read -r stat 2>/dev/null < "$p/stat" || continue
+    # After the command name: state, parent, group, session (numbers: no glob to expand).
+    set -- ${stat##*) }
+    [ -n "$spare" ] && [ "$4" = "$spare" ] && continue
+    found=1
+    case $1 in T|t|Z|X) ;; *) running=1 ;; esac
+    kill -$sig "$pid" 2>/dev/null
   done
-  [ "$left" = 0 ] && exit 0
+  [ "$found" = 0 ] && exit 0
+  [ "$running" = 0 ] && sig=KILL
 done"#;
 /// A fork bomb at the pids cap is ended within a few rounds; this only bounds a broken engine.
 const END_PROGRAMS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -267,6 +282,7 @@ impl Sandboxes {
             id: spec.id.clone(),
             memory_mb: spec.memory_mb,
             runner: Mutex::new(None),
+            terminal_session: Arc::default(),
             detached: false,
         };
         if spec.main == MainProcess::Runner {
@@ -425,6 +441,9 @@ pub struct Sandbox {
     /// The runner's attached streams, until its one job is sent. In a mutex only so that
     /// `&Sandbox` is `Send` (the streams are not `Sync`); it is only reached through `&mut`.
     runner: Mutex<Option<runner::RunnerIo>>,
+    /// The process session of the terminal opened in this sandbox while its program runs
+    /// (0: none), which [`Sandbox::end_programs`] spares.
+    terminal_session: Arc<AtomicU32>,
     /// Left running on purpose (see [`Sandbox::detach`]): dropping does not remove it.
     detached: bool,
 }
@@ -515,15 +534,32 @@ impl Sandbox {
 
     /// Ends every process running as the program user (whatever it did to outlive its run:
     /// `setsid`, `nohup`, a double fork, a SIGTERM trap), leaving the keeper of a
-    /// [`MainProcess::Keeper`] sandbox alive. `kill -9 -1` signals every process the caller
-    /// may signal except init and the caller itself; it is repeated until none is left, so
-    /// children forked meanwhile go too. The engine's init reaps what is orphaned. One exec.
+    /// [`MainProcess::Keeper`] sandbox alive, and the terminal's program (see
+    /// [`Sandbox::open_terminal`]) with every process of its session. One exec.
     pub async fn end_programs(&self) -> Result<(), SandboxError> {
+        let spared = self.terminal_session.load(Ordering::Acquire);
+        self.end_processes((spared != 0).then_some(spared)).await
+    }
+
+    /// As [`Sandbox::end_programs`], the terminal's program included.
+    pub async fn end_all_programs(&self) -> Result<(), SandboxError> {
+        self.terminal_session.store(0, Ordering::Release);
+        self.end_processes(None).await
+    }
+
+    async fn end_processes(&self, spared_session: Option<u32>) -> Result<(), SandboxError> {
         let mut output = OutputCollector::new(256);
+        let spared = spared_session.map_or_else(String::new, |s| s.to_string());
         let outcome = self
             .exec(
                 ExecSpec {
-                    cmd: ["sh", "-c", END_PROGRAMS_SCRIPT].map(String::from).to_vec(),
+                    cmd: vec![
+                        "sh".to_owned(),
+                        "-c".to_owned(),
+                        END_PROGRAMS_SCRIPT.to_owned(),
+                        "end-programs".to_owned(),
+                        spared,
+                    ],
                     stdin: bytes::Bytes::new(),
                     timeout: END_PROGRAMS_TIMEOUT,
                 },
@@ -616,6 +652,7 @@ impl Sandboxes {
                 id,
                 memory_mb,
                 runner: Mutex::new(None),
+                terminal_session: Arc::default(),
                 detached: false,
             };
             if container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING) {

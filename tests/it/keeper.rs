@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use runbox::sandbox::policy::{MainProcess, SandboxKind, SandboxSpec};
+use runbox::sandbox::terminal::TerminalOutput;
 use runbox::sandbox::{ExecEnd, ExecSpec, OutputCollector, Sandbox};
 
 use crate::common::{assert_removed, shared};
@@ -91,11 +92,28 @@ async fn ending_the_programs_leaves_only_the_keeper() {
     assert_removed(&id).await;
 }
 
+/// `uid comm` of every process of the program user but the listing's own shell.
+async fn program_processes(sandbox: &Sandbox) -> Vec<String> {
+    let listing = sh(
+        sandbox,
+        "for p in /proc/[0-9]*; do [ ${p#/proc/} = $$ ] && continue; \
+         u=$(stat -c %u $p 2>/dev/null); [ \"$u\" = 65534 ] || continue; \
+         read -r s < $p/stat 2>/dev/null && echo \"${s#* }\"; done; true",
+    )
+    .await;
+    listing
+        .lines()
+        .filter(|l| !l.starts_with("(cat)") && !l.starts_with("(stat)") && !l.contains(" Z "))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test]
 async fn ending_the_programs_never_claims_success_with_the_pids_cap_exhausted() {
-    // A fork bomb left running holds every pid of the sandbox's cgroup, so no exec can start
-    // in it (the engine answers 126): ending the programs must say it failed, so that the
-    // owner (a session) starts the sandbox afresh instead of trusting it.
+    // A fork bomb left running holds every pid of the sandbox's cgroup. Ending the programs
+    // either succeeds (its script needs no pid beyond the exec's own) and then nothing of the
+    // bomb is left, or says it failed, so that the owner (a session) starts the sandbox afresh
+    // instead of trusting it. Claiming success with the bomb alive is the defect.
     let (id, sandbox) = keeper_sandbox().await;
     sh(
         &sandbox,
@@ -109,49 +127,112 @@ while True:
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(sandbox.end_programs().await.is_err());
-    // Removal still works with the bomb inside.
+    if sandbox.end_programs().await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(program_processes(&sandbox).await, Vec::<String>::new());
+    }
+    // Removal still works (with the bomb inside, if it is).
     drop(sandbox);
     assert_removed(&id).await;
 }
 
-#[tokio::test]
-async fn a_repl_on_a_terminal_answers_and_exits() {
-    let (id, sandbox) = keeper_sandbox().await;
-    let mut terminal = sandbox
-        .open_terminal(vec!["python3".into()], 80, 24)
-        .await
-        .unwrap();
-    terminal.write(b"1+1\n").await.unwrap();
+/// Reads the terminal until `needle` shows up (10 s at most); returns all it read.
+async fn read_until(output: &mut TerminalOutput, needle: &str) -> String {
     let mut seen = String::new();
-    let answered = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(chunk) = terminal.read().await {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = output.read().await {
             seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            // The terminal echoes the input, then the REPL answers on its own line.
-            if seen.contains("\r\n2\r\n") {
+            if seen.contains(needle) {
                 return true;
             }
         }
         false
     })
     .await;
-    assert_eq!(answered, Ok(true), "{seen:?}");
-    terminal.resize(100, 30).await.unwrap();
-    terminal.write(b"exit()\n").await.unwrap();
+    assert_eq!(found, Ok(true), "waited for {needle:?}, saw {seen:?}");
+    seen
+}
+
+#[tokio::test]
+async fn a_repl_on_a_terminal_answers_and_exits() {
+    let (id, sandbox) = keeper_sandbox().await;
+    let (mut input, mut output) = sandbox
+        .open_terminal(vec!["python3".into()], 80, 24)
+        .await
+        .unwrap();
+    input.write(b"1+1\n").await.unwrap();
+    // The terminal echoes the input, then the REPL answers on its own line.
+    read_until(&mut output, "\r\n2\r\n").await;
+    input.resize(100, 30).await.unwrap();
+    input
+        .write(b"import shutil; shutil.get_terminal_size()\n")
+        .await
+        .unwrap();
+    read_until(&mut output, "columns=100, lines=30").await;
+    input.write(b"exit()\n").await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        while terminal.read().await.is_some() {}
+        while output.read().await.is_some() {}
     })
     .await;
     assert!(ended.is_ok(), "the REPL's output ends when it exits");
     let started = std::time::Instant::now();
     let code = loop {
-        if let Some(code) = terminal.exit_code().await.unwrap() {
+        if let Some(code) = output.exit_code().await.unwrap() {
             break code;
         }
         assert!(started.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(code, 0);
+    drop(sandbox);
+    assert_removed(&id).await;
+}
+
+#[tokio::test]
+async fn a_run_ends_its_own_processes_but_not_the_terminal() {
+    let (id, sandbox) = keeper_sandbox().await;
+    let (mut input, mut output) = sandbox
+        .open_terminal(vec!["python3".into()], 80, 24)
+        .await
+        .unwrap();
+    input.write(b"x = 41\n").await.unwrap();
+    // A child of the REPL is part of the terminal's session too.
+    input
+        .write(b"import subprocess; child = subprocess.Popen(['sleep', '1005'])\n")
+        .await
+        .unwrap();
+    // What a run leaves behind, including a process in a session of its own.
+    sh(
+        &sandbox,
+        "setsid sleep 1001 </dev/null >/dev/null 2>&1 &
+         nohup sleep 1002 </dev/null >/dev/null 2>&1 &
+         echo started",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sandbox.end_programs().await.unwrap();
+
+    let left = program_processes(&sandbox).await;
+    assert!(
+        left.iter().any(|l| l.starts_with("(python3)")),
+        "the REPL lives: {left:?}"
+    );
+    assert!(
+        left.iter().any(|l| l.starts_with("(sleep)")),
+        "the REPL's child lives: {left:?}"
+    );
+    assert_eq!(left.len(), 2, "the run's processes are gone: {left:?}");
+    input.write(b"x + 1\n").await.unwrap();
+    read_until(&mut output, "\r\n42\r\n").await;
+
+    // Ending everything takes the terminal too: its output ends.
+    sandbox.end_all_programs().await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while output.read().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the REPL is gone");
+    assert_eq!(program_processes(&sandbox).await, Vec::<String>::new());
     drop(sandbox);
     assert_removed(&id).await;
 }
