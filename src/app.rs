@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::error::REQUEST_ID;
 use crate::api::json::BodyLimit;
-use crate::api::{ApiError, health, languages, metrics, run, sessions};
+use crate::api::{ApiError, health, languages, metrics, run, sessions, terminal};
 use crate::config::{Config, ServerConfig};
 use crate::executor::Executor;
 use crate::sandbox::{Lifetimes, SandboxError, Sandboxes};
@@ -48,6 +48,7 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
             get(sessions::get_session).delete(sessions::delete_session),
         )
         .route("/sessions/{id}/run", post(sessions::run_in_session))
+        .route("/sessions/{id}/terminal", get(terminal::open_terminal))
         .route("/languages", get(languages::list_languages))
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_ready))
@@ -162,6 +163,7 @@ impl Server {
         }
         let sessions = Sessions::start(
             config.sessions.clone(),
+            config.terminal.clone(),
             executor.sandboxes().clone(),
             executor.clone(),
         )

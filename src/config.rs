@@ -41,8 +41,27 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
     pub sessions: SessionsConfig,
+    pub terminal: TerminalConfig,
     pub images: ImagesConfig,
     pub languages: Catalogue,
+}
+
+/// A session's shared terminal (its room): what a newcomer sees, and the bounds on clients and
+/// on the program.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalConfig {
+    /// Most recent output bytes a newcomer receives first.
+    pub scrollback_bytes: usize,
+    /// Output frames a client may have unsent; a client past it is dropped from the room.
+    pub client_queue_frames: usize,
+    /// Largest `input` frame (bytes of `data`).
+    pub max_input_bytes: usize,
+    /// Input frames a client may send per second (twice that in a burst).
+    pub input_frames_per_sec: u32,
+    /// Output the terminal's program may produce per second (in bytes, twice that in a
+    /// burst); past it the program is slowed down, its output never buffered without bound.
+    pub output_bytes_per_sec: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +211,7 @@ struct RawConfig {
     limits: LimitsConfig,
     pool: PoolConfig,
     sessions: SessionsConfig,
+    terminal: TerminalConfig,
     images: ImagesConfig,
     languages: LanguagesSection,
 }
@@ -278,6 +298,7 @@ impl Config {
             limits: raw.limits,
             pool: raw.pool,
             sessions: raw.sessions,
+            terminal: raw.terminal,
             images,
             languages,
         })
@@ -389,6 +410,18 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
             "limits.max_sandboxes",
             "must leave room for every running job next to the whole warm pool \
              (max_running_jobs + the sum of pool.sizes)",
+        );
+    }
+    let t = &raw.terminal;
+    if t.client_queue_frames < 2
+        || t.max_input_bytes == 0
+        || t.input_frames_per_sec == 0
+        || t.output_bytes_per_sec < 1024
+    {
+        return key(
+            "terminal",
+            "client_queue_frames must be at least 2, max_input_bytes and input_frames_per_sec \
+             positive, output_bytes_per_sec at least 1024",
         );
     }
     let ss = &raw.sessions;

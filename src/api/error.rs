@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::executor::{JobError, Overloaded, RunError};
 use crate::sandbox::SandboxError;
 use crate::sessions::SessionError;
+use crate::sessions::terminal::InputRefused;
 
 /// Seconds a client should wait before retrying when the engine is unavailable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -52,6 +53,13 @@ pub enum ApiError {
     SessionNotFound,
     #[error("{0}")]
     RateLimited(String),
+    /// A terminal frame that is not one of the contract's.
+    #[error("{0}")]
+    InvalidFrame(String),
+    #[error("{0}")]
+    InputRefused(InputRefused),
+    #[error("this client fell too far behind the terminal's output and was dropped; reconnect")]
+    TooSlow,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -90,6 +98,14 @@ impl ApiError {
             }
             ApiError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::InvalidFrame(_) => (StatusCode::BAD_REQUEST, "invalid_frame"),
+            ApiError::InputRefused(refused) => match refused {
+                InputRefused::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
+                InputRefused::TooFast(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                InputRefused::NotRunning => (StatusCode::CONFLICT, "not_running"),
+                InputRefused::Backlogged => (StatusCode::SERVICE_UNAVAILABLE, "input_backlogged"),
+            },
+            ApiError::TooSlow => (StatusCode::TOO_MANY_REQUESTS, "too_slow"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -144,11 +160,18 @@ pub fn current_request_id() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
+    /// The status, code and client-facing message; our own failures are logged here, once.
+    /// A terminal's `error` frame carries the same code and message as a response would.
+    pub fn detail(&self) -> (StatusCode, &'static str, String) {
         let (status, code) = self.status_and_code();
         let request_id = current_request_id();
-        let message = match &self {
+        let message = match self {
             ApiError::Internal(source) => {
                 tracing::error!(%request_id, error = %source, "internal error");
                 format!("internal error; request id {request_id}")
@@ -159,6 +182,13 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        (status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.detail();
         let mut response = (
             status,
             Json(ErrorBody {

@@ -7,5 +7,6 @@ pub mod languages;
 pub mod metrics;
 pub mod run;
 pub mod sessions;
+pub mod terminal;
 
 pub use error::ApiError;

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod pool;
 pub mod runner;
 pub mod terminal;
+mod work_dir;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

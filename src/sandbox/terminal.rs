@@ -106,7 +106,7 @@ impl Sandbox {
         terminal_output.session = session;
         terminal_output.pending = (!rest.is_empty()).then(|| Bytes::from(rest));
         self.terminal_session.store(session, Ordering::Release);
-        let terminal_input = TerminalInput {
+        let mut terminal_input = TerminalInput {
             exec_id: exec.id,
             pipe: input,
             docker,
@@ -164,7 +164,7 @@ impl TerminalInput {
             .map_err(|e| SandboxError::Engine(format!("terminal input: {e}")))
     }
 
-    pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), SandboxError> {
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), SandboxError> {
         self.docker
             .resize_exec(
                 &self.exec_id,
@@ -210,7 +210,7 @@ impl TerminalOutput {
     }
 
     /// The program's exit code, once it has ended (`None` while it runs).
-    pub async fn exit_code(&self) -> Result<Option<i64>, SandboxError> {
+    pub async fn exit_code(&mut self) -> Result<Option<i64>, SandboxError> {
         let inspect = self
             .docker
             .inspect_exec(&self.exec_id)

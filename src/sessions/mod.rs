@@ -6,9 +6,14 @@
 //! waits for the first). A sandbox whose memory ran out, or whose programs could not be ended,
 //! is replaced by a fresh one (its files are lost, and the response says so). A reaper task
 //! removes expired sessions; the records sit behind [`store::SessionStore`].
+//!
+//! A session also has a terminal shared by every client attached to it (its room, see
+//! [`attach`]): a REPL on a PTY in the same sandbox, which a run's cleanup spares.
 
+pub mod attach;
 pub mod room;
 pub mod store;
+pub mod terminal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,11 +22,12 @@ use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::SessionsConfig;
+use crate::config::{SessionsConfig, TerminalConfig};
 use crate::executor::{Executor, InSandboxRun, Job, JobError, JobRequest, RunError};
 use crate::languages::Language;
 use crate::sandbox::{MainProcess, Sandbox, SandboxError, SandboxKind, SandboxSpec, Sandboxes};
 use store::{MemoryStore, SessionRecord, SessionStore};
+use terminal::SharedTerminal;
 
 /// Language of a session created without one: a shell.
 const DEFAULT_LANGUAGE: &str = "bash";
@@ -74,6 +80,7 @@ pub struct Sessions {
 
 struct Inner {
     config: SessionsConfig,
+    terminal_config: Arc<TerminalConfig>,
     store: Arc<dyn SessionStore>,
     sandboxes: Sandboxes,
     executor: Executor,
@@ -84,12 +91,35 @@ struct Inner {
 }
 
 struct LiveSession {
-    language: Arc<Language>,
     /// Who created it (peer address); `None` for a session taken back after a restart.
     client: Option<String>,
-    sandbox: tokio::sync::Mutex<Option<Sandbox>>,
+    /// The sandbox and its language. The async mutex serialises runs and terminal starts.
+    slot: tokio::sync::Mutex<Option<SessionSandbox>>,
     /// Cancelled by DELETE and expiry: a run in progress ends at once.
     ended: CancellationToken,
+    terminal: SharedTerminal,
+}
+
+struct SessionSandbox {
+    sandbox: Sandbox,
+    /// The language of the sandbox's image, which runs must use (a terminal `start` of
+    /// another language moves the session to that language's image).
+    language: Arc<Language>,
+}
+
+impl LiveSession {
+    fn new(
+        client: Option<String>,
+        slot: Option<SessionSandbox>,
+        terminal: &Arc<TerminalConfig>,
+    ) -> Arc<LiveSession> {
+        Arc::new(LiveSession {
+            client,
+            slot: tokio::sync::Mutex::new(slot),
+            ended: CancellationToken::new(),
+            terminal: SharedTerminal::new(terminal.clone()),
+        })
+    }
 }
 
 impl Sessions {
@@ -97,12 +127,14 @@ impl Sessions {
     /// running (expired ones are removed), then starts the reaper.
     pub async fn start(
         config: SessionsConfig,
+        terminal_config: TerminalConfig,
         sandboxes: Sandboxes,
         executor: Executor,
     ) -> Sessions {
         let sessions = Sessions {
             inner: Arc::new(Inner {
                 config,
+                terminal_config: Arc::new(terminal_config),
                 store: Arc::new(MemoryStore::default()),
                 sandboxes,
                 executor,
@@ -157,12 +189,14 @@ impl Sessions {
             if self.is_expired(&record, now) || self.lock_live().contains_key(&id) {
                 continue; // dropped: removed
             }
-            let live = Arc::new(LiveSession {
-                language,
-                client: None,
-                sandbox: tokio::sync::Mutex::new(Some(found.sandbox)),
-                ended: CancellationToken::new(),
-            });
+            let live = LiveSession::new(
+                None,
+                Some(SessionSandbox {
+                    sandbox: found.sandbox,
+                    language,
+                }),
+                &self.inner.terminal_config,
+            );
             self.lock_live().insert(id, live);
             self.inner.store.insert(record);
             taken += 1;
@@ -186,12 +220,7 @@ impl Sessions {
             .cloned()
             .ok_or_else(|| JobError::UnknownLanguage(name.chars().take(64).collect()))?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let live = Arc::new(LiveSession {
-            language: language.clone(),
-            client: Some(client.to_owned()),
-            sandbox: tokio::sync::Mutex::new(None),
-            ended: CancellationToken::new(),
-        });
+        let live = LiveSession::new(Some(client.to_owned()), None, &self.inner.terminal_config);
         {
             // The place is taken under the lock, so concurrent creations cannot overshoot.
             let mut map = self.lock_live();
@@ -216,7 +245,10 @@ impl Sessions {
                 return Err(err.into());
             }
         };
-        *live.sandbox.lock().await = Some(sandbox);
+        *live.slot.lock().await = Some(SessionSandbox {
+            sandbox,
+            language: language.clone(),
+        });
         let record = SessionRecord {
             id: id.clone(),
             language: language.id.clone(),
@@ -250,12 +282,6 @@ impl Sessions {
             )));
         }
         let job = self.inner.executor.validate(request)?;
-        if job.language.id != live.language.id {
-            return Err(SessionError::Invalid(format!(
-                "this session runs {}; create a session for {}",
-                live.language.id, job.language.id
-            )));
-        }
         let ended = live.ended.clone();
         let result = tokio::select! {
             result = self.run_locked(id, &live, job) => result,
@@ -273,19 +299,25 @@ impl Sessions {
         live: &LiveSession,
         job: Job,
     ) -> Result<SessionRun, SessionError> {
-        let mut slot = live.sandbox.lock().await;
-        let sandbox = slot.as_ref().ok_or(SessionError::NotFound)?;
-        let run = self.inner.executor.run_in(sandbox, job).await?;
+        let mut slot = live.slot.lock().await;
+        let current = slot.as_ref().ok_or(SessionError::NotFound)?;
+        // Checked under the lock: a terminal `start` may have moved the session meanwhile.
+        if job.language.id != current.language.id {
+            return Err(SessionError::Invalid(format!(
+                "this session runs {}; create a session for {}",
+                current.language.id, job.language.id
+            )));
+        }
+        let run = self.inner.executor.run_in(&current.sandbox, job).await?;
         let restarted = run.sandbox_unusable;
         if restarted {
-            // The old sandbox goes (dropping removes it); the session goes on in a fresh one.
+            // The old sandbox goes (dropping removes it, the terminal's program with it); the
+            // session goes on in a fresh one.
+            let language = current.language.clone();
+            live.terminal.stop_program();
             *slot = None;
-            let created_at = self
-                .inner
-                .store
-                .get(id)
-                .map_or_else(SystemTime::now, |r| r.created_at);
-            *slot = Some(self.new_sandbox(id, &live.language, created_at).await?);
+            let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
+            *slot = Some(SessionSandbox { sandbox, language });
         }
         Ok(SessionRun { run, restarted })
     }
@@ -299,12 +331,17 @@ impl Sessions {
             (live, _) => {
                 if let Some(live) = live {
                     live.ended.cancel();
+                    live.terminal.close();
                     // Once the run (if any) has let go, dropping the sandbox removes it.
-                    live.sandbox.lock().await.take();
+                    live.slot.lock().await.take();
                 }
                 Ok(())
             }
         }
+    }
+
+    pub fn terminal_config(&self) -> &TerminalConfig {
+        &self.inner.terminal_config
     }
 
     pub fn live_count(&self) -> usize {
@@ -314,6 +351,16 @@ impl Sessions {
     /// Removes every session whose age or idle time is past the limit; returns how many.
     pub async fn reap(&self) -> usize {
         let now = SystemTime::now();
+        // A session with clients on its terminal is in use: only its age can end it.
+        let attended: Vec<String> = self
+            .lock_live()
+            .iter()
+            .filter(|(_, live)| live.terminal.clients() > 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in attended {
+            self.inner.store.touch(&id, now);
+        }
         let expired: Vec<String> = self
             .inner
             .store
@@ -343,8 +390,11 @@ impl Sessions {
                 let live = self.lock_live().remove(&id);
                 if let Some(live) = live {
                     live.ended.cancel();
-                    if let Some(sandbox) = live.sandbox.lock().await.take() {
-                        sandbox.detach();
+                    // The terminal's program stays with the sandbox; the next start ends it
+                    // when a client starts one.
+                    live.terminal.close();
+                    if let Some(current) = live.slot.lock().await.take() {
+                        current.sandbox.detach();
                     }
                 }
             } else {
@@ -397,6 +447,13 @@ impl Sessions {
                 ],
             })
             .await
+    }
+
+    fn created_at(&self, id: &str) -> SystemTime {
+        self.inner
+            .store
+            .get(id)
+            .map_or_else(SystemTime::now, |r| r.created_at)
     }
 
     fn expires_at(&self, record: &SessionRecord) -> SystemTime {

@@ -2,6 +2,9 @@
 //! scrollback for newcomers, presence counts, and a bounded queue per client. A client whose
 //! queue is full is dropped, so a slow reader never stalls the room or makes it buffer without
 //! bound. Pure bookkeeping: the terminal and the sockets are wired to it elsewhere.
+//!
+//! Output is UTF-8 text (the terminal's bytes are decoded before they get here), and the
+//! scrollback is trimmed at a character boundary, so every event is valid text.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -11,7 +14,7 @@ use tokio::sync::mpsc;
 /// What a client is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
-    /// Terminal output (raw bytes; text framing is the socket's business).
+    /// Terminal output: valid UTF-8.
     Output(Bytes),
     /// How many clients are in the room now.
     Presence(usize),
@@ -29,6 +32,8 @@ pub struct Room {
     scrollback: VecDeque<u8>,
     scrollback_limit: usize,
     queue_limit: usize,
+    /// The terminal's program ended with this code and none was started since.
+    ended: Option<i64>,
 }
 
 impl Room {
@@ -41,18 +46,23 @@ impl Room {
             scrollback: VecDeque::new(),
             scrollback_limit,
             queue_limit: queue_limit.max(2),
+            ended: None,
         }
     }
 
-    /// Adds a client: it first receives the scrollback, then everyone gets the new count.
+    /// Adds a client: it first receives the scrollback (and the exit, when the program has
+    /// ended), then everyone gets the new count.
     pub fn join(&mut self) -> (ClientId, mpsc::Receiver<RoomEvent>) {
         let (sender, receiver) = mpsc::channel(self.queue_limit);
         let id = self.next_client;
         self.next_client += 1;
+        // A fresh queue (at least 2 places) has room for these.
         if !self.scrollback.is_empty() {
             let past: Vec<u8> = self.scrollback.iter().copied().collect();
-            // A fresh queue has room for this one event.
             let _ = sender.try_send(RoomEvent::Output(Bytes::from(past)));
+        }
+        if let Some(code) = self.ended {
+            let _ = sender.try_send(RoomEvent::Exit(code));
         }
         self.clients.insert(id, sender);
         self.announce_presence();
@@ -69,18 +79,37 @@ impl Room {
         self.clients.len()
     }
 
-    /// Terminal output: kept in the scrollback and sent to every client. Returns the clients
-    /// dropped because their queue was full (their receivers then end).
-    pub fn output(&mut self, bytes: Bytes) -> Vec<ClientId> {
-        self.scrollback.extend(bytes.iter().copied());
-        let excess = self.scrollback.len().saturating_sub(self.scrollback_limit);
+    /// Terminal output (valid UTF-8): kept in the scrollback and sent to every client.
+    /// Returns the clients dropped because their queue was full (their receivers then end).
+    pub fn output(&mut self, text: Bytes) -> Vec<ClientId> {
+        self.scrollback.extend(text.iter().copied());
+        let mut excess = self.scrollback.len().saturating_sub(self.scrollback_limit);
+        // Never start the scrollback inside a character.
+        while self
+            .scrollback
+            .get(excess)
+            .is_some_and(|&b| b & 0b1100_0000 == 0b1000_0000)
+        {
+            excess += 1;
+        }
         self.scrollback.drain(..excess);
-        self.send_to_all(RoomEvent::Output(bytes))
+        self.send_to_all(RoomEvent::Output(text))
     }
 
     /// The terminal's program ended.
     pub fn exit(&mut self, code: i64) -> Vec<ClientId> {
+        self.ended = Some(code);
         self.send_to_all(RoomEvent::Exit(code))
+    }
+
+    /// A new program runs on the terminal.
+    pub fn restarted(&mut self) {
+        self.ended = None;
+    }
+
+    /// The room ends (its session is gone): every client's receiver ends.
+    pub fn close(&mut self) {
+        self.clients.clear();
     }
 
     /// Broadcasts; a client dropped on the way has left, and the rest are told so.
@@ -191,6 +220,46 @@ mod tests {
         assert!(
             drain(&mut reader).contains(&RoomEvent::Output(Bytes::from_static(b"still here\n")))
         );
+    }
+
+    #[test]
+    fn the_scrollback_never_starts_inside_a_character() {
+        let mut room = Room::new(4, 16);
+        room.output(Bytes::from("aé€".to_owned())); // 1 + 2 + 3 bytes
+        let (_, mut late) = room.join();
+        assert_eq!(
+            drain(&mut late)[0],
+            RoomEvent::Output(Bytes::from("€".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_newcomer_after_the_exit_is_told_of_it_until_a_restart() {
+        let mut room = Room::new(1024, 16);
+        room.output(Bytes::from_static(b">>> exit()\r\n"));
+        room.exit(0);
+        let (_, mut late) = room.join();
+        assert_eq!(
+            drain(&mut late),
+            [
+                RoomEvent::Output(Bytes::from_static(b">>> exit()\r\n")),
+                RoomEvent::Exit(0),
+                RoomEvent::Presence(1)
+            ]
+        );
+        room.restarted();
+        let (_, mut later) = room.join();
+        assert!(!drain(&mut later).contains(&RoomEvent::Exit(0)));
+    }
+
+    #[test]
+    fn closing_ends_every_receiver() {
+        let mut room = Room::new(1024, 16);
+        let (_, mut a) = room.join();
+        room.close();
+        drain(&mut a);
+        assert!(a.try_recv().is_err());
+        assert!(a.is_closed());
     }
 
     #[test]

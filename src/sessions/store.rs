@@ -19,6 +19,8 @@ pub trait SessionStore: Send + Sync + 'static {
     fn get(&self, id: &str) -> Option<SessionRecord>;
     /// Moves `last_used_at`; false when there is no such session.
     fn touch(&self, id: &str, at: SystemTime) -> bool;
+    /// The session moved to another language's sandbox; false when there is no such session.
+    fn set_language(&self, id: &str, language: &str) -> bool;
     fn remove(&self, id: &str) -> Option<SessionRecord>;
     fn all(&self) -> Vec<SessionRecord>;
 }
@@ -50,6 +52,16 @@ impl SessionStore for MemoryStore {
         match self.lock().get_mut(id) {
             Some(record) => {
                 record.last_used_at = at;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn set_language(&self, id: &str, language: &str) -> bool {
+        match self.lock().get_mut(id) {
+            Some(record) => {
+                language.clone_into(&mut record.language);
                 true
             }
             None => false,

@@ -9,4 +9,5 @@ mod keeper;
 mod languages;
 mod limits;
 mod pool;
+mod rooms;
 mod sessions;

@@ -1,0 +1,179 @@
+//! Clients on a session's terminal (its room): joining, typing, resizing, and starting the
+//! REPL. The first client to join starts the session language's REPL; `start` replaces it,
+//! with another language if asked (the session then moves to that language's image, its files
+//! carried over). Leaving does not end anything: the session lives until it expires, and an
+//! attended session does not go idle.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::room::{ClientId, RoomEvent};
+use super::terminal::{InputGate, InputRefused};
+use super::{LiveSession, SessionError, SessionSandbox, Sessions};
+use crate::executor::JobError;
+
+/// Program started on the terminal of a language without a REPL.
+const SHELL: &str = "bash";
+/// Largest terminal a client may ask for.
+const MAX_TERMINAL_SIDE: u16 = 1000;
+
+/// One client in a session's room. Dropping it leaves the room.
+pub struct TerminalClient {
+    sessions: Sessions,
+    session_id: String,
+    live: Arc<LiveSession>,
+    client: ClientId,
+    events: mpsc::Receiver<RoomEvent>,
+    gate: InputGate,
+}
+
+/// Why a client's events ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The session was deleted or expired.
+    SessionEnded,
+    /// The client fell too far behind the room's output and was dropped.
+    TooSlow,
+}
+
+impl Sessions {
+    /// Joins the session's room; the first client ever starts the REPL.
+    pub async fn attach(&self, id: &str) -> Result<TerminalClient, SessionError> {
+        self.get(id)?;
+        let live = self
+            .lock_live()
+            .get(id)
+            .cloned()
+            .ok_or(SessionError::NotFound)?;
+        let (client, events) = live.terminal.join();
+        let attached = TerminalClient {
+            sessions: self.clone(),
+            session_id: id.to_owned(),
+            live,
+            client,
+            events,
+            gate: InputGate::new(&self.inner.terminal_config, Instant::now()),
+        };
+        if attached.live.terminal.claim_first_start()
+            && let Err(err) = attached.start(None).await
+        {
+            attached.live.terminal.release_first_start();
+            return Err(err);
+        }
+        Ok(attached)
+    }
+
+    /// Ends the terminal's program (and every process of the program user: no run is in
+    /// progress while the slot is held) and starts `language`'s REPL, or the session
+    /// language's. Another language's image means another sandbox, with the files copied.
+    async fn start_program(
+        &self,
+        id: &str,
+        live: &LiveSession,
+        language: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let mut slot = live.slot.lock().await;
+        let current = slot.as_ref().ok_or(SessionError::NotFound)?;
+        let language = match language {
+            None => current.language.clone(),
+            Some(name) => self
+                .inner
+                .executor
+                .catalogue()
+                .resolve(name)
+                .cloned()
+                .ok_or_else(|| JobError::UnknownLanguage(name.chars().take(64).collect()))?,
+        };
+        live.terminal.stop_program();
+        if language.image_ref() == current.language.image_ref() {
+            current.sandbox.end_all_programs().await?;
+        } else {
+            let fresh = self.new_sandbox(id, &language, self.created_at(id)).await?;
+            let copy_limit = (self.inner.config.work_dir_mb as usize + 16) * 1024 * 1024;
+            current
+                .sandbox
+                .copy_work_dir_into(&fresh, copy_limit)
+                .await?;
+            // The old sandbox, its REPL with it, is removed as it is dropped here.
+            *slot = Some(SessionSandbox {
+                sandbox: fresh,
+                language: language.clone(),
+            });
+            self.inner.store.set_language(id, &language.id);
+        }
+        let current = slot.as_ref().ok_or(SessionError::NotFound)?;
+        let cmd = language
+            .repl
+            .clone()
+            .unwrap_or_else(|| vec![SHELL.to_owned()]);
+        let (cols, rows) = live.terminal.size();
+        let (input, output) = current.sandbox.open_terminal(cmd, cols, rows).await?;
+        live.terminal.attach_program(
+            input,
+            output,
+            self.inner.stop.child_token(),
+            &self.inner.tasks,
+        );
+        Ok(())
+    }
+}
+
+impl TerminalClient {
+    /// The next event for this client; `None` once it has left the room (see
+    /// [`TerminalClient::departure`]).
+    pub async fn next_event(&mut self) -> Option<RoomEvent> {
+        self.events.recv().await
+    }
+
+    /// Why the events ended.
+    pub fn departure(&self) -> Departure {
+        if self.live.ended.is_cancelled() {
+            Departure::SessionEnded
+        } else {
+            Departure::TooSlow
+        }
+    }
+
+    /// Types `data` into the terminal (bounded in size and rate per client).
+    pub fn input(&mut self, data: String) -> Result<(), InputRefused> {
+        self.gate.admit(data.len(), Instant::now())?;
+        self.live.terminal.input(Bytes::from(data))
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) -> Result<(), SessionError> {
+        let valid = 1..=MAX_TERMINAL_SIDE;
+        if !valid.contains(&cols) || !valid.contains(&rows) {
+            return Err(SessionError::Invalid(format!(
+                "cols and rows must be between 1 and {MAX_TERMINAL_SIDE}"
+            )));
+        }
+        self.live.terminal.resize(cols, rows);
+        Ok(())
+    }
+
+    /// Replaces the REPL (with `language`'s, or the session language's).
+    pub async fn start(&self, language: Option<&str>) -> Result<(), SessionError> {
+        if self.live.ended.is_cancelled() {
+            return Err(SessionError::NotFound);
+        }
+        self.sessions
+            .start_program(&self.session_id, &self.live, language)
+            .await
+    }
+}
+
+impl Drop for TerminalClient {
+    fn drop(&mut self) {
+        self.live.terminal.leave(self.client);
+        if self.live.terminal.clients() == 0 {
+            // The idle timeout counts from the last client's leaving.
+            self.sessions
+                .inner
+                .store
+                .touch(&self.session_id, SystemTime::now());
+        }
+    }
+}

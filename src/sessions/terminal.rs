@@ -1,0 +1,445 @@
+//! A session's shared terminal: the REPL running on a PTY in the session's sandbox, wired to
+//! the session's [`Room`]. One task drains the program's output into the room (throttled, so a
+//! flood slows the program down instead of piling up), another writes the clients' input to it
+//! (so a program that does not read never stalls the output). Starting a REPL is the session's
+//! business (it needs the sandbox); this module runs one once it is open.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::room::{ClientId, Room, RoomEvent};
+use crate::config::TerminalConfig;
+use crate::sandbox::terminal::{TerminalInput, TerminalOutput};
+
+/// Size of a terminal before any client says otherwise.
+pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
+/// Input messages waiting for a program that is not reading; past it input is refused.
+const INPUT_BACKLOG: usize = 64;
+/// After its output ends, how long the program's exit code is polled for.
+const EXIT_CODE_WAIT: Duration = Duration::from_secs(2);
+
+/// Why input was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputRefused {
+    #[error("an input frame holds at most {0} bytes")]
+    TooLarge(usize),
+    #[error("too many input frames; at most {0} per second")]
+    TooFast(u32),
+    #[error("no program runs on the terminal; send {{\"type\":\"start\"}} to start one")]
+    NotRunning,
+    #[error("the program is not reading its input; wait for it")]
+    Backlogged,
+}
+
+enum ToProgram {
+    Input(Bytes),
+    Resize(u16, u16),
+}
+
+/// The running program's input side and the stop signal of its two tasks.
+struct Running {
+    generation: u64,
+    input: mpsc::Sender<ToProgram>,
+    stop: CancellationToken,
+}
+
+struct State {
+    room: Room,
+    running: Option<Running>,
+    size: (u16, u16),
+    generation: u64,
+    /// A program was started at least once (a room starts its REPL on the first join only).
+    started: bool,
+}
+
+/// The room and the program on its terminal. Cheap to clone.
+#[derive(Clone)]
+pub struct SharedTerminal {
+    config: Arc<TerminalConfig>,
+    state: Arc<Mutex<State>>,
+}
+
+impl SharedTerminal {
+    pub fn new(config: Arc<TerminalConfig>) -> SharedTerminal {
+        let room = Room::new(config.scrollback_bytes, config.client_queue_frames);
+        SharedTerminal {
+            config,
+            state: Arc::new(Mutex::new(State {
+                room,
+                running: None,
+                size: DEFAULT_SIZE,
+                generation: 0,
+                started: false,
+            })),
+        }
+    }
+
+    pub fn join(&self) -> (ClientId, mpsc::Receiver<RoomEvent>) {
+        self.lock().room.join()
+    }
+
+    pub fn leave(&self, client: ClientId) {
+        self.lock().room.leave(client);
+    }
+
+    pub fn clients(&self) -> usize {
+        self.lock().room.clients()
+    }
+
+    /// True for the one caller that should start the first program (a room starts its REPL
+    /// on the first join only); [`SharedTerminal::release_first_start`] if that failed.
+    pub fn claim_first_start(&self) -> bool {
+        !std::mem::replace(&mut self.lock().started, true)
+    }
+
+    pub fn release_first_start(&self) {
+        let mut state = self.lock();
+        if state.running.is_none() {
+            state.started = false;
+        }
+    }
+
+    pub fn size(&self) -> (u16, u16) {
+        self.lock().size
+    }
+
+    /// Hands `data` to the program (bounds already checked by the client's [`InputGate`]).
+    pub fn input(&self, data: Bytes) -> Result<(), InputRefused> {
+        let state = self.lock();
+        let running = state.running.as_ref().ok_or(InputRefused::NotRunning)?;
+        running
+            .input
+            .try_send(ToProgram::Input(data))
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => InputRefused::Backlogged,
+                mpsc::error::TrySendError::Closed(_) => InputRefused::NotRunning,
+            })
+    }
+
+    /// The room's terminal size (one PTY: the last resize wins).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let mut state = self.lock();
+        state.size = (cols, rows);
+        if let Some(running) = &state.running {
+            // A full backlog: the size still applies to the next program.
+            let _ = running.input.try_send(ToProgram::Resize(cols, rows));
+        }
+    }
+
+    /// Stops the tasks of the running program, without an `exit` to the clients (it is being
+    /// replaced, or the session ends). The program itself is ended by the session.
+    pub fn stop_program(&self) {
+        if let Some(running) = self.lock().running.take() {
+            running.stop.cancel();
+        }
+    }
+
+    /// The session is gone: its program's tasks stop and every client's events end.
+    pub fn close(&self) {
+        self.stop_program();
+        self.lock().room.close();
+    }
+
+    /// Wires a freshly opened program to the room. `stop` ends its tasks (a child of the
+    /// sessions' stop signal); they run on `tasks`.
+    pub fn attach_program(
+        &self,
+        input: TerminalInput,
+        output: TerminalOutput,
+        stop: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
+        let (sender, receiver) = mpsc::channel(INPUT_BACKLOG);
+        let generation = {
+            let mut state = self.lock();
+            if let Some(old) = state.running.take() {
+                old.stop.cancel();
+            }
+            state.generation += 1;
+            state.started = true;
+            state.room.restarted();
+            state.running = Some(Running {
+                generation: state.generation,
+                input: sender,
+                stop: stop.clone(),
+            });
+            state.generation
+        };
+        tasks.spawn(write_input(input, receiver, stop.clone()));
+        tasks.spawn(self.clone().pump_output(output, generation, stop));
+    }
+
+    /// Drains the program's output into the room at most at the configured rate; when it
+    /// ends, tells the room the exit code.
+    async fn pump_output(
+        self,
+        mut output: TerminalOutput,
+        generation: u64,
+        stop: CancellationToken,
+    ) {
+        let rate = self.config.output_bytes_per_sec as f64;
+        let mut budget = TokenBucket::new(rate, 2.0 * rate, Instant::now());
+        let mut text = Utf8Decoder::default();
+        loop {
+            let chunk = tokio::select! {
+                () = stop.cancelled() => return,
+                chunk = output.read() => chunk,
+            };
+            let Some(Ok(chunk)) = chunk else { break };
+            // Not reading while over the budget is what slows the program down: its writes
+            // block on the full PTY.
+            let wait = budget.take(chunk.len() as f64, Instant::now());
+            if !wait.is_zero() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            let decoded = text.push(&chunk);
+            if !decoded.is_empty() {
+                self.lock().room.output(Bytes::from(decoded));
+            }
+        }
+        let tail = text.finish();
+        let code = exit_code(&mut output).await;
+        let mut state = self.lock();
+        if state.running.as_ref().map(|r| r.generation) != Some(generation) {
+            return; // replaced meanwhile: the old program's end is not news
+        }
+        state.running = None;
+        if !tail.is_empty() {
+            state.room.output(Bytes::from(tail));
+        }
+        state.room.exit(code);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // No operation leaves the state half-changed: a panic cannot make it inconsistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+async fn write_input(
+    mut input: TerminalInput,
+    mut receiver: mpsc::Receiver<ToProgram>,
+    stop: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return,
+            message = receiver.recv() => message,
+        };
+        let written = match message {
+            None => return,
+            Some(ToProgram::Input(data)) => input.write(&data).await,
+            Some(ToProgram::Resize(cols, rows)) => input.resize(cols, rows).await,
+        };
+        if written.is_err() {
+            return; // the program is gone; the output side reports its end
+        }
+    }
+}
+
+/// The program's exit code; -1 when the engine cannot say.
+async fn exit_code(output: &mut TerminalOutput) -> i64 {
+    let deadline = Instant::now() + EXIT_CODE_WAIT;
+    let mut pause = Duration::from_millis(5);
+    while Instant::now() < deadline {
+        match output.exit_code().await {
+            Ok(Some(code)) => return code,
+            Ok(None) => {}
+            Err(_) => break,
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    -1
+}
+
+/// One client's input bounds: frame size and frame rate.
+#[derive(Debug)]
+pub struct InputGate {
+    max_bytes: usize,
+    frames_per_sec: u32,
+    frames: TokenBucket,
+}
+
+impl InputGate {
+    pub fn new(config: &TerminalConfig, now: Instant) -> InputGate {
+        let rate = f64::from(config.input_frames_per_sec);
+        InputGate {
+            max_bytes: config.max_input_bytes,
+            frames_per_sec: config.input_frames_per_sec,
+            frames: TokenBucket::new(rate, 2.0 * rate, now),
+        }
+    }
+
+    /// Whether a frame of `len` bytes may pass now.
+    pub fn admit(&mut self, len: usize, now: Instant) -> Result<(), InputRefused> {
+        if len > self.max_bytes {
+            return Err(InputRefused::TooLarge(self.max_bytes));
+        }
+        if !self.frames.try_take(1.0, now) {
+            return Err(InputRefused::TooFast(self.frames_per_sec));
+        }
+        Ok(())
+    }
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `burst`.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// Takes `amount` if there is that much.
+    fn try_take(&mut self, amount: f64, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= amount {
+            self.tokens -= amount;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes `amount` on credit; returns how long to wait until the debt is paid.
+    fn take(&mut self, amount: f64, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= amount;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+/// Turns a byte stream into text chunk by chunk: a character split across chunks is held
+/// until its end arrives; invalid bytes become U+FFFD.
+#[derive(Debug, Default)]
+struct Utf8Decoder {
+    held: Vec<u8>,
+}
+
+impl Utf8Decoder {
+    fn push(&mut self, chunk: &[u8]) -> String {
+        self.held.extend_from_slice(chunk);
+        let mut text = String::new();
+        let mut rest: &[u8] = &self.held;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    text.push_str(valid);
+                    rest = &[];
+                    break;
+                }
+                Err(err) => {
+                    let (valid, after) = rest.split_at(err.valid_up_to());
+                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match err.error_len() {
+                        Some(bad) => {
+                            text.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                        // An incomplete character at the end: wait for the rest.
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.held = rest.to_vec();
+        text
+    }
+
+    /// What is held when the stream ends: an unfinished character.
+    fn finish(&mut self) -> String {
+        let held = std::mem::take(&mut self.held);
+        String::from_utf8_lossy(&held).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_character_split_across_chunks_arrives_whole() {
+        let mut decoder = Utf8Decoder::default();
+        let euro = "€".as_bytes();
+        assert_eq!(decoder.push(&[b'a', euro[0]]), "a");
+        assert_eq!(decoder.push(&euro[1..2]), "");
+        assert_eq!(decoder.push(&[euro[2], b'b']), "€b");
+        assert_eq!(decoder.finish(), "");
+    }
+
+    #[test]
+    fn invalid_bytes_become_replacement_characters() {
+        let mut decoder = Utf8Decoder::default();
+        assert_eq!(decoder.push(b"a\xffb\xc3"), "a\u{fffd}b");
+        assert_eq!(decoder.finish(), "\u{fffd}");
+    }
+
+    #[test]
+    fn input_frames_are_bounded_in_size_and_rate() {
+        let config = TerminalConfig {
+            scrollback_bytes: 1024,
+            client_queue_frames: 16,
+            max_input_bytes: 8,
+            input_frames_per_sec: 10,
+            output_bytes_per_sec: 1024,
+        };
+        let start = Instant::now();
+        let mut gate = InputGate::new(&config, start);
+        assert_eq!(gate.admit(9, start), Err(InputRefused::TooLarge(8)));
+        // A burst of twice the rate passes, the next frame does not...
+        for _ in 0..20 {
+            assert_eq!(gate.admit(1, start), Ok(()));
+        }
+        assert_eq!(gate.admit(1, start), Err(InputRefused::TooFast(10)));
+        // ...until time has passed.
+        assert_eq!(gate.admit(1, start + Duration::from_millis(100)), Ok(()));
+    }
+
+    #[test]
+    fn output_over_the_rate_waits_in_proportion() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(1000.0, 2000.0, start);
+        assert_eq!(bucket.take(2000.0, start), Duration::ZERO);
+        let wait = bucket.take(500.0, start);
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-9, "{wait:?}");
+        assert_eq!(
+            bucket.take(500.0, start + Duration::from_millis(1000)),
+            Duration::ZERO
+        );
+    }
+}
