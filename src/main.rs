@@ -63,6 +63,9 @@ enum Command {
         /// Only the sessions benchmark: open this many idle sessions each (e.g. 50,100,200).
         #[arg(long, value_delimiter = ',')]
         sessions: Vec<usize>,
+        /// Only the terminal benchmark: keystroke echo round trips through a room.
+        #[arg(long)]
+        terminal: bool,
     },
 }
 
@@ -133,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             skip_engine,
             sessions,
+            terminal,
         } => {
             let options = runbox::bench::BenchOptions {
                 url,
@@ -142,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
                 concurrency,
                 skip_engine,
                 sessions,
+                terminal,
             };
             runbox::bench::run(config, options).await?
         }

@@ -6,6 +6,11 @@
 //!
 //! Without `--url` it starts `runbox serve` twice as a child process (pool on, then pool off),
 //! so the server's own CPU time can be read from /proc and compared with the machine's.
+//!
+//! `--sessions` and `--terminal` measure instead what idle sessions cost and how fast a
+//! keystroke comes back through a room ([`terminal`]).
+
+mod terminal;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,6 +48,8 @@ pub struct BenchOptions {
     pub skip_engine: bool,
     /// Instead of everything else: open this many idle sessions each and report their cost.
     pub sessions: Vec<usize>,
+    /// Instead of everything else: the keystroke echo round trip through a room.
+    pub terminal: bool,
 }
 
 /// A hello world per language.
@@ -73,6 +80,12 @@ const PROGRAMS: [Program; 2] = [
 pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
     if !options.sessions.is_empty() {
         return sessions_bench(&config, &options).await;
+    }
+    if options.terminal {
+        let sandboxes = connect(&config).await?;
+        let result = terminal::keystroke_echo(&options, &sandboxes).await;
+        sandboxes.shutdown().await;
+        return result;
     }
     let sandboxes = connect(&config).await?;
     let result = run_all(&config, &options, &sandboxes).await;
