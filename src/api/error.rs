@@ -60,6 +60,8 @@ pub enum ApiError {
     InputRefused(InputRefused),
     #[error("this client fell too far behind the terminal's output and was dropped; reconnect")]
     TooSlow,
+    #[error("runbox is restarting; reconnect shortly")]
+    ShuttingDown,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -106,6 +108,7 @@ impl ApiError {
                 InputRefused::Backlogged => (StatusCode::SERVICE_UNAVAILABLE, "input_backlogged"),
             },
             ApiError::TooSlow => (StatusCode::TOO_MANY_REQUESTS, "too_slow"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

@@ -66,6 +66,7 @@ async fn serve(mut socket: WebSocket, mut client: TerminalClient) {
                 let Some(event) = event else {
                     let (reason, close) = match client.departure() {
                         Departure::SessionEnded => (ApiError::SessionNotFound, close_code::NORMAL),
+                        Departure::ShuttingDown => (ApiError::ShuttingDown, close_code::RESTART),
                         Departure::TooSlow => (ApiError::TooSlow, close_code::POLICY),
                     };
                     let _ = send(&mut socket, error_frame(&reason)).await;

@@ -35,6 +35,8 @@ pub struct TerminalClient {
 pub enum Departure {
     /// The session was deleted or expired.
     SessionEnded,
+    /// runbox is shutting down (a kept session may be joined again after the restart).
+    ShuttingDown,
     /// The client fell too far behind the room's output and was dropped.
     TooSlow,
 }
@@ -130,7 +132,9 @@ impl TerminalClient {
 
     /// Why the events ended.
     pub fn departure(&self) -> Departure {
-        if self.live.ended.is_cancelled() {
+        if self.sessions.is_stopping() {
+            Departure::ShuttingDown
+        } else if self.live.ended.is_cancelled() {
             Departure::SessionEnded
         } else {
             Departure::TooSlow

@@ -314,7 +314,7 @@ impl Sessions {
             // The old sandbox goes (dropping removes it, the terminal's program with it); the
             // session goes on in a fresh one.
             let language = current.language.clone();
-            live.terminal.stop_program();
+            live.terminal.program_lost(terminal::LOST_WITH_SANDBOX);
             *slot = None;
             let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
             *slot = Some(SessionSandbox { sandbox, language });
@@ -338,6 +338,11 @@ impl Sessions {
                 Ok(())
             }
         }
+    }
+
+    /// The process is shutting down (its sessions are being kept or removed).
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.is_cancelled()
     }
 
     pub fn terminal_config(&self) -> &TerminalConfig {

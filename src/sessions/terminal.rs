@@ -20,6 +20,9 @@ use crate::sandbox::terminal::{TerminalInput, TerminalOutput};
 pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
 /// Input messages waiting for a program that is not reading; past it input is refused.
 const INPUT_BACKLOG: usize = 64;
+/// The `exit` code of a terminal program lost with its sandbox (replaced after a run whose
+/// memory ran out or whose processes could not be ended); also when the engine cannot say.
+pub const LOST_WITH_SANDBOX: i64 = -1;
 /// After its output ends, how long the program's exit code is polled for.
 const EXIT_CODE_WAIT: Duration = Duration::from_secs(2);
 
@@ -139,6 +142,16 @@ impl SharedTerminal {
         }
     }
 
+    /// The program was lost with its sandbox (replaced after a run): the clients get an
+    /// `exit` with `code`, and may start a new one.
+    pub fn program_lost(&self, code: i64) {
+        let mut state = self.lock();
+        if let Some(running) = state.running.take() {
+            running.stop.cancel();
+            state.room.exit(code);
+        }
+    }
+
     /// The session is gone: its program's tasks stop and every client's events end.
     pub fn close(&self) {
         self.stop_program();
@@ -247,7 +260,7 @@ async fn write_input(
     }
 }
 
-/// The program's exit code; -1 when the engine cannot say.
+/// The program's exit code; [`LOST_WITH_SANDBOX`] when the engine cannot say.
 async fn exit_code(output: &mut TerminalOutput) -> i64 {
     let deadline = Instant::now() + EXIT_CODE_WAIT;
     let mut pause = Duration::from_millis(5);
@@ -260,7 +273,7 @@ async fn exit_code(output: &mut TerminalOutput) -> i64 {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }
-    -1
+    LOST_WITH_SANDBOX
 }
 
 /// One client's input bounds: frame size and frame rate.
