@@ -10,10 +10,11 @@
 //!   bounded queue), phases, statuses, usage.
 //! - [`sandbox`]: the only code that talks to Docker: hardening policy, container lifecycle,
 //!   the runner that takes a job on an attached stdin, the warm pool, the owner that removes
-//!   every container, the orphan sweep, OOM events, images.
-//! - [`sessions`]: sandboxes that live across runs: creation, serialised runs, expiry, reaper.
+//!   every container, the orphan sweep, OOM events, images, programs on a PTY.
+//! - [`sessions`]: sandboxes that live across runs: creation, serialised runs, expiry, reaper;
+//!   rooms: a session's REPL on a PTY shared by every client of its WebSocket.
 //! - [`metrics`]: counters and histograms, and the scrape-time view of live state.
-//! - [`bench`]: the latency and throughput benchmark behind `runbox bench`.
+//! - [`bench`]: the benchmarks behind `runbox bench` (jobs, idle sessions, keystroke echo).
 
 pub mod api;
 pub mod app;
