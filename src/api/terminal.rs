@@ -50,7 +50,6 @@ pub async fn open_terminal(
             "this route is a WebSocket: connect with `Upgrade: websocket`".to_owned(),
         )
     })?;
-    state.sessions.get(&id)?;
     let client = state.sessions.attach(&id).await?;
     let max_frame = state.sessions.terminal_config().max_input_bytes * FRAME_OVERHEAD_FACTOR + 1024;
     let request_id = current_request_id();

@@ -91,7 +91,17 @@ impl Sessions {
         };
         live.terminal.stop_program();
         if language.image_ref() == current.language.image_ref() {
-            current.sandbox.end_all_programs().await?;
+            if let Err(err) = current.sandbox.end_all_programs().await {
+                // The old program holds the sandbox (a fork bomb at the pids cap): as after
+                // such a run, the session goes on in a fresh sandbox, without its files.
+                tracing::warn!(session = id, error = %err, "terminal start replaces the sandbox");
+                *slot = None;
+                let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
+                *slot = Some(SessionSandbox {
+                    sandbox,
+                    language: language.clone(),
+                });
+            }
         } else {
             let fresh = self.new_sandbox(id, &language, self.created_at(id)).await?;
             let copy_limit = (self.inner.config.work_dir_mb as usize + 16) * 1024 * 1024;

@@ -603,3 +603,23 @@ async fn every_language_gets_its_repl_or_a_shell_in_the_work_dir() {
     app.server.shutdown().await.unwrap();
     wait_for_no_container(&id).await;
 }
+
+#[tokio::test]
+async fn start_recovers_a_room_from_a_fork_bomb_in_its_repl() {
+    let app = start_on_own_runtime(&[]);
+    let id = session(&app, "python").await;
+    let mut term = Term::connect(&app, &id).await;
+    term.wait_for_output(">>> ").await;
+    term.input("import os, time\n").await;
+    term.input("while True:\n    try: os.fork()\n    except OSError: time.sleep(0.01)\n\n")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every pid of the sandbox is taken; `start` still brings back a working REPL.
+    term.send(json!({ "type": "start" })).await;
+    term.wait_for_output(">>> ").await;
+    term.input("6*7\n").await;
+    term.wait_for_output("\r\n42\r\n").await;
+    assert!(term.errors.is_empty(), "{:?}", term.errors);
+    app.server.shutdown().await.unwrap();
+    wait_for_no_container(&id).await;
+}
