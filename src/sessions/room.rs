@@ -84,13 +84,20 @@ impl Room {
     pub fn output(&mut self, text: Bytes) -> Vec<ClientId> {
         self.scrollback.extend(text.iter().copied());
         let mut excess = self.scrollback.len().saturating_sub(self.scrollback_limit);
-        // Never start the scrollback inside a character.
-        while self
-            .scrollback
-            .get(excess)
-            .is_some_and(|&b| b & 0b1100_0000 == 0b1000_0000)
-        {
-            excess += 1;
+        if excess > 0 {
+            // Start at a line (not inside a character or an escape sequence) when there is one.
+            match self.scrollback.range(excess..).position(|&b| b == b'\n') {
+                Some(newline) => excess += newline + 1,
+                None => {
+                    while self
+                        .scrollback
+                        .get(excess)
+                        .is_some_and(|&b| b & 0b1100_0000 == 0b1000_0000)
+                    {
+                        excess += 1;
+                    }
+                }
+            }
         }
         self.scrollback.drain(..excess);
         self.send_to_all(RoomEvent::Output(text))
@@ -219,6 +226,17 @@ mod tests {
         room.output(Bytes::from_static(b"still here\n"));
         assert!(
             drain(&mut reader).contains(&RoomEvent::Output(Bytes::from_static(b"still here\n")))
+        );
+    }
+
+    #[test]
+    fn the_scrollback_starts_at_a_line_when_it_can() {
+        let mut room = Room::new(8, 16);
+        room.output(Bytes::from_static(b"\x1b[1mbold\r\nab"));
+        let (_, mut late) = room.join();
+        assert_eq!(
+            drain(&mut late)[0],
+            RoomEvent::Output(Bytes::from_static(b"ab"))
         );
     }
 
