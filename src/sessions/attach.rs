@@ -44,12 +44,7 @@ pub enum Departure {
 impl Sessions {
     /// Joins the session's room; the first client ever starts the REPL.
     pub async fn attach(&self, id: &str) -> Result<TerminalClient, SessionError> {
-        self.get(id)?;
-        let live = self
-            .lock_live()
-            .get(id)
-            .cloned()
-            .ok_or(SessionError::NotFound)?;
+        let live = self.live(id)?;
         let (client, events) = live.terminal.join();
         let attached = TerminalClient {
             sessions: self.clone(),

@@ -269,12 +269,7 @@ impl Sessions {
 
     /// Runs a job in the session. The job's language must be the session's.
     pub async fn run(&self, id: &str, request: JobRequest) -> Result<SessionRun, SessionError> {
-        self.get(id)?;
-        let live = self
-            .lock_live()
-            .get(id)
-            .cloned()
-            .ok_or(SessionError::NotFound)?;
+        let live = self.live(id)?;
         if request.memory_mb.is_some() {
             return Err(SessionError::Invalid(format!(
                 "`memory_mb` is fixed for a session ({} MB, files included)",
@@ -479,6 +474,15 @@ impl Sessions {
             last_used_at: record.last_used_at,
             expires_at: self.expires_at(record),
         }
+    }
+
+    /// A live, unexpired session.
+    fn live(&self, id: &str) -> Result<Arc<LiveSession>, SessionError> {
+        self.get(id)?;
+        self.lock_live()
+            .get(id)
+            .cloned()
+            .ok_or(SessionError::NotFound)
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {

@@ -144,3 +144,50 @@ pub async fn run_and_clean(body: Value) -> Value {
     assert_removed(result["id"].as_str().expect("job id")).await;
     result
 }
+
+/// POSTs /sessions for `language`; returns status and body.
+pub async fn create_session(app: &TestApp, language: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(app.url("/sessions"))
+        .json(&serde_json::json!({ "language": language }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// Creates a session that must be accepted; returns its id.
+pub async fn session_id(app: &TestApp, language: &str) -> String {
+    let (status, body) = create_session(app, language).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// GET /sessions/{id}: status and body (`null` when not JSON).
+pub async fn get_session(app: &TestApp, id: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(app.url(&format!("/sessions/{id}")))
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Containers of session `id` (each sandbox it has had and not yet removed).
+pub async fn session_containers(id: &str) -> usize {
+    containers_with_labels(&[format!("runbox.session.id={id}")])
+        .await
+        .len()
+}
+
+/// Waits (within the removal deadline) until session `id` has at most `most` containers.
+pub async fn wait_for_session_containers(id: &str, most: usize) {
+    let started = Instant::now();
+    while session_containers(id).await > most {
+        assert!(
+            started.elapsed() < REMOVAL_DEADLINE,
+            "session {id} still has more than {most} containers after {REMOVAL_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -11,7 +11,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::common::{TestApp, containers_with_labels, start_on_own_runtime};
+use crate::common::{
+    TestApp, get_session as session_status, session_containers as containers_of, session_id,
+    start_on_own_runtime, wait_for_session_containers,
+};
 
 /// Longest wait for something a terminal should show.
 const SHOW_DEADLINE: Duration = Duration::from_secs(20);
@@ -140,48 +143,11 @@ impl Term {
     }
 }
 
-async fn session(app: &TestApp, language: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(app.url("/sessions"))
-        .json(&json!({ "language": language }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
-    body["id"].as_str().unwrap().to_owned()
-}
-
-async fn session_status(app: &TestApp, id: &str) -> (StatusCode, Value) {
-    let response = reqwest::get(app.url(&format!("/sessions/{id}")))
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn containers_of(id: &str) -> usize {
-    containers_with_labels(&[format!("runbox.session.id={id}")])
-        .await
-        .len()
-}
-
-async fn wait_for_no_container(id: &str) {
-    let started = Instant::now();
-    while containers_of(id).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "container of session {id} left"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn two_clients_share_one_room_and_another_room_sees_none_of_it() {
     let app = start_on_own_runtime(&[]);
-    let room_a = session(&app, "python").await;
-    let room_b = session(&app, "python").await;
+    let room_a = session_id(&app, "python").await;
+    let room_b = session_id(&app, "python").await;
     let mut alice = Term::connect(&app, &room_a).await;
     alice.wait_for_output(">>> ").await;
     let mut bob = Term::connect(&app, &room_a).await;
@@ -227,14 +193,14 @@ async fn two_clients_share_one_room_and_another_room_sees_none_of_it() {
         .wait_for("one client", |t| t.presence.last() == Some(&1))
         .await;
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&room_a).await;
-    wait_for_no_container(&room_b).await;
+    wait_for_session_containers(&room_a, 0).await;
+    wait_for_session_containers(&room_b, 0).await;
 }
 
 #[tokio::test]
 async fn a_late_joiner_first_gets_the_recent_scrollback() {
     let app = start_on_own_runtime(&[]);
-    let id = session(&app, "python").await;
+    let id = session_id(&app, "python").await;
     let mut first = Term::connect(&app, &id).await;
     first.input("print('mark' + 'er-' + str(6 * 7))\n").await;
     first.wait_for_output("marker-42").await;
@@ -253,13 +219,13 @@ async fn a_late_joiner_first_gets_the_recent_scrollback() {
         term.wait_for("the close", |t| t.closed).await;
         assert_eq!(term.errors.last().unwrap()["code"], "shutting_down");
     }
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 #[tokio::test]
 async fn start_switches_the_repl_and_an_ended_repl_can_be_started_again() {
     let app = start_on_own_runtime(&[]);
-    let id = session(&app, "python").await;
+    let id = session_id(&app, "python").await;
     let mut term = Term::connect(&app, &id).await;
     term.input("open('kept.txt', 'w').write('from python')\n")
         .await;
@@ -316,13 +282,13 @@ async fn start_switches_the_repl_and_an_ended_repl_can_be_started_again() {
     term.wait_for("ruby's answer", |t| t.output.matches("42").count() >= 2)
         .await;
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 #[tokio::test]
 async fn a_run_in_the_session_does_not_end_the_terminal() {
     let app = start_on_own_runtime(&[]);
-    let id = session(&app, "python").await;
+    let id = session_id(&app, "python").await;
     let mut term = Term::connect(&app, &id).await;
     term.input("x = 41\n").await;
     term.wait_for_output("x = 41\r\n>>> ").await;
@@ -359,7 +325,7 @@ async fn a_run_in_the_session_does_not_end_the_terminal() {
     term.input("6*7\n").await;
     term.wait_for_output("\r\n42\r\n").await;
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 #[tokio::test]
@@ -367,7 +333,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_go_on() {
     // 2 MiB/s and the default queue: the flood outruns the stalled client's socket buffers
     // (a few MB) and its queue within seconds, and the reader keeps up even on a busy machine.
     let app = start_on_own_runtime(&[("RUNBOX_TERMINAL__OUTPUT_BYTES_PER_SEC", "2097152")]);
-    let id = session(&app, "python").await;
+    let id = session_id(&app, "python").await;
     let mut reader = Term::connect(&app, &id).await;
     reader.wait_for_output(">>> ").await;
     // The stalled client: a small receive buffer, and it never reads.
@@ -410,13 +376,13 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_go_on() {
     reader.input("print('still', 'here')\n").await;
     reader.wait_for_output("still here").await;
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 #[tokio::test]
 async fn deleting_the_session_closes_every_socket_and_removes_the_container() {
     let app = start_on_own_runtime(&[]);
-    let id = session(&app, "bash").await;
+    let id = session_id(&app, "bash").await;
     let mut first = Term::connect(&app, &id).await;
     let mut second = Term::connect(&app, &id).await;
     second
@@ -434,7 +400,7 @@ async fn deleting_the_session_closes_every_socket_and_removes_the_container() {
         term.wait_for("the close", |t| t.closed).await;
         assert_eq!(term.errors.last().unwrap()["code"], "session_not_found");
     }
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
     // The invite link is dead: a plain 404, no upgrade.
     let url = format!("ws://{}/sessions/{id}/terminal", app.server.addr);
     let refused = tokio_tungstenite::connect_async(url).await;
@@ -455,7 +421,7 @@ async fn an_attended_room_does_not_idle_out_and_an_empty_one_does() {
         ("RUNBOX_SESSIONS__IDLE_TIMEOUT_SECS", "2"),
         ("RUNBOX_SESSIONS__REAPER_INTERVAL_SECS", "1"),
     ]);
-    let id = session(&app, "bash").await;
+    let id = session_id(&app, "bash").await;
     let mut term = Term::connect(&app, &id).await;
     // Twice the idle timeout with a client attached and no run.
     term.drain_for(Duration::from_secs(4)).await;
@@ -468,7 +434,7 @@ async fn an_attended_room_does_not_idle_out_and_an_empty_one_does() {
     // ...the idle timeout does.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(session_status(&app, &id).await.0, StatusCode::NOT_FOUND);
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
     app.server.shutdown().await.unwrap();
 }
 
@@ -479,7 +445,7 @@ async fn input_is_bounded_in_size_and_rate_and_output_floods_are_slowed() {
         ("RUNBOX_TERMINAL__INPUT_FRAMES_PER_SEC", "20"),
         ("RUNBOX_TERMINAL__OUTPUT_BYTES_PER_SEC", "16384"),
     ]);
-    let id = session(&app, "python").await;
+    let id = session_id(&app, "python").await;
     let mut term = Term::connect(&app, &id).await;
     term.wait_for_output(">>> ").await;
 
@@ -517,13 +483,13 @@ async fn input_is_bounded_in_size_and_rate_and_output_floods_are_slowed() {
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(3), "{took:?}");
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 #[tokio::test]
 async fn a_plain_request_to_the_terminal_route_is_a_clear_error() {
     let app = start_on_own_runtime(&[]);
-    let id = session(&app, "bash").await;
+    let id = session_id(&app, "bash").await;
     let response = reqwest::get(app.url(&format!("/sessions/{id}/terminal")))
         .await
         .unwrap();
@@ -537,7 +503,7 @@ async fn a_plain_request_to_the_terminal_route_is_a_clear_error() {
             .contains("WebSocket")
     );
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 /// A language REPL's prompt, and what to type into it to have it print `n` (computed, so
@@ -564,7 +530,7 @@ async fn every_language_gets_its_repl_or_a_shell_in_the_work_dir() {
         .json()
         .await
         .unwrap();
-    let id = session(&app, "bash").await;
+    let id = session_id(&app, "bash").await;
     let mut term = Term::connect(&app, &id).await;
     for (i, language) in languages["languages"]
         .as_array()
@@ -601,13 +567,13 @@ async fn every_language_gets_its_repl_or_a_shell_in_the_work_dir() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 #[tokio::test]
 async fn start_recovers_a_room_from_a_fork_bomb_in_its_repl() {
     let app = start_on_own_runtime(&[]);
-    let id = session(&app, "python").await;
+    let id = session_id(&app, "python").await;
     let mut term = Term::connect(&app, &id).await;
     term.wait_for_output(">>> ").await;
     term.input("import os, time\n").await;
@@ -621,5 +587,5 @@ async fn start_recovers_a_room_from_a_fork_bomb_in_its_repl() {
     term.wait_for_output("\r\n42\r\n").await;
     assert!(term.errors.is_empty(), "{:?}", term.errors);
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }

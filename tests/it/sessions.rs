@@ -6,24 +6,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, containers_with_labels, start_on_own_runtime};
-
-async fn create(app: &TestApp, language: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(app.url("/sessions"))
-        .json(&json!({ "language": language }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
-
-async fn session_id(app: &TestApp, language: &str) -> String {
-    let (status, body) = create(app, language).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().unwrap().to_owned()
-}
+use crate::common::{
+    TestApp, create_session as create, get_session as get, session_containers as containers_of,
+    session_id, start_on_own_runtime, wait_for_session_containers,
+};
 
 async fn run(app: &TestApp, id: &str, body: Value) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
@@ -40,39 +26,6 @@ async fn run_ok(app: &TestApp, id: &str, code: &str) -> Value {
     let (status, body) = run(app, id, json!({ "language": "python", "code": code })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
-}
-
-async fn get(app: &TestApp, id: &str) -> (StatusCode, Value) {
-    let response = reqwest::get(app.url(&format!("/sessions/{id}")))
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// Running session containers of this session id.
-async fn containers_of(id: &str) -> usize {
-    containers_with_labels(&["runbox.kind=session".to_owned()])
-        .await
-        .into_iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get("runbox.id"))
-                .is_some_and(|v| v.starts_with(&format!("{id}.")))
-        })
-        .count()
-}
-
-async fn wait_for_no_container(id: &str) {
-    let started = Instant::now();
-    while containers_of(id).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "container of session {id} left"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -152,7 +105,7 @@ async fn files_persist_across_runs_and_nothing_else_does() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    wait_for_no_container(&a).await;
+    wait_for_session_containers(&a, 0).await;
     let (status, body) = get(&app, &a).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "session_not_found");
@@ -162,7 +115,7 @@ async fn files_persist_across_runs_and_nothing_else_does() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&b).await;
+    wait_for_session_containers(&b, 0).await;
 }
 
 #[tokio::test]
@@ -175,7 +128,7 @@ async fn past_the_session_cap_nothing_is_created() {
     assert_eq!(body["error"]["code"], "overloaded");
     assert_eq!(app.server.executor.sandboxes().created_count(), created);
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&first).await;
+    wait_for_session_containers(&first, 0).await;
 }
 
 #[tokio::test]
@@ -194,13 +147,13 @@ async fn idle_and_old_sessions_expire_and_are_reaped() {
     }
     let (status, _) = get(&app, &idle).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "idle for over 2 s");
-    wait_for_no_container(&idle).await;
+    wait_for_session_containers(&idle, 0).await;
     let (status, _) = get(&app, &busy).await;
     assert_eq!(status, StatusCode::OK, "used a second ago, 3 s old");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, _) = get(&app, &busy).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "over its 4 s maximum age");
-    wait_for_no_container(&busy).await;
+    wait_for_session_containers(&busy, 0).await;
     app.server.shutdown().await.unwrap();
 }
 
@@ -216,7 +169,7 @@ async fn a_session_whose_memory_ran_out_restarts_clean_and_says_so() {
     assert_eq!(r["stdout"], "False\n", "a fresh work dir: {r}");
     assert_eq!(r["session_restarted"], false);
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 #[tokio::test]
@@ -254,9 +207,9 @@ async fn a_restart_keeps_live_sessions_and_drops_expired_ones() {
     // Older than its 4 s maximum age by the time runbox came back: not taken back, removed.
     let (status, _) = get(&app, &old).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    wait_for_no_container(&old).await;
+    wait_for_session_containers(&old, 0).await;
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&young).await;
+    wait_for_session_containers(&young, 0).await;
 }
 
 #[tokio::test]
@@ -284,7 +237,7 @@ async fn one_client_cannot_hold_more_than_its_share() {
     let c = session_id(&app, "bash").await;
     app.server.shutdown().await.unwrap();
     for id in [a, b, c] {
-        wait_for_no_container(&id).await;
+        wait_for_session_containers(&id, 0).await;
     }
 }
 
@@ -311,7 +264,7 @@ async fn concurrent_runs_in_one_session_take_turns() {
         "{log}"
     );
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
 
 #[tokio::test]
@@ -371,5 +324,5 @@ async fn a_killed_server_loses_no_session() {
     let r = run_ok(&app, &id, "print(open('data.txt').read())").await;
     assert_eq!(r["stdout"], "survived\n", "{r}");
     app.server.shutdown().await.unwrap();
-    wait_for_no_container(&id).await;
+    wait_for_session_containers(&id, 0).await;
 }
