@@ -191,3 +191,15 @@ pub async fn wait_for_session_containers(id: &str, most: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// POSTs a run to session `id`; returns status and body.
+pub async fn run_in_session(app: &TestApp, id: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(app.url(&format!("/sessions/{id}/run")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}

@@ -12,8 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::common::{
-    TestApp, get_session as session_status, session_containers as containers_of, session_id,
-    start_on_own_runtime, wait_for_session_containers,
+    TestApp, get_session as session_status, run_in_session, session_containers as containers_of,
+    session_id, start_on_own_runtime, wait_for_session_containers,
 };
 
 /// Longest wait for something a terminal should show.
@@ -264,13 +264,12 @@ async fn start_switches_the_repl_and_an_ended_repl_can_be_started_again() {
     assert_eq!(body["language"], "ruby", "{body}");
     assert_eq!(containers_of(&id).await, 1, "the python sandbox is gone");
     // Runs follow the session's language.
-    let response = reqwest::Client::new()
-        .post(app.url(&format!("/sessions/{id}/run")))
-        .json(&json!({ "language": "ruby", "code": "print File.read('kept.txt')" }))
-        .send()
-        .await
-        .unwrap();
-    let run: Value = response.json().await.unwrap();
+    let (_, run) = run_in_session(
+        &app,
+        &id,
+        json!({ "language": "ruby", "code": "print File.read('kept.txt')" }),
+    )
+    .await;
     assert_eq!(run["stdout"], "from python", "{run}");
 
     // An unknown language is refused; the REPL that runs goes on.
@@ -292,13 +291,7 @@ async fn a_run_in_the_session_does_not_end_the_terminal() {
     let mut term = Term::connect(&app, &id).await;
     term.input("x = 41\n").await;
     term.wait_for_output("x = 41\r\n>>> ").await;
-    let response = reqwest::Client::new()
-        .post(app.url(&format!("/sessions/{id}/run")))
-        .json(&json!({ "language": "python", "code": "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)\nprint('ran')" }))
-        .send()
-        .await
-        .unwrap();
-    let run: Value = response.json().await.unwrap();
+    let (_, run) = run_in_session(&app, &id, json!({ "language": "python", "code": "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)\nprint('ran')" })).await;
     assert_eq!(run["stdout"], "ran\n", "{run}");
     // The run's own leftovers are gone, the REPL and its state are not.
     // (The sandbox's keeper is a `sleep infinity`: only the run's `sleep 1000` counts.)
@@ -310,13 +303,12 @@ async fn a_run_in_the_session_does_not_end_the_terminal() {
 
     // A run that makes the session's sandbox unusable takes the REPL with it: the room hears
     // of it, and a new REPL starts in the fresh sandbox.
-    let response = reqwest::Client::new()
-        .post(app.url(&format!("/sessions/{id}/run")))
-        .json(&json!({ "language": "python", "code": "b = bytearray(2 << 30)" }))
-        .send()
-        .await
-        .unwrap();
-    let run: Value = response.json().await.unwrap();
+    let (_, run) = run_in_session(
+        &app,
+        &id,
+        json!({ "language": "python", "code": "b = bytearray(2 << 30)" }),
+    )
+    .await;
     assert_eq!(run["session_restarted"], true, "{run}");
     term.wait_for("the exit", |t| !t.exits.is_empty()).await;
     assert_eq!(term.exits, [-1]);

@@ -7,20 +7,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{
-    TestApp, create_session as create, get_session as get, session_containers as containers_of,
-    session_id, start_on_own_runtime, wait_for_session_containers,
+    TestApp, create_session as create, get_session as get, run_in_session as run,
+    session_containers as containers_of, session_id, start_on_own_runtime,
+    wait_for_session_containers,
 };
-
-async fn run(app: &TestApp, id: &str, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(app.url(&format!("/sessions/{id}/run")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
 
 async fn run_ok(app: &TestApp, id: &str, code: &str) -> Value {
     let (status, body) = run(app, id, json!({ "language": "python", "code": code })).await;
