@@ -30,6 +30,8 @@ struct Term {
     first: Option<Value>,
     recent: std::collections::VecDeque<Value>,
     closed: bool,
+    /// How the socket ended, when it has.
+    close_reason: Option<String>,
 }
 
 impl Term {
@@ -53,6 +55,7 @@ impl Term {
             first: None,
             recent: std::collections::VecDeque::new(),
             closed: false,
+            close_reason: None,
         }
     }
 
@@ -88,8 +91,19 @@ impl Term {
                 self.recent.push_back(frame);
                 true
             }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+            Some(Ok(Message::Close(frame))) => {
                 self.closed = true;
+                self.close_reason = Some(format!("close {frame:?}"));
+                false
+            }
+            None => {
+                self.closed = true;
+                self.close_reason = Some("end of stream".to_owned());
+                false
+            }
+            Some(Err(err)) => {
+                self.closed = true;
+                self.close_reason = Some(format!("error {err}"));
                 false
             }
             Some(Ok(other)) => panic!("unexpected message {other:?}"),
@@ -104,8 +118,8 @@ impl Term {
             let received = tokio::time::timeout(left, self.receive()).await;
             assert!(
                 matches!(received, Ok(true)) || done(self),
-                "waiting for {what}: closed={} output={:?} frames={:?}",
-                self.closed,
+                "waiting for {what}: closed={:?} output={:?} frames={:?}",
+                self.close_reason,
                 self.output,
                 self.recent
             );
@@ -129,8 +143,8 @@ impl Term {
             let received = tokio::time::timeout(left, self.receive()).await;
             assert!(
                 matches!(received, Ok(true)),
-                "waiting for output {needle:?}: closed={} output tail={:?} frames={:?}",
-                self.closed,
+                "waiting for output {needle:?}: closed={:?} output tail={:?} frames={:?}",
+                self.close_reason,
                 &self.output[self.output.len().saturating_sub(300)..],
                 self.recent
             );
