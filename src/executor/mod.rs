@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod files;
 pub mod job;
+pub mod live;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,7 @@ use bytes::Bytes;
 
 pub use admission::Overloaded;
 pub use job::{Job, JobError, JobRequest};
+pub use live::{LiveRun, Phase, RunEvent};
 
 use crate::config::{LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
@@ -24,6 +26,7 @@ use crate::sandbox::{
     unpack_then,
 };
 use admission::Admission;
+use live::StreamingCollector;
 
 /// How one phase (compile or run) of a job ended, as the contract names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -246,8 +249,20 @@ impl Executor {
     /// when this returns or is dropped. Waits for a running slot first.
     pub async fn run(&self, job: Job) -> Result<RunOutcome, RunError> {
         let language = job.language.id.clone();
-        self.admitted(&language, self.run_admitted(job), |outcome| outcome.status)
-            .await
+        self.admitted(&language, self.run_admitted(job, None), |outcome| {
+            outcome.status
+        })
+        .await
+    }
+
+    /// As [`Executor::run`], reporting the output as it comes and taking stdin and a kill
+    /// while it runs (see [`LiveRun`]).
+    pub async fn run_live(&self, job: Job, live: LiveRun) -> Result<RunOutcome, RunError> {
+        let language = job.language.id.clone();
+        self.admitted(&language, self.run_admitted(job, Some(live)), |outcome| {
+            outcome.status
+        })
+        .await
     }
 
     /// Runs `work` in a running slot (waiting in the queue, or refused when it is full),
@@ -274,9 +289,21 @@ impl Executor {
         Ok(done)
     }
 
-    async fn run_admitted(&self, job: Job) -> Result<RunOutcome, SandboxError> {
+    async fn run_admitted(
+        &self,
+        job: Job,
+        live: Option<LiveRun>,
+    ) -> Result<RunOutcome, SandboxError> {
         let language = job.language.clone();
         let (mut sandbox, _lease) = self.sandbox_for(&job).await?;
+        let (events, live_stdin, kill) = match live {
+            Some(live) => (Some(live.events), live.stdin, live.kill),
+            None => (None, None, tokio_util::sync::CancellationToken::new()),
+        };
+        if let Some(events) = &events {
+            let _ = events.send(RunEvent::Started);
+        }
+        let streamed = |phase| events.as_ref().map(|e| (e, phase));
         let output_limit = self.sandboxes.config().output_limit_bytes;
         let archive = Bytes::from(files::pack(&job.files));
         let mut argv = job.command(&language.run);
@@ -289,7 +316,14 @@ impl Executor {
                     stdin: archive,
                     timeout: language.compile_timeout(),
                 };
-                let mut phase = exec_phase(&sandbox, spec, output_limit).await?;
+                let compiling = exec_phase(&sandbox, spec, output_limit, streamed(Phase::Compile));
+                let mut phase = tokio::select! {
+                    phase = compiling => phase?,
+                    // Killed while compiling: the program never ran.
+                    () = kill.cancelled() => {
+                        return Ok(self.outcome(&job, RunStatus::RuntimeError, None, None));
+                    }
+                };
                 if phase.status == RunStatus::RuntimeError {
                     // The compiler itself failed: that is what a compile error is.
                     phase.status = RunStatus::CompileError;
@@ -310,9 +344,12 @@ impl Executor {
             archive,
             argv,
             stdin: job.input.clone(),
+            live_stdin,
             timeout: job.timeout,
+            kill,
         };
-        let phase = runner_phase(&mut sandbox, runner_job, output_limit).await?;
+        let phase =
+            runner_phase(&mut sandbox, runner_job, output_limit, streamed(Phase::Run)).await?;
         let usage_after = sandbox.usage().await.ok();
         // The sandbox is removed now, in the background: the response need not wait for it.
         drop(sandbox);
@@ -350,7 +387,7 @@ impl Executor {
                     stdin: archive,
                     timeout: language.compile_timeout(),
                 };
-                let mut phase = exec_phase(sandbox, spec, output_limit).await?;
+                let mut phase = exec_phase(sandbox, spec, output_limit, None).await?;
                 if phase.status == RunStatus::RuntimeError {
                     phase.status = RunStatus::CompileError;
                 }
@@ -382,7 +419,7 @@ impl Executor {
             }
         };
         let usage_before = usage_before_run(sandbox, compile.is_some()).await;
-        let phase = exec_phase(sandbox, run_spec, output_limit).await?;
+        let phase = exec_phase(sandbox, run_spec, output_limit, None).await?;
         let usage_after = sandbox.usage().await.ok();
         // Before the response: nothing the run started may outlive it. A sandbox whose memory
         // ran out, or whose programs could not be ended, is not trusted with another run.
@@ -460,15 +497,19 @@ fn sandbox_memory_mb(language: &Language, run_memory_mb: u64) -> u64 {
     }
 }
 
+/// Where a phase's output is streamed to, if anywhere.
+type Streamed<'a> = Option<(&'a tokio::sync::mpsc::UnboundedSender<RunEvent>, Phase)>;
+
 /// Runs one phase through an exec (the compile) and says what its end means.
 async fn exec_phase(
     sandbox: &Sandbox,
     spec: ExecSpec,
     output_limit: usize,
+    streamed: Streamed<'_>,
 ) -> Result<PhaseOutcome, SandboxError> {
-    let mut output = OutputCollector::new(output_limit);
+    let mut output = StreamingCollector::new(output_limit, streamed);
     let outcome = sandbox.exec(spec, &mut output).await?;
-    Ok(phase_outcome(&outcome, output))
+    Ok(phase_outcome(&outcome, output.finish()))
 }
 
 /// Runs the program through the sandbox's runner and says what its end means.
@@ -476,10 +517,11 @@ async fn runner_phase(
     sandbox: &mut Sandbox,
     job: RunnerJob,
     output_limit: usize,
+    streamed: Streamed<'_>,
 ) -> Result<PhaseOutcome, SandboxError> {
-    let mut output = OutputCollector::new(output_limit);
+    let mut output = StreamingCollector::new(output_limit, streamed);
     let outcome = sandbox.run_main(job, &mut output).await?;
-    Ok(phase_outcome(&outcome, output))
+    Ok(phase_outcome(&outcome, output.finish()))
 }
 
 fn phase_outcome(outcome: &ExecOutcome, output: OutputCollector) -> PhaseOutcome {
@@ -520,6 +562,8 @@ pub fn classify(outcome: &ExecOutcome) -> (RunStatus, Option<i64>, Option<&'stat
         // The sandbox is killed (removed) right after: the program dies by SIGKILL.
         ExecEnd::TimedOut => (RunStatus::Timeout, None, Some("SIGKILL")),
         ExecEnd::Stopped => (RunStatus::OutputLimitExceeded, None, Some("SIGKILL")),
+        // The client's `kill`: a signal other than the limits, as the contract counts it.
+        ExecEnd::Killed => (RunStatus::RuntimeError, None, Some("SIGKILL")),
         ExecEnd::Exited { code: 0 } => (RunStatus::Success, Some(0), None),
         ExecEnd::Exited { code } => {
             let signal = signal_name(code);

@@ -61,6 +61,8 @@ pub enum ExecEnd {
     TimedOut,
     /// The sink asked to stop; the process may still be running.
     Stopped,
+    /// The caller asked to end it (an interactive client's `kill`); it may still be running.
+    Killed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,20 +98,33 @@ pub(super) enum Pumped {
     Finished(i64),
 }
 
-/// Feeds `stdin` to the process (then closes its stdin) while handing every output frame to
-/// `on_frame`, until the output ends or `on_frame` says otherwise. Feeding runs concurrently
-/// with reading: a program may print before it reads, and a program that never reads must not
-/// block us while its output piles up.
+/// Input that arrives while the program runs (an interactive client typing): each chunk is
+/// written as it comes; the end of the channel closes the program's stdin.
+pub type LiveInput = tokio::sync::mpsc::Receiver<Bytes>;
+
+/// Feeds `stdin`, then everything `live` brings, to the process (then closes its stdin) while
+/// handing every output frame to `on_frame`, until the output ends or `on_frame` says
+/// otherwise. Feeding runs concurrently with reading: a program may print before it reads, and
+/// a program that never reads must not block us while its output piles up.
 pub(super) async fn pump(
     output: &mut OutputFrames,
     mut input: InputPipe,
     stdin: Bytes,
+    live: Option<LiveInput>,
     mut on_frame: impl FnMut(Stream, &[u8]) -> Flow,
 ) -> Result<Pumped, SandboxError> {
     let feed = async move {
-        if !stdin.is_empty() {
-            // A program that exits without reading all its input closes the pipe: not an error.
-            let _ = input.write_all(&stdin).await;
+        // A program that exits without reading all its input closes the pipe: not an error.
+        if !stdin.is_empty() && input.write_all(&stdin).await.is_err() {
+            return;
+        }
+        if let Some(mut live) = live {
+            let _ = input.flush().await;
+            while let Some(chunk) = live.recv().await {
+                if input.write_all(&chunk).await.is_err() || input.flush().await.is_err() {
+                    return;
+                }
+            }
         }
         let _ = input.shutdown().await;
     };
@@ -173,7 +188,7 @@ pub(super) async fn run(
         Push::Stop => Flow::Stop,
     };
     let timed = async {
-        match pump(&mut output, input, spec.stdin, on_frame).await? {
+        match pump(&mut output, input, spec.stdin, None, on_frame).await? {
             Pumped::Stopped => Ok((ExecEnd::Stopped, started.elapsed())),
             // Only the runner's trailers finish a stream early; an exec ends at EOF.
             Pumped::Eof | Pumped::Finished(_) => {

@@ -179,7 +179,9 @@ impl Sandboxes {
                 archive: bytes::Bytes::new(),
                 argv,
                 stdin: bytes::Bytes::new(),
+                live_stdin: None,
                 timeout: Duration::from_secs(10),
+                kill: Default::default(),
             };
             let mut output = OutputCollector::new(4096);
             runner::run(&self.shared, &id, io, job, &mut output).await?;

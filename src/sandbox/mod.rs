@@ -34,9 +34,10 @@ use tokio_util::task::TaskTracker;
 
 pub use cleanup::Lifetimes;
 pub use exec::{
-    ExecEnd, ExecOutcome, ExecSpec, OutputSink, Push, SIGKILL_EXIT_CODE, Stream, unpack_then,
+    ExecEnd, ExecOutcome, ExecSpec, LiveInput, OutputSink, Push, SIGKILL_EXIT_CODE, Stream,
+    unpack_then,
 };
-pub use output::{CollectedOutput, OutputCollector};
+pub use output::{CollectedOutput, OutputCollector, Utf8Decoder};
 pub use policy::{MainProcess, SandboxKind, SandboxSpec};
 pub use runner::RunnerJob;
 

@@ -59,6 +59,14 @@ impl OutputCollector {
         Push::Stop
     }
 
+    /// What was kept of one stream so far.
+    pub fn kept(&self, stream: Stream) -> &[u8] {
+        match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        }
+    }
+
     pub fn is_truncated(&self) -> bool {
         self.truncated
     }
@@ -80,9 +88,73 @@ impl OutputSink for OutputCollector {
     }
 }
 
+/// Turns a byte stream into text chunk by chunk: a character split across chunks is held
+/// until its end arrives; invalid bytes become U+FFFD.
+#[derive(Debug, Default)]
+pub struct Utf8Decoder {
+    held: Vec<u8>,
+}
+
+impl Utf8Decoder {
+    pub fn push(&mut self, chunk: &[u8]) -> String {
+        self.held.extend_from_slice(chunk);
+        let mut text = String::new();
+        let mut rest: &[u8] = &self.held;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    text.push_str(valid);
+                    rest = &[];
+                    break;
+                }
+                Err(err) => {
+                    let (valid, after) = rest.split_at(err.valid_up_to());
+                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match err.error_len() {
+                        Some(bad) => {
+                            text.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                        // An incomplete character at the end: wait for the rest.
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.held = rest.to_vec();
+        text
+    }
+
+    /// What is held when the stream ends: an unfinished character.
+    pub fn finish(&mut self) -> String {
+        let held = std::mem::take(&mut self.held);
+        String::from_utf8_lossy(&held).into_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_split_across_chunks_arrives_whole() {
+        let mut decoder = Utf8Decoder::default();
+        let euro = "€".as_bytes();
+        assert_eq!(decoder.push(&[b'a', euro[0]]), "a");
+        assert_eq!(decoder.push(&euro[1..2]), "");
+        assert_eq!(decoder.push(&[euro[2], b'b']), "€b");
+        assert_eq!(decoder.finish(), "");
+    }
+
+    #[test]
+    fn invalid_bytes_become_replacement_characters() {
+        let mut decoder = Utf8Decoder::default();
+        assert_eq!(decoder.push(b"a\xffb\xc3"), "a\u{fffd}b");
+        assert_eq!(decoder.finish(), "\u{fffd}");
+    }
 
     #[test]
     fn keeps_streams_apart() {

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::InspectContainerOptions;
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::exec::{self, Flow, Pumped};
+use tokio_util::sync::CancellationToken;
+
+use super::exec::{self, Flow, LiveInput, Pumped};
 use super::{ExecEnd, ExecOutcome, OutputSink, Push, SandboxError, Shared, Stream};
 
 /// The runner, run by bash (present in every Debian image, minbase and slim included) as the
@@ -60,15 +62,20 @@ const TRAILER_START: u8 = 0x1e;
 const EXIT_POLL: Duration = Duration::from_millis(20);
 
 /// One job for the runner.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunnerJob {
     /// Tar archive unpacked into the work dir before the program starts (may be empty).
     pub archive: Bytes,
     /// The program and its arguments (no NUL bytes: validated upstream).
     pub argv: Vec<String>,
     pub stdin: Bytes,
+    /// More stdin as it arrives, after `stdin` (an interactive run); `None`: stdin ends after
+    /// `stdin`.
+    pub live_stdin: Option<LiveInput>,
     /// Wall-clock limit from sending the job to the program's end.
     pub timeout: Duration,
+    /// Cancelled to end the run at once ([`ExecEnd::Killed`]).
+    pub kill: CancellationToken,
 }
 
 /// Encodes `job` in the runner's wire format.
@@ -233,6 +240,12 @@ pub(super) async fn run(
     let payload = encode(&nonce, &job);
     let mut scanners = [TrailerScanner::new(&nonce), TrailerScanner::new(&nonce)];
     let RunnerIo { mut output, input } = io;
+    let RunnerJob {
+        live_stdin,
+        timeout,
+        kill,
+        ..
+    } = job;
     let started = Instant::now();
     let pumped = {
         let on_frame = |stream: Stream, chunk: &[u8]| {
@@ -251,19 +264,20 @@ pub(super) async fn run(
                 _ => Flow::Continue,
             }
         };
-        tokio::time::timeout(
-            job.timeout,
-            exec::pump(&mut output, input, payload, on_frame),
-        )
-        .await
+        let pump = exec::pump(&mut output, input, payload, live_stdin, on_frame);
+        tokio::select! {
+            pumped = tokio::time::timeout(timeout, pump) => Some(pumped),
+            () = kill.cancelled() => None,
+        }
     };
     let duration = started.elapsed();
     let end = match pumped {
-        Err(_) => ExecEnd::TimedOut,
-        Ok(Err(err)) => return Err(err),
-        Ok(Ok(Pumped::Stopped)) => ExecEnd::Stopped,
-        Ok(Ok(Pumped::Finished(code))) => ExecEnd::Exited { code },
-        Ok(Ok(Pumped::Eof)) => {
+        None => ExecEnd::Killed,
+        Some(Err(_)) => ExecEnd::TimedOut,
+        Some(Ok(Err(err))) => return Err(err),
+        Some(Ok(Ok(Pumped::Stopped))) => ExecEnd::Stopped,
+        Some(Ok(Ok(Pumped::Finished(code)))) => ExecEnd::Exited { code },
+        Some(Ok(Ok(Pumped::Eof))) => {
             // The runner itself ended without a trailer (killed, e.g. by the OOM killer):
             // what was held back is output, and the container's exit code is the answer.
             for (index, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
@@ -271,7 +285,7 @@ pub(super) async fn run(
                     sink.push(stream, bytes);
                 });
             }
-            let remaining = job.timeout.saturating_sub(duration);
+            let remaining = timeout.saturating_sub(duration);
             match tokio::time::timeout(remaining, container_exit_code(shared, container)).await {
                 Ok(code) => ExecEnd::Exited { code: code? },
                 Err(_) => ExecEnd::TimedOut,
@@ -370,7 +384,9 @@ mod tests {
             archive: Bytes::from_static(b"TAR"),
             argv: vec!["python3".into(), "a b\nc".into()],
             stdin: Bytes::from_static(b"input"),
+            live_stdin: None,
             timeout: Duration::from_secs(1),
+            kill: Default::default(),
         };
         let encoded = encode(NONCE, &job);
         let expected = format!("{NONCE}\n3\n2\npython3\0a b\nc\0TARinput");
