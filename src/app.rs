@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::error::REQUEST_ID;
 use crate::api::json::BodyLimit;
-use crate::api::{ApiError, health, languages, metrics, run, sessions, terminal};
+use crate::api::{ApiError, health, languages, live, metrics, run, sessions, terminal};
 use crate::config::{Config, ServerConfig};
 use crate::executor::Executor;
 use crate::sandbox::{Lifetimes, SandboxError, Sandboxes};
@@ -42,6 +42,7 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .route("/run", post(run::run_code))
+        .route("/run/ws", get(live::run_socket))
         .route("/sessions", post(sessions::create_session))
         .route(
             "/sessions/{id}",

@@ -4,6 +4,7 @@ pub mod error;
 pub mod health;
 pub mod json;
 pub mod languages;
+pub mod live;
 pub mod metrics;
 pub mod run;
 pub mod sessions;

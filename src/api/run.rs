@@ -1,11 +1,15 @@
 //! `POST /run`: wire types and the handler.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::json::ApiJson;
+use super::live;
 use crate::app::AppState;
 use crate::executor::files::SourceFile;
 use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus};
@@ -56,13 +60,38 @@ pub struct PhaseResponse {
     pub duration_ms: u64,
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct RunQuery {
+    /// Answer as an NDJSON stream of events (as `Accept: application/x-ndjson` asks).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// The JSON result at the end, or (streamed) events as the program runs and then the result.
+/// Either way the request is validated first: a bad one is an HTTP error and runs nothing.
 pub async fn run_code(
     State(state): State<AppState>,
+    query: Result<Query<RunQuery>, QueryRejection>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<RunRequest>,
-) -> Result<Json<RunResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let job = state.executor.validate(request.into())?;
+    if query.stream || accepts_ndjson(&headers) {
+        return Ok(live::ndjson_response(state.executor.clone(), job));
+    }
     let outcome = state.executor.run(job).await?;
-    Ok(Json(outcome.into()))
+    Ok(Json(RunResponse::from(outcome)).into_response())
+}
+
+/// Whether `Accept` names the NDJSON media type (parameters and other types aside).
+fn accepts_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| media.split(';').next().map(str::trim) == Some(live::NDJSON))
 }
 
 impl From<RunRequest> for JobRequest {

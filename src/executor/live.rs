@@ -18,8 +18,9 @@ pub enum Phase {
 /// What a live run reports before its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEvent {
-    /// The job has its sandbox and begins (after any wait for a running slot).
-    Started,
+    /// The job has its sandbox and begins (after any wait for a running slot); the id is the
+    /// result's.
+    Started { id: String },
     /// Output as the program wrote it (UTF-8; a character split between writes is held until
     /// it is whole).
     Output {

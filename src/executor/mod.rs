@@ -301,7 +301,7 @@ impl Executor {
             None => (None, None, tokio_util::sync::CancellationToken::new()),
         };
         if let Some(events) = &events {
-            let _ = events.send(RunEvent::Started);
+            let _ = events.send(RunEvent::Started { id: job.id.clone() });
         }
         let streamed = |phase| events.as_ref().map(|e| (e, phase));
         let output_limit = self.sandboxes.config().output_limit_bytes;

@@ -8,6 +8,7 @@ mod health;
 mod keeper;
 mod languages;
 mod limits;
+mod live;
 mod pool;
 mod rooms;
 mod sessions;

@@ -1,0 +1,362 @@
+//! Live runs over HTTP: `POST /run` answered as an NDJSON stream (`Accept:
+//! application/x-ndjson` or `?stream=true`), and `GET /run/ws`, the interactive run over a
+//! WebSocket. Both send the same events (docs/API.md, "Live runs"); this layer only
+//! translates them. A client that goes away ends the run and its sandbox.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::error::{ApiError, REQUEST_ID, current_request_id};
+use super::run::{RunRequest, RunResponse};
+use crate::app::AppState;
+use crate::executor::{Executor, Job, LiveRun, Phase, RunError, RunEvent, RunOutcome};
+use crate::sandbox::Stream;
+
+/// Media type of the streamed answer.
+pub const NDJSON: &str = "application/x-ndjson";
+/// Lines waiting for a slow HTTP client; past it the run waits for the client (its output is
+/// capped anyway).
+const LINE_BACKLOG: usize = 64;
+/// How long an interactive client has to send its run request.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// stdin frames waiting for a program that is not reading; past it they are refused.
+const STDIN_BACKLOG: usize = 64;
+/// Largest frame an interactive client may send (a run request with its files, or stdin).
+const MAX_CLIENT_FRAME: usize = 8 * 1024 * 1024;
+
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Event<'a> {
+    Started { id: &'a str },
+    Compile { stream: &'static str, data: &'a str },
+    Stdout { data: &'a str },
+    Stderr { data: &'a str },
+    Result { result: RunResponse },
+    Error { code: &'static str, message: String },
+}
+
+/// What an interactive client sends after its run request.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientFrame {
+    Stdin { data: String },
+    StdinClose,
+    Kill,
+}
+
+fn event_json(event: &RunEvent) -> String {
+    let frame = match event {
+        RunEvent::Started { id } => Event::Started { id },
+        RunEvent::Output {
+            phase: Phase::Compile,
+            stream,
+            data,
+        } => Event::Compile {
+            stream: stream_name(*stream),
+            data,
+        },
+        RunEvent::Output {
+            phase: Phase::Run,
+            stream: Stream::Stdout,
+            data,
+        } => Event::Stdout { data },
+        RunEvent::Output {
+            phase: Phase::Run,
+            stream: Stream::Stderr,
+            data,
+        } => Event::Stderr { data },
+    };
+    to_json(&frame)
+}
+
+fn stream_name(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    }
+}
+
+/// The last event: the result, or why there is none.
+fn end_json(ended: Result<RunOutcome, RunError>) -> String {
+    match ended {
+        Ok(outcome) => to_json(&Event::Result {
+            result: outcome.into(),
+        }),
+        Err(err) => error_json(&err.into()),
+    }
+}
+
+fn error_json(err: &ApiError) -> String {
+    let (_, code, message) = err.detail();
+    to_json(&Event::Error { code, message })
+}
+
+fn to_json(event: &Event<'_>) -> String {
+    // Plain structs of strings and numbers: serialising cannot fail.
+    serde_json::to_string(event).unwrap_or_default()
+}
+
+/// Answers at once with a stream of NDJSON lines; the job runs as the client reads.
+pub fn ndjson_response(executor: Executor, job: Job) -> Response {
+    let (lines, body) = mpsc::channel::<Bytes>(LINE_BACKLOG);
+    let request_id = current_request_id();
+    tokio::spawn(REQUEST_ID.scope(request_id, stream_run(executor, job, lines)));
+    let body = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv()
+            .await
+            .map(|line| (Ok::<Bytes, Infallible>(line), body))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(NDJSON)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Proxies that buffer responses (nginx) would hold the lines back.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn stream_run(executor: Executor, job: Job, lines: mpsc::Sender<Bytes>) {
+    let line = |text: String| Bytes::from(text + "\n");
+    let (events, mut received) = mpsc::unbounded_channel();
+    let live = LiveRun {
+        events,
+        stdin: None,
+        kill: Default::default(),
+    };
+    let run = executor.run_live(job, live);
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            // Output first: every event reaches the client before the result.
+            biased;
+            Some(event) = received.recv() => {
+                if lines.send(line(event_json(&event))).await.is_err() {
+                    return; // the client is gone: dropping the run removes its sandbox
+                }
+            }
+            ended = &mut run => {
+                while let Ok(event) = received.try_recv() {
+                    if lines.send(line(event_json(&event))).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = lines.send(line(end_json(ended))).await;
+                return;
+            }
+            () = lines.closed() => return,
+        }
+    }
+}
+
+/// `GET /run/ws`.
+pub async fn run_socket(
+    State(state): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::InvalidRequest(
+            "this route is a WebSocket: connect with `Upgrade: websocket`".to_owned(),
+        )
+    })?;
+    let executor = state.executor.clone();
+    let request_id = current_request_id();
+    Ok(upgrade
+        .max_message_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| REQUEST_ID.scope(request_id, interact(socket, executor))))
+}
+
+async fn interact(mut socket: WebSocket, executor: Executor) {
+    let job = match first_frame_job(&mut socket, &executor).await {
+        Ok(job) => job,
+        Err(err) => {
+            let _ = socket.send(text(error_json(&err))).await;
+            let _ = socket.send(close(close_code::POLICY, err.code())).await;
+            return;
+        }
+    };
+    let (events, mut received) = mpsc::unbounded_channel();
+    let (live, stdin) = LiveRun::interactive(events, STDIN_BACKLOG);
+    let kill = live.kill.clone();
+    let mut stdin = Some(stdin);
+    let run = executor.run_live(job, live);
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            biased;
+            Some(event) = received.recv() => {
+                if socket.send(text(event_json(&event))).await.is_err() {
+                    return; // gone: dropping the run removes its sandbox
+                }
+            }
+            ended = &mut run => {
+                while let Ok(event) = received.try_recv() {
+                    if socket.send(text(event_json(&event))).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket.send(text(end_json(ended))).await;
+                let _ = socket.send(close(close_code::NORMAL, "done")).await;
+                return;
+            }
+            message = socket.recv() => {
+                let frame = match message {
+                    // Closing the socket kills the run (dropping it removes the sandbox).
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Text(frame))) => frame,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        let refused = ApiError::InvalidFrame("frames are JSON text".to_owned());
+                        let _ = socket.send(text(error_json(&refused))).await;
+                        continue;
+                    }
+                };
+                if let Err(err) = control(frame.as_str(), &mut stdin, &kill) {
+                    let _ = socket.send(text(error_json(&err))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Applies one client frame to the running program.
+fn control(
+    frame: &str,
+    stdin: &mut Option<mpsc::Sender<Bytes>>,
+    kill: &tokio_util::sync::CancellationToken,
+) -> Result<(), ApiError> {
+    let frame: ClientFrame = serde_json::from_str(frame).map_err(|e| {
+        ApiError::InvalidFrame(format!(
+            "{e}; expected {{\"type\":\"stdin\"|\"stdin_close\"|\"kill\", …}}"
+        ))
+    })?;
+    match frame {
+        ClientFrame::Stdin { data } => {
+            let open = stdin.as_ref().ok_or_else(|| {
+                ApiError::InvalidFrame("stdin is closed (`stdin_close` was sent)".to_owned())
+            })?;
+            open.try_send(Bytes::from(data)).map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => {
+                    ApiError::InputRefused(crate::sessions::terminal::InputRefused::Backlogged)
+                }
+                // The program closed its stdin or ended: what it did not read is lost.
+                mpsc::error::TrySendError::Closed(_) => {
+                    ApiError::InputRefused(crate::sessions::terminal::InputRefused::NotRunning)
+                }
+            })
+        }
+        ClientFrame::StdinClose => {
+            *stdin = None;
+            Ok(())
+        }
+        ClientFrame::Kill => {
+            kill.cancel();
+            Ok(())
+        }
+    }
+}
+
+/// Reads and validates the run request (the first frame); nothing runs before it is valid.
+async fn first_frame_job(socket: &mut WebSocket, executor: &Executor) -> Result<Job, ApiError> {
+    let frame = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, socket.recv()).await {
+        Err(_) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "send the run request as the first frame within {} s",
+                FIRST_FRAME_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Some(Ok(Message::Text(frame)))) => frame,
+        Ok(_) => {
+            return Err(ApiError::InvalidFrame(
+                "the first frame must be the run request, as JSON text".to_owned(),
+            ));
+        }
+    };
+    let request: RunRequest =
+        serde_json::from_str(frame.as_str()).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    Ok(executor.validate(request.into())?)
+}
+
+fn text(json: String) -> Message {
+    Message::Text(json.into())
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_follow_the_contract() {
+        let output = |phase, stream, data: &str| RunEvent::Output {
+            phase,
+            stream,
+            data: data.to_owned(),
+        };
+        assert_eq!(
+            event_json(&RunEvent::Started {
+                id: "j1".to_owned()
+            }),
+            r#"{"event":"started","id":"j1"}"#
+        );
+        assert_eq!(
+            event_json(&output(Phase::Compile, Stream::Stderr, "warning")),
+            r#"{"event":"compile","stream":"stderr","data":"warning"}"#
+        );
+        assert_eq!(
+            event_json(&output(Phase::Run, Stream::Stdout, "hi\n")),
+            r#"{"event":"stdout","data":"hi\n"}"#
+        );
+        assert_eq!(
+            event_json(&output(Phase::Run, Stream::Stderr, "oops")),
+            r#"{"event":"stderr","data":"oops"}"#
+        );
+        let error = error_json(&ApiError::InvalidFrame("x".to_owned()));
+        assert_eq!(
+            error,
+            r#"{"event":"error","code":"invalid_frame","message":"x"}"#
+        );
+    }
+
+    #[test]
+    fn client_frames_follow_the_contract() {
+        let mut stdin = None;
+        let kill = tokio_util::sync::CancellationToken::new();
+        assert!(control(r#"{"type":"stdin","data":"1\n"}"#, &mut stdin, &kill).is_err());
+        let (sender, mut receiver) = mpsc::channel(1);
+        stdin = Some(sender);
+        control(r#"{"type":"stdin","data":"1\n"}"#, &mut stdin, &kill).unwrap();
+        assert_eq!(receiver.try_recv().unwrap(), Bytes::from_static(b"1\n"));
+        control(r#"{"type":"stdin","data":"2\n"}"#, &mut stdin, &kill).unwrap();
+        let full = control(r#"{"type":"stdin","data":"3\n"}"#, &mut stdin, &kill);
+        assert_eq!(full.unwrap_err().code(), "input_backlogged");
+        control(r#"{"type":"stdin_close"}"#, &mut stdin, &kill).unwrap();
+        assert!(stdin.is_none());
+        assert!(!kill.is_cancelled());
+        control(r#"{"type":"kill"}"#, &mut stdin, &kill).unwrap();
+        assert!(kill.is_cancelled());
+        let unknown = control(r#"{"type":"exec"}"#, &mut stdin, &kill);
+        assert_eq!(unknown.unwrap_err().code(), "invalid_frame");
+    }
+}
