@@ -90,7 +90,7 @@ fn stream_name(stream: Stream) -> &'static str {
 fn end_json(ended: Result<RunOutcome, RunError>) -> String {
     match ended {
         Ok(outcome) => to_json(&Event::Result {
-            result: outcome.into(),
+            result: Box::new(outcome.into()),
         }),
         Err(err) => error_json(&err.into()),
     }
