@@ -41,7 +41,7 @@ enum Event<'a> {
     Compile { stream: &'static str, data: &'a str },
     Stdout { data: &'a str },
     Stderr { data: &'a str },
-    Result { result: RunResponse },
+    Result { result: Box<RunResponse> },
     Error { code: &'static str, message: String },
 }
 
