@@ -45,6 +45,7 @@ pub struct Metrics {
     job_seconds: Family<LanguageLabels, Histogram>,
     queue_wait_seconds: Histogram,
     overloaded: Counter,
+    compiles: Family<LanguageLabels, Counter>,
 }
 
 /// What the scrape-time collector reads.
@@ -91,6 +92,12 @@ impl Metrics {
             "Runs refused with 503 overloaded (every slot and the queue were full)",
             overloaded.clone(),
         );
+        let compiles = Family::<LanguageLabels, Counter>::default();
+        registry.register(
+            "compiles",
+            "Compile phases started, by language (a `tests` job compiles once for all inputs)",
+            compiles.clone(),
+        );
         registry.register_collector(Box::new(LiveCollector(live)));
         Metrics {
             registry,
@@ -98,6 +105,7 @@ impl Metrics {
             job_seconds,
             queue_wait_seconds,
             overloaded,
+            compiles,
         }
     }
 
@@ -117,6 +125,14 @@ impl Metrics {
 
     pub fn admitted_after(&self, waited: Duration) {
         self.queue_wait_seconds.observe(waited.as_secs_f64());
+    }
+
+    pub fn compiled(&self, language: &str) {
+        self.compiles
+            .get_or_create(&LanguageLabels {
+                language: language.to_owned(),
+            })
+            .inc();
     }
 
     pub fn overloaded(&self) {

@@ -289,7 +289,9 @@ async fn first_frame_job(socket: &mut WebSocket, executor: &Executor) -> Result<
     };
     let request: RunRequest =
         serde_json::from_str(frame.as_str()).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    Ok(executor.validate(request.into())?)
+    let job = executor.validate(request.into())?;
+    job.check_live()?;
+    Ok(job)
 }
 
 fn text(json: String) -> Message {

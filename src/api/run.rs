@@ -12,7 +12,7 @@ use super::json::ApiJson;
 use super::live;
 use crate::app::AppState;
 use crate::executor::files::SourceFile;
-use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus};
+use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus, TestCase};
 
 #[derive(Debug, Deserialize)]
 pub struct RunRequest {
@@ -24,6 +24,16 @@ pub struct RunRequest {
     pub args: Option<Vec<String>>,
     pub timeout_ms: Option<u64>,
     pub memory_mb: Option<u64>,
+    /// Compile once, run against each of these inputs.
+    pub tests: Option<Vec<TestRequest>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    #[serde(default, alias = "stdin")]
+    pub input: String,
+    pub expected_output: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +57,18 @@ pub struct RunResponse {
     pub cpu_time_ms: Option<u64>,
     pub memory_kb: Option<u64>,
     pub compile: Option<PhaseResponse>,
+    /// A `tests` job's result per input, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Vec<TestResponse>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestResponse {
+    #[serde(flatten)]
+    pub run: PhaseResponse,
+    /// Trimmed stdout equals trimmed `expected_output` (absent when none was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +100,7 @@ pub async fn run_code(
     let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let job = state.executor.validate(request.into())?;
     if query.stream || accepts_ndjson(&headers) {
+        job.check_live()?;
         return Ok(live::ndjson_response(state.executor.clone(), job));
     }
     let outcome = state.executor.run(job).await?;
@@ -112,6 +135,15 @@ impl From<RunRequest> for JobRequest {
             args: r.args.unwrap_or_default(),
             timeout_ms: r.timeout_ms,
             memory_mb: r.memory_mb,
+            tests: r.tests.map(|tests| {
+                tests
+                    .into_iter()
+                    .map(|t| TestCase {
+                        input: t.input.into(),
+                        expected_output: t.expected_output,
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -156,6 +188,15 @@ impl From<RunOutcome> for RunResponse {
             cpu_time_ms: o.cpu_time.map(|d| d.as_millis() as u64),
             memory_kb: o.memory_kb,
             compile: o.compile.map(PhaseResponse::from),
+            tests: o.tests.map(|tests| {
+                tests
+                    .into_iter()
+                    .map(|t| TestResponse {
+                        run: t.run.into(),
+                        passed: t.passed,
+                    })
+                    .collect()
+            }),
         }
     }
 }

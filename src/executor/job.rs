@@ -14,6 +14,16 @@ use crate::languages::{Catalogue, Language};
 pub const MAX_ARGS: usize = 64;
 /// Longest single argument, in bytes.
 pub const MAX_ARG_BYTES: usize = 4096;
+/// Most inputs one compile may be run against.
+pub const MAX_TESTS: usize = 32;
+
+/// One input to run the compiled program against, and what it should print.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestCase {
+    pub input: Bytes,
+    /// Compared with the program's stdout, both trimmed of surrounding whitespace.
+    pub expected_output: Option<String>,
+}
 
 /// A run request as the domain sees it (the HTTP layer maps its wire type onto this).
 #[derive(Debug, Clone, Default)]
@@ -25,6 +35,8 @@ pub struct JobRequest {
     pub args: Vec<String>,
     pub timeout_ms: Option<u64>,
     pub memory_mb: Option<u64>,
+    /// Run against each of these instead of `input` (one compile, a run per input).
+    pub tests: Option<Vec<TestCase>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +61,9 @@ pub struct Job {
     pub args: Vec<String>,
     pub timeout: Duration,
     pub memory_mb: u64,
+    /// Inputs to run against, each in a run of its own with the limits above; empty: one run
+    /// with `input`.
+    pub tests: Vec<TestCase>,
 }
 
 impl Job {
@@ -106,6 +121,19 @@ impl Job {
             ));
         }
 
+        let tests = match request.tests {
+            None => Vec::new(),
+            Some(tests) if tests.is_empty() || tests.len() > MAX_TESTS => {
+                return invalid(format!("`tests` must hold 1 to {MAX_TESTS} inputs"));
+            }
+            Some(_) if request.input.is_some() => {
+                return invalid(
+                    "give `input` or `tests`, not both (each test has its own `input`)".to_owned(),
+                );
+            }
+            Some(tests) => tests,
+        };
+
         Ok(Job {
             id: uuid::Uuid::new_v4().to_string(),
             language,
@@ -115,7 +143,19 @@ impl Job {
             args: request.args,
             timeout: Duration::from_millis(timeout_ms),
             memory_mb,
+            tests,
         })
+    }
+
+    /// Whether the job can be run live (streamed, interactive): a batch of `tests` cannot.
+    pub fn check_live(&self) -> Result<(), JobError> {
+        if self.tests.is_empty() {
+            Ok(())
+        } else {
+            Err(JobError::Invalid(
+                "`tests` runs are answered at the end: send them without streaming".to_owned(),
+            ))
+        }
     }
 
     /// A configured command with `{main}` replaced by the entry file and `{main_stem}` by the
@@ -166,6 +206,23 @@ mod tests {
             code: Some(code.to_owned()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn tests_are_bounded_and_exclude_input() {
+        let with = |tests: Vec<TestCase>, input: Option<&str>| {
+            let mut r = request("c", "int main(void){return 0;}");
+            r.tests = Some(tests);
+            r.input = input.map(str::to_owned);
+            Job::validate(&catalogue(), r)
+        };
+        let one = TestCase::default();
+        assert!(with(vec![], None).is_err());
+        assert!(with(vec![one.clone(); MAX_TESTS + 1], None).is_err());
+        assert!(with(vec![one.clone()], Some("x")).is_err());
+        let job = with(vec![one.clone(); MAX_TESTS], None).unwrap();
+        assert_eq!(job.tests.len(), MAX_TESTS);
+        assert!(job.check_live().is_err());
     }
 
     #[test]

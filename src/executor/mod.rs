@@ -2,6 +2,7 @@
 //! the sandbox (success, timeout, OOM, ...) and the phases of a run (unpack, compile, run).
 
 pub mod admission;
+mod batch;
 pub mod files;
 pub mod job;
 pub mod live;
@@ -13,7 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use admission::Overloaded;
-pub use job::{Job, JobError, JobRequest};
+pub use batch::TestOutcome;
+pub use job::{Job, JobError, JobRequest, TestCase};
 pub use live::{LiveRun, Phase, RunEvent};
 
 use crate::config::{LimitsConfig, PoolConfig};
@@ -76,6 +78,9 @@ pub struct RunOutcome {
     pub compile: Option<PhaseOutcome>,
     pub cpu_time: Option<Duration>,
     pub memory_kb: Option<u64>,
+    /// One result per input of a `tests` job (then `run` is the first that did not succeed
+    /// or pass, else the last); `None` for a job with one `input`.
+    pub tests: Option<Vec<TestOutcome>>,
 }
 
 /// A language as `GET /languages` shows it.
@@ -247,8 +252,16 @@ impl Executor {
 
     /// Runs a job in a fresh sandbox (from the warm pool when it has one), which is removed
     /// when this returns or is dropped. Waits for a running slot first.
+    /// A job with `tests` is compiled once and run against each input, in a sandbox of its own.
     pub async fn run(&self, job: Job) -> Result<RunOutcome, RunError> {
         let language = job.language.id.clone();
+        if !job.tests.is_empty() {
+            return self
+                .admitted(&language, self.run_tests_admitted(job), |outcome| {
+                    outcome.status
+                })
+                .await;
+        }
         self.admitted(&language, self.run_admitted(job, None), |outcome| {
             outcome.status
         })
@@ -311,23 +324,20 @@ impl Executor {
 
         let (compile, archive) = match &language.compile {
             Some(compile_cmd) => {
-                let spec = ExecSpec {
-                    cmd: unpack_then(archive.len(), &job.command(compile_cmd)),
-                    stdin: archive,
-                    timeout: language.compile_timeout(),
-                };
-                let compiling = exec_phase(&sandbox, spec, output_limit, streamed(Phase::Compile));
-                let mut phase = tokio::select! {
+                let compiling = self.compile_phase(
+                    &sandbox,
+                    &job,
+                    compile_cmd,
+                    archive,
+                    streamed(Phase::Compile),
+                );
+                let phase = tokio::select! {
                     phase = compiling => phase?,
                     // Killed while compiling: the program never ran.
                     () = kill.cancelled() => {
                         return Ok(self.outcome(&job, RunStatus::RuntimeError, None, None));
                     }
                 };
-                if phase.status == RunStatus::RuntimeError {
-                    // The compiler itself failed: that is what a compile error is.
-                    phase.status = RunStatus::CompileError;
-                }
                 if phase.status != RunStatus::Success {
                     return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase)));
                 }
@@ -382,15 +392,9 @@ impl Executor {
         argv.extend(job.args.iter().cloned());
         let (compile, run_spec) = match &language.compile {
             Some(compile_cmd) => {
-                let spec = ExecSpec {
-                    cmd: unpack_then(archive.len(), &job.command(compile_cmd)),
-                    stdin: archive,
-                    timeout: language.compile_timeout(),
-                };
-                let mut phase = exec_phase(sandbox, spec, output_limit, None).await?;
-                if phase.status == RunStatus::RuntimeError {
-                    phase.status = RunStatus::CompileError;
-                }
+                let phase = self
+                    .compile_phase(sandbox, &job, compile_cmd, archive, None)
+                    .await?;
                 if phase.status != RunStatus::Success {
                     let unusable = phase.status == RunStatus::MemoryLimitExceeded
                         || sandbox.end_programs().await.is_err();
@@ -461,6 +465,30 @@ impl Executor {
         Ok((sandbox, None))
     }
 
+    /// Unpacks the job's files and compiles them (one exec), counted in the metrics.
+    async fn compile_phase(
+        &self,
+        sandbox: &Sandbox,
+        job: &Job,
+        compile_cmd: &[String],
+        archive: Bytes,
+        streamed: Streamed<'_>,
+    ) -> Result<PhaseOutcome, SandboxError> {
+        let spec = ExecSpec {
+            cmd: unpack_then(archive.len(), &job.command(compile_cmd)),
+            stdin: archive,
+            timeout: job.language.compile_timeout(),
+        };
+        self.metrics.compiled(&job.language.id);
+        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let mut phase = exec_phase(sandbox, spec, output_limit, streamed).await?;
+        if phase.status == RunStatus::RuntimeError {
+            // The compiler itself failed: that is what a compile error is.
+            phase.status = RunStatus::CompileError;
+        }
+        Ok(phase)
+    }
+
     fn outcome(
         &self,
         job: &Job,
@@ -484,6 +512,7 @@ impl Executor {
             compile,
             cpu_time: None,
             memory_kb: None,
+            tests: None,
         }
     }
 }

@@ -277,6 +277,11 @@ impl Sessions {
             )));
         }
         let job = self.inner.executor.validate(request)?;
+        if !job.tests.is_empty() {
+            return Err(SessionError::Invalid(
+                "`tests` are run by POST /run, in a sandbox of their own".to_owned(),
+            ));
+        }
         let ended = live.ended.clone();
         let result = tokio::select! {
             result = self.run_locked(id, &live, job) => result,

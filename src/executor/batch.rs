@@ -1,0 +1,127 @@
+//! Compile once, run many inputs (`tests`): the files are unpacked and compiled in one exec,
+//! then each input runs in an exec of its own with the job's limits, and every process a run
+//! started is ended before the next. The sandbox is a job sandbox whose main process is the
+//! keeper (a runner serves one job only), removed when the batch ends.
+
+use bytes::Bytes;
+
+use super::files;
+use super::{Executor, Job, PhaseOutcome, RunOutcome, RunStatus, exec_phase};
+use crate::sandbox::{
+    ExecEnd, ExecSpec, MainProcess, OutputCollector, Sandbox, SandboxError, SandboxKind,
+    SandboxSpec, unpack_then,
+};
+
+/// One input's result.
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    pub run: PhaseOutcome,
+    /// The trimmed stdout equals the trimmed `expected_output`; `None` when none was given.
+    pub passed: Option<bool>,
+}
+
+impl Executor {
+    pub(super) async fn run_tests_admitted(&self, job: Job) -> Result<RunOutcome, SandboxError> {
+        let (mut sandbox, compile) = self.prepare_batch(&job, &job.id).await?;
+        if let Some(phase) = &compile
+            && phase.status != RunStatus::Success
+        {
+            let mut outcome = self.outcome(&job, RunStatus::CompileError, None, compile.clone());
+            outcome.tests = Some(Vec::new());
+            return Ok(outcome);
+        }
+        if sandbox.memory_mb() != job.memory_mb {
+            sandbox.set_memory_limit(job.memory_mb).await?;
+        }
+        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let mut argv = job.command(&job.language.run);
+        argv.extend(job.args.iter().cloned());
+        let mut results = Vec::with_capacity(job.tests.len());
+        for (index, test) in job.tests.iter().enumerate() {
+            let spec = ExecSpec {
+                cmd: argv.clone(),
+                stdin: test.input.clone(),
+                timeout: job.timeout,
+            };
+            let run = exec_phase(&sandbox, spec, output_limit, None).await?;
+            let passed = test
+                .expected_output
+                .as_ref()
+                .map(|expected| run.output.stdout_text().trim() == expected.trim());
+            results.push(TestOutcome { run, passed });
+            let more = index + 1 < job.tests.len();
+            if more && sandbox.end_programs().await.is_err() {
+                // A run left what cannot be ended (a fork bomb at the pids cap): the next
+                // inputs get a fresh sandbox, compiled again.
+                let (fresh, _) = self
+                    .prepare_batch(&job, &format!("{}.{}", job.id, index + 1))
+                    .await?;
+                sandbox = fresh;
+                if sandbox.memory_mb() != job.memory_mb {
+                    sandbox.set_memory_limit(job.memory_mb).await?;
+                }
+            }
+        }
+        drop(sandbox);
+        // The job's headline is the first input that failed (or did not pass), else the last.
+        let headline = results
+            .iter()
+            .find(|t| t.run.status != RunStatus::Success || t.passed == Some(false))
+            .or(results.last())
+            .map(|t| t.run.clone());
+        let status = headline.as_ref().map_or(RunStatus::Success, |r| r.status);
+        let mut outcome = self.outcome(&job, status, headline, compile);
+        outcome.tests = Some(results);
+        Ok(outcome)
+    }
+
+    /// A keeper sandbox with the job's files in its work dir, compiled when the language is.
+    async fn prepare_batch(
+        &self,
+        job: &Job,
+        sandbox_id: &str,
+    ) -> Result<(Sandbox, Option<PhaseOutcome>), SandboxError> {
+        let sandbox = self
+            .sandboxes
+            .create(&SandboxSpec {
+                kind: SandboxKind::Job,
+                id: sandbox_id.to_owned(),
+                image: job.language.image_ref(),
+                language: job.language.id.clone(),
+                memory_mb: super::sandbox_memory_mb(&job.language, job.memory_mb),
+                main: MainProcess::Keeper,
+                work_dir_mb: None,
+                labels: Vec::new(),
+            })
+            .await?;
+        let archive = Bytes::from(files::pack(&job.files));
+        let compile = match &job.language.compile {
+            Some(compile_cmd) => Some(
+                self.compile_phase(&sandbox, job, compile_cmd, archive, None)
+                    .await?,
+            ),
+            None => {
+                let mut messages = OutputCollector::new(4096);
+                let unpacked = sandbox
+                    .exec(
+                        ExecSpec {
+                            cmd: unpack_then(archive.len(), &["true".to_owned()]),
+                            stdin: archive,
+                            timeout: job.language.compile_timeout(),
+                        },
+                        &mut messages,
+                    )
+                    .await?;
+                if unpacked.end != (ExecEnd::Exited { code: 0 }) {
+                    return Err(SandboxError::Engine(format!(
+                        "unpacking the files failed ({:?}): {}",
+                        unpacked.end,
+                        messages.finish().stderr_text()
+                    )));
+                }
+                None
+            }
+        };
+        Ok((sandbox, compile))
+    }
+}
