@@ -114,6 +114,14 @@ impl ApiError {
     }
 }
 
+impl From<axum::extract::ws::rejection::WebSocketUpgradeRejection> for ApiError {
+    fn from(_: axum::extract::ws::rejection::WebSocketUpgradeRejection) -> Self {
+        ApiError::InvalidRequest(
+            "this route is a WebSocket: connect with `Upgrade: websocket`".to_owned(),
+        )
+    }
+}
+
 impl From<JobError> for ApiError {
     fn from(err: JobError) -> Self {
         match err {

@@ -86,14 +86,22 @@ fn stream_name(stream: Stream) -> &'static str {
     }
 }
 
-/// The last event: the result, or why there is none.
-fn end_json(ended: Result<RunOutcome, RunError>) -> String {
-    match ended {
+/// Once the run has ended: the events it sent last, then the result (or why there is none).
+fn last_events(
+    received: &mut mpsc::UnboundedReceiver<RunEvent>,
+    ended: Result<RunOutcome, RunError>,
+) -> Vec<String> {
+    let mut last = Vec::new();
+    while let Ok(event) = received.try_recv() {
+        last.push(event_json(&event));
+    }
+    last.push(match ended {
         Ok(outcome) => to_json(&Event::Result {
             result: Box::new(outcome.into()),
         }),
         Err(err) => error_json(&err.into()),
-    }
+    });
+    last
 }
 
 fn error_json(err: &ApiError) -> String {
@@ -151,12 +159,11 @@ async fn stream_run(executor: Executor, job: Job, lines: mpsc::Sender<Bytes>) {
                 }
             }
             ended = &mut run => {
-                while let Ok(event) = received.try_recv() {
-                    if lines.send(line(event_json(&event))).await.is_err() {
+                for last in last_events(&mut received, ended) {
+                    if lines.send(line(last)).await.is_err() {
                         return;
                     }
                 }
-                let _ = lines.send(line(end_json(ended))).await;
                 return;
             }
             () = lines.closed() => return,
@@ -169,11 +176,7 @@ pub async fn run_socket(
     State(state): State<AppState>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|_| {
-        ApiError::InvalidRequest(
-            "this route is a WebSocket: connect with `Upgrade: websocket`".to_owned(),
-        )
-    })?;
+    let upgrade = upgrade?;
     let executor = state.executor.clone();
     let request_id = current_request_id();
     Ok(upgrade
@@ -205,12 +208,11 @@ async fn interact(mut socket: WebSocket, executor: Executor) {
                 }
             }
             ended = &mut run => {
-                while let Ok(event) = received.try_recv() {
-                    if socket.send(text(event_json(&event))).await.is_err() {
+                for last in last_events(&mut received, ended) {
+                    if socket.send(text(last)).await.is_err() {
                         return;
                     }
                 }
-                let _ = socket.send(text(end_json(ended))).await;
                 let _ = socket.send(close(close_code::NORMAL, "done")).await;
                 return;
             }

@@ -45,11 +45,7 @@ pub async fn open_terminal(
     Path(id): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|_| {
-        ApiError::InvalidRequest(
-            "this route is a WebSocket: connect with `Upgrade: websocket`".to_owned(),
-        )
-    })?;
+    let upgrade = upgrade?;
     let client = state.sessions.attach(&id).await?;
     let max_frame = state.sessions.terminal_config().max_input_bytes * FRAME_OVERHEAD_FACTOR + 1024;
     let request_id = current_request_id();
