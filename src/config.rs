@@ -181,6 +181,12 @@ pub struct SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// gVisor is registered with the engine as `runsc` (or a name starting with it, such as
+    /// `runsc-debug`); some limits take another form there (see the sandbox policy).
+    pub fn is_gvisor(&self) -> bool {
+        self.runtime.starts_with("runsc")
+    }
+
     pub fn sweep_interval(&self) -> Duration {
         Duration::from_secs(self.sweep_interval_secs)
     }

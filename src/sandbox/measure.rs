@@ -303,7 +303,15 @@ impl Sandboxes {
         spec: &SandboxSpec,
         cmd: &[String],
     ) -> Result<Vec<u8>, SandboxError> {
-        let flags = policy::docker_run_flags(&policy::container_body(&self.shared.config, spec));
+        let seccomp_file =
+            std::env::temp_dir().join(format!("runbox-seccomp-{}.json", std::process::id()));
+        tokio::fs::write(&seccomp_file, super::seccomp::profile())
+            .await
+            .map_err(|e| SandboxError::Engine(format!("writing the seccomp profile: {e}")))?;
+        let flags = policy::docker_run_flags(
+            &policy::container_body(&self.shared.config, spec),
+            &seccomp_file,
+        );
         let output = tokio::process::Command::new("docker")
             .arg("run")
             .args(&flags)

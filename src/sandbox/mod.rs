@@ -18,6 +18,7 @@ pub mod output;
 pub mod policy;
 pub mod pool;
 pub mod runner;
+pub mod seccomp;
 pub mod terminal;
 mod work_dir;
 

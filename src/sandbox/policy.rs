@@ -39,6 +39,13 @@ pub const LABEL_ID: &str = "runbox.id";
 pub const LABEL_LANGUAGE: &str = "runbox.language";
 
 const MIB: i64 = 1024 * 1024;
+/// Under gVisor the host's pids cgroup counts the sandbox kernel's own threads and, on the
+/// ptrace platform, several host threads per sandboxed task (measured: 64 sleeping tasks hold
+/// 542 host pids), and hitting it crashes the whole sandbox rather than failing a `fork`. The
+/// host cap is therefore this many times the program's cap plus [`GVISOR_HOST_PIDS_BASE`],
+/// and the program's own cap is `RLIMIT_NPROC`, which gVisor enforces per sandbox.
+const GVISOR_HOST_PIDS_PER_TASK: i64 = 16;
+const GVISOR_HOST_PIDS_BASE: i64 = 128;
 
 /// What a sandbox is for; stored as a label so sweeps know who owns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +122,19 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
         soft: Some(value),
         hard: Some(value),
     };
+    let mut ulimits = vec![
+        ulimit("nofile", config.nofile_limit),
+        ulimit("fsize", work_dir_bytes),
+        ulimit("core", 0),
+    ];
+    // Under runc all sandboxes share one uid, and RLIMIT_NPROC counts per uid across the host:
+    // there the pids cgroup is the cap. gVisor has its own kernel per sandbox (see above).
+    let host_pids_limit = if config.is_gvisor() {
+        ulimits.push(ulimit("nproc", config.pids_limit));
+        config.pids_limit * GVISOR_HOST_PIDS_PER_TASK + GVISOR_HOST_PIDS_BASE
+    } else {
+        config.pids_limit
+    };
     let mut labels = HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_KIND.to_owned(), spec.kind.label().to_owned()),
@@ -156,7 +176,10 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
         host_config: Some(HostConfig {
             network_mode: Some("none".to_owned()),
             cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            security_opt: Some(vec![
+                "no-new-privileges".to_owned(),
+                format!("seccomp={}", super::seccomp::profile()),
+            ]),
             readonly_rootfs: Some(true),
             tmpfs: Some(HashMap::from([(WORK_DIR.to_owned(), tmpfs_options)])),
             ipc_mode: Some("private".to_owned()),
@@ -165,12 +188,8 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
             // Equal to the memory cap: no swap, so the cap is a real cap.
             memory_swap: Some(memory),
             nano_cpus: Some((config.cpus * 1e9) as i64),
-            pids_limit: Some(config.pids_limit),
-            ulimits: Some(vec![
-                ulimit("nofile", config.nofile_limit),
-                ulimit("fsize", work_dir_bytes),
-                ulimit("core", 0),
-            ]),
+            pids_limit: Some(host_pids_limit),
+            ulimits: Some(ulimits),
             oom_score_adj: Some(OOM_SCORE_ADJ),
             init: Some(true),
             // The default json-file driver writes everything a program prints to the host disk.
@@ -189,7 +208,8 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
 
 /// The same sandbox as `docker run` arguments (without `run` itself, the image and command), so
 /// the benchmark compares against the docker CLI with exactly the flags the service uses.
-pub fn docker_run_flags(body: &ContainerCreateBody) -> Vec<String> {
+/// The CLI reads a seccomp profile from a file: `seccomp_file` holds [`super::seccomp::profile`].
+pub fn docker_run_flags(body: &ContainerCreateBody, seccomp_file: &std::path::Path) -> Vec<String> {
     let mut flags = vec!["--rm".to_owned()];
     let mut push = |flag: &str, value: String| flags.push(format!("{flag}={value}"));
     if let Some(h) = &body.hostname {
@@ -215,7 +235,14 @@ pub fn docker_run_flags(body: &ContainerCreateBody) -> Vec<String> {
             push("--cap-drop", c.clone());
         }
         for s in hc.security_opt.iter().flatten() {
-            push("--security-opt", s.clone());
+            if s.starts_with("seccomp=") {
+                push(
+                    "--security-opt",
+                    format!("seccomp={}", seccomp_file.display()),
+                );
+            } else {
+                push("--security-opt", s.clone());
+            }
         }
         if hc.readonly_rootfs == Some(true) {
             flags.push("--read-only".to_owned());
@@ -300,9 +327,11 @@ mod tests {
         let hc = body.host_config.as_ref().unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        let security = hc.security_opt.as_ref().unwrap();
+        assert_eq!(security[0], "no-new-privileges");
         assert_eq!(
-            hc.security_opt.as_deref(),
-            Some(&["no-new-privileges".to_owned()][..])
+            security[1],
+            format!("seccomp={}", crate::sandbox::seccomp::profile())
         );
         assert_eq!(hc.readonly_rootfs, Some(true));
         assert_eq!(hc.memory, Some(128 * MIB));
@@ -320,6 +349,31 @@ mod tests {
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_KIND], "job");
         assert_eq!(labels[LABEL_ID], "abc");
+        let ulimits: Vec<_> = hc
+            .ulimits
+            .iter()
+            .flatten()
+            .map(|u| u.name.clone())
+            .collect();
+        assert!(!ulimits.contains(&Some("nproc".into())), "{ulimits:?}");
+    }
+
+    #[test]
+    fn under_gvisor_the_program_cap_is_nproc_and_the_host_cap_has_room() {
+        let config = SandboxConfig {
+            runtime: "runsc".into(),
+            ..config()
+        };
+        let body = container_body(&config, &spec());
+        let hc = body.host_config.as_ref().unwrap();
+        let nproc = hc
+            .ulimits
+            .iter()
+            .flatten()
+            .find(|u| u.name.as_deref() == Some("nproc"))
+            .expect("nproc ulimit under gVisor");
+        assert_eq!((nproc.soft, nproc.hard), (Some(64), Some(64)));
+        assert_eq!(hc.pids_limit, Some(64 * 16 + 128));
     }
 
     #[test]
@@ -332,12 +386,16 @@ mod tests {
 
     #[test]
     fn docker_run_flags_mirror_the_body() {
-        let flags = docker_run_flags(&container_body(&config(), &spec()));
+        let flags = docker_run_flags(
+            &container_body(&config(), &spec()),
+            std::path::Path::new("/tmp/profile.json"),
+        );
         for expected in [
             "--network=none",
             "--cap-drop=ALL",
             "--read-only",
             "--security-opt=no-new-privileges",
+            "--security-opt=seccomp=/tmp/profile.json",
             "--pids-limit=64",
             "--init",
             "--log-driver=none",

@@ -19,6 +19,14 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The config override naming the container runtime; taken from the test process's environment.
+pub const RUNTIME_VARIABLE: &str = "RUNBOX_SANDBOX__RUNTIME";
+
+/// True when the suite runs under gVisor, where a few measurements differ (each use says why).
+pub fn under_gvisor() -> bool {
+    std::env::var(RUNTIME_VARIABLE).is_ok_and(|r| r == "runsc")
+}
+
 pub struct TestApp {
     pub base: String,
     pub server: Server,
@@ -42,10 +50,14 @@ pub fn start_on_own_runtime(overrides: &[(&str, &str)]) -> TestApp {
     // Sessions: each app has its own owner name (apps must not take back each other's
     // sessions) and removes its sessions at shutdown, unless a test says otherwise.
     let owner = format!("test-{}", uuid::Uuid::new_v4().simple());
+    // The container runtime is the one thing the environment chooses, so that CI runs the
+    // same suites under runc and under runsc (gVisor).
+    let runtime = std::env::var(RUNTIME_VARIABLE).unwrap_or_else(|_| "runc".into());
     let with_defaults: Vec<(&str, &str)> = [
         ("RUNBOX_POOL__ENABLED", "false"),
         ("RUNBOX_SESSIONS__OWNER", owner.as_str()),
         ("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "false"),
+        (RUNTIME_VARIABLE, runtime.as_str()),
     ]
     .into_iter()
     .chain(overrides.iter().copied())

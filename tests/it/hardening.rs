@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{assert_removed, containers_with_labels, docker, shared};
+use crate::common::{assert_removed, containers_with_labels, docker, shared, under_gvisor};
 
 /// Memory cap that only this test's job asks for, to find its container among parallel tests.
 const MARKER_MEMORY_MB: i64 = 203;
@@ -45,15 +45,34 @@ async fn live_container_has_every_hardening_setting() {
     assert_eq!(hc.network_mode.as_deref(), Some("none"));
     assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
     assert!(hc.cap_add.unwrap_or_default().is_empty());
-    assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+    let security = hc.security_opt.unwrap();
+    assert_eq!(security[0], "no-new-privileges");
+    let profile: serde_json::Value = serde_json::from_str(
+        security[1]
+            .strip_prefix("seccomp=")
+            .expect("runbox's own seccomp profile"),
+    )
+    .unwrap();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
     assert_eq!(hc.readonly_rootfs, Some(true));
     assert_eq!(hc.privileged, Some(false));
     assert_eq!(hc.memory_swap, hc.memory, "swap equals the memory cap");
     assert_eq!(hc.nano_cpus, Some(1_000_000_000));
-    assert_eq!(hc.pids_limit, Some(64));
+    if under_gvisor() {
+        // The program's cap is RLIMIT_NPROC there; the host cap leaves room for gVisor's own
+        // threads (see the sandbox policy).
+        assert!(hc.pids_limit > Some(64));
+        assert!(
+            hc.ulimits.iter().flatten().any(|u| u.name.as_deref() == Some("nproc")
+                && u.hard == Some(64)),
+        );
+    } else {
+        assert_eq!(hc.pids_limit, Some(64));
+    }
     assert_eq!(hc.init, Some(true));
     assert_eq!(hc.log_config.unwrap().typ.as_deref(), Some("none"));
     assert_eq!(hc.ipc_mode.as_deref(), Some("private"));
+    assert_eq!(hc.shm_size, Some(16 << 20));
     let ulimits: Vec<String> = hc
         .ulimits
         .unwrap()
