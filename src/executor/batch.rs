@@ -8,8 +8,7 @@ use bytes::Bytes;
 use super::files;
 use super::{Executor, Job, PhaseOutcome, RunOutcome, RunStatus, exec_phase};
 use crate::sandbox::{
-    ExecEnd, ExecSpec, MainProcess, OutputCollector, Sandbox, SandboxError, SandboxKind,
-    SandboxSpec, unpack_then,
+    ExecEnd, ExecSpec, MainProcess, OutputCollector, Sandbox, SandboxError, unpack_then,
 };
 
 /// One input's result.
@@ -30,9 +29,11 @@ impl Executor {
             outcome.tests = Some(Vec::new());
             return Ok(outcome);
         }
-        if sandbox.memory_mb() != job.memory_mb {
-            sandbox.set_memory_limit(job.memory_mb).await?;
-        }
+        let run_spec =
+            |id: String| super::job_sandbox_spec(&job, id, job.memory_mb, MainProcess::Keeper);
+        sandbox = sandbox
+            .with_memory_limit(&run_spec(format!("{}.run", job.id)))
+            .await?;
         let output_limit = self.sandboxes.config().output_limit_bytes;
         let mut argv = job.command(&job.language.run);
         argv.extend(job.args.iter().cloned());
@@ -56,10 +57,9 @@ impl Executor {
                 let (fresh, _) = self
                     .prepare_batch(&job, &format!("{}.{}", job.id, index + 1))
                     .await?;
-                sandbox = fresh;
-                if sandbox.memory_mb() != job.memory_mb {
-                    sandbox.set_memory_limit(job.memory_mb).await?;
-                }
+                sandbox = fresh
+                    .with_memory_limit(&run_spec(format!("{}.{}.run", job.id, index + 1)))
+                    .await?;
             }
         }
         drop(sandbox);
@@ -83,16 +83,12 @@ impl Executor {
     ) -> Result<(Sandbox, Option<PhaseOutcome>), SandboxError> {
         let sandbox = self
             .sandboxes
-            .create(&SandboxSpec {
-                kind: SandboxKind::Job,
-                id: sandbox_id.to_owned(),
-                image: job.language.image_ref(),
-                language: job.language.id.clone(),
-                memory_mb: super::sandbox_memory_mb(&job.language, job.memory_mb),
-                main: MainProcess::Keeper,
-                work_dir_mb: None,
-                labels: Vec::new(),
-            })
+            .create(&super::job_sandbox_spec(
+                job,
+                sandbox_id.to_owned(),
+                super::sandbox_memory_mb(&job.language, job.memory_mb),
+                MainProcess::Keeper,
+            ))
             .await?;
         let archive = Bytes::from(files::pack(&job.files));
         let compile = match &job.language.compile {

@@ -64,6 +64,9 @@ pub struct PhaseOutcome {
     pub signal: Option<&'static str>,
     pub output: CollectedOutput,
     pub duration: Duration,
+    /// The program did not end by itself: a limit or a kill stopped it, and processes may
+    /// still be running in its sandbox.
+    pub cut_short: bool,
 }
 
 /// A whole job's result.
@@ -341,9 +344,14 @@ impl Executor {
                 if phase.status != RunStatus::Success {
                     return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase)));
                 }
-                if sandbox.memory_mb() != job.memory_mb {
-                    sandbox.set_memory_limit(job.memory_mb).await?;
-                }
+                sandbox = sandbox
+                    .with_memory_limit(&job_sandbox_spec(
+                        &job,
+                        format!("{}.run", job.id),
+                        job.memory_mb,
+                        MainProcess::Runner,
+                    ))
+                    .await?;
                 // The files are in place already.
                 (Some(phase), Bytes::new())
             }
@@ -361,6 +369,14 @@ impl Executor {
         let phase =
             runner_phase(&mut sandbox, runner_job, output_limit, streamed(Phase::Run)).await?;
         let usage_after = sandbox.usage().await.ok();
+        // A program that exited was followed by the runner ending every process it left; one
+        // stopped by a limit or a kill is ended here, with everything it started, before its
+        // result goes out.
+        if phase.cut_short
+            && let Err(err) = sandbox.kill().await
+        {
+            tracing::warn!(%err, "could not kill a stopped job's sandbox; its removal will");
+        }
         // The sandbox is removed now, in the background: the response need not wait for it.
         drop(sandbox);
         let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
@@ -443,26 +459,11 @@ impl Executor {
     /// The lease, held while the job runs, tells the pool one of its sandboxes is at work.
     async fn sandbox_for(&self, job: &Job) -> Result<(Sandbox, Option<PoolLease>), SandboxError> {
         let memory_mb = sandbox_memory_mb(&job.language, job.memory_mb);
-        if let Some((mut sandbox, lease)) = self.pool.take(&job.language.id).await {
-            if sandbox.memory_mb() != memory_mb {
-                sandbox.set_memory_limit(memory_mb).await?;
-            }
-            return Ok((sandbox, Some(lease)));
+        let spec = job_sandbox_spec(job, job.id.clone(), memory_mb, MainProcess::Runner);
+        if let Some((sandbox, lease)) = self.pool.take(&job.language.id).await {
+            return Ok((sandbox.with_memory_limit(&spec).await?, Some(lease)));
         }
-        let sandbox = self
-            .sandboxes
-            .create(&SandboxSpec {
-                kind: SandboxKind::Job,
-                id: job.id.clone(),
-                image: job.language.image_ref(),
-                language: job.language.id.clone(),
-                memory_mb,
-                main: MainProcess::Runner,
-                work_dir_mb: None,
-                labels: Vec::new(),
-            })
-            .await?;
-        Ok((sandbox, None))
+        Ok((self.sandboxes.create(&spec).await?, None))
     }
 
     /// Unpacks the job's files and compiles them (one exec), counted in the metrics.
@@ -517,6 +518,20 @@ impl Executor {
     }
 }
 
+/// The sandbox `id` of `job`, of `memory_mb`, whose main process is `main`.
+fn job_sandbox_spec(job: &Job, id: String, memory_mb: u64, main: MainProcess) -> SandboxSpec {
+    SandboxSpec {
+        kind: SandboxKind::Job,
+        id,
+        image: job.language.image_ref(),
+        language: job.language.id.clone(),
+        memory_mb,
+        main,
+        work_dir_mb: None,
+        labels: Vec::new(),
+    }
+}
+
 /// The memory a job's sandbox starts with: the compiler's when it needs more than the program
 /// (the cap is lowered to the program's before it starts).
 fn sandbox_memory_mb(language: &Language, run_memory_mb: u64) -> u64 {
@@ -561,6 +576,7 @@ fn phase_outcome(outcome: &ExecOutcome, output: OutputCollector) -> PhaseOutcome
         signal,
         output: output.finish(),
         duration: outcome.duration,
+        cut_short: !matches!(outcome.end, ExecEnd::Exited { .. }),
     }
 }
 

@@ -305,7 +305,8 @@ impl Sandboxes {
     ) -> Result<Vec<u8>, SandboxError> {
         let seccomp_file =
             std::env::temp_dir().join(format!("runbox-seccomp-{}.json", std::process::id()));
-        tokio::fs::write(&seccomp_file, super::seccomp::profile())
+        let kernel = policy::seccomp_kernel(&self.shared.config);
+        tokio::fs::write(&seccomp_file, super::seccomp::profile(kernel))
             .await
             .map_err(|e| SandboxError::Engine(format!("writing the seccomp profile: {e}")))?;
         let flags = policy::docker_run_flags(

@@ -544,6 +544,29 @@ impl Sandbox {
         self.end_processes((spared != 0).then_some(spared)).await
     }
 
+    /// Kills every process in the sandbox at once (the container stops; dropping the sandbox
+    /// still removes it). For a throwaway sandbox whose program did not end by itself: what it
+    /// started must be gone before its result is reported, not a removal later.
+    pub async fn kill(&self) -> Result<(), SandboxError> {
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        match self
+            .sandboxes
+            .shared
+            .docker
+            .kill_container(&self.container_id, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // 409: not running any more, which is what was asked for.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(SandboxError::from_engine(e)),
+        }
+    }
+
     /// As [`Sandbox::end_programs`], the terminal's program included.
     pub async fn end_all_programs(&self) -> Result<(), SandboxError> {
         self.terminal_session.store(0, Ordering::Release);
@@ -577,8 +600,31 @@ impl Sandbox {
         }
     }
 
+    /// This sandbox with the memory cap of `replacement`. The engine changes the cap in place
+    /// under runc; gVisor cannot change a running sandbox's limits, so there a new sandbox is
+    /// made from `replacement`, this one's work dir is copied into it, and this one is removed.
+    pub async fn with_memory_limit(
+        mut self,
+        replacement: &SandboxSpec,
+    ) -> Result<Sandbox, SandboxError> {
+        if self.memory_mb == replacement.memory_mb {
+            return Ok(self);
+        }
+        let config = &self.sandboxes.shared.config;
+        if !config.is_gvisor() {
+            self.set_memory_limit(replacement.memory_mb).await?;
+            return Ok(self);
+        }
+        let work_dir_mb = replacement.work_dir_mb.unwrap_or(config.work_dir_mb);
+        // The archive: the files plus a tar header per inode.
+        let copy_limit = (work_dir_mb as usize + 16) << 20;
+        let fresh = self.sandboxes.create(replacement).await?;
+        self.copy_work_dir_into(&fresh, copy_limit).await?;
+        Ok(fresh)
+    }
+
     /// Changes the memory cap (and the equal memory+swap cap) of the running sandbox.
-    pub async fn set_memory_limit(&mut self, memory_mb: u64) -> Result<(), SandboxError> {
+    async fn set_memory_limit(&mut self, memory_mb: u64) -> Result<(), SandboxError> {
         let bytes = memory_mb as i64 * 1024 * 1024;
         let update = ContainerUpdateBody {
             memory: Some(bytes),

@@ -178,7 +178,10 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
             cap_drop: Some(vec!["ALL".to_owned()]),
             security_opt: Some(vec![
                 "no-new-privileges".to_owned(),
-                format!("seccomp={}", super::seccomp::profile()),
+                format!(
+                    "seccomp={}",
+                    super::seccomp::profile(seccomp_kernel(config))
+                ),
             ]),
             readonly_rootfs: Some(true),
             tmpfs: Some(HashMap::from([(WORK_DIR.to_owned(), tmpfs_options)])),
@@ -208,6 +211,15 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
 
 /// The same sandbox as `docker run` arguments (without `run` itself, the image and command), so
 /// the benchmark compares against the docker CLI with exactly the flags the service uses.
+/// Which kernel the sandbox's seccomp filter guards.
+pub fn seccomp_kernel(config: &SandboxConfig) -> super::seccomp::Kernel {
+    if config.is_gvisor() {
+        super::seccomp::Kernel::Gvisor
+    } else {
+        super::seccomp::Kernel::Host
+    }
+}
+
 /// The CLI reads a seccomp profile from a file: `seccomp_file` holds [`super::seccomp::profile`].
 pub fn docker_run_flags(body: &ContainerCreateBody, seccomp_file: &std::path::Path) -> Vec<String> {
     let mut flags = vec!["--rm".to_owned()];
@@ -331,7 +343,10 @@ mod tests {
         assert_eq!(security[0], "no-new-privileges");
         assert_eq!(
             security[1],
-            format!("seccomp={}", crate::sandbox::seccomp::profile())
+            format!(
+                "seccomp={}",
+                crate::sandbox::seccomp::profile(crate::sandbox::seccomp::Kernel::Host)
+            )
         );
         assert_eq!(hc.readonly_rootfs, Some(true));
         assert_eq!(hc.memory, Some(128 * MIB));

@@ -33,7 +33,9 @@ use super::{ExecEnd, ExecOutcome, OutputSink, Push, SandboxError, Shared, Stream
 /// container's command under the engine's init. `read` reads a pipe byte by byte and `head -c`
 /// never reads past its count, so the program's stdin starts exactly after the archive. After
 /// the trailers it sleeps instead of exiting: the container (and its cgroup, which the usage is
-/// read from) stays up until runbox removes it.
+/// read from) stays up until runbox removes it. Before the trailers it ends every other process
+/// of the sandbox user (`kill -1` spares only init and itself), so nothing the program left
+/// behind (`setsid`, `nohup`, a double fork) outlives the reported end of the job.
 pub const SCRIPT: &str = r#"IFS= read -r nonce || exit 125
 read -r archive_len || exit 125
 read -r argc || exit 125
@@ -52,6 +54,7 @@ if ((archive_len > 0)); then
 fi
 "${argv[@]}"
 status=$?
+kill -KILL -1 2>/dev/null
 printf '\036%s %d\n' "$nonce" "$status"
 printf '\036%s %d\n' "$nonce" "$status" >&2
 exec sleep infinity"#;

@@ -121,13 +121,30 @@ fn native_architecture() -> &'static str {
     }
 }
 
-/// The profile in the engine's JSON format, built once.
-pub fn profile() -> &'static str {
-    static PROFILE: OnceLock<String> = OnceLock::new();
-    PROFILE.get_or_init(|| build(native_architecture()).to_string())
+/// Which kernel the filter stands in front of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The host's (runc).
+    Host,
+    /// gVisor's (runsc `--oci-seccomp`), which applies the filter inside its own kernel. It
+    /// ignores `errnoRet` (every denied call gets `EPERM`), so `clone3` cannot be answered
+    /// `ENOSYS` there and is allowed: the C library would not fall back to `clone` on `EPERM`,
+    /// and namespaces made inside gVisor are gVisor's own, out of the host kernel's reach.
+    Gvisor,
 }
 
-fn build(architecture: &str) -> Value {
+/// The profile in the engine's JSON format, built once per kernel.
+pub fn profile(kernel: Kernel) -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    static GVISOR: OnceLock<String> = OnceLock::new();
+    let cell = match kernel {
+        Kernel::Host => &HOST,
+        Kernel::Gvisor => &GVISOR,
+    };
+    cell.get_or_init(|| build(native_architecture(), kernel).to_string())
+}
+
+fn build(architecture: &str, kernel: Kernel) -> Value {
     let argument = |value: u64, op: &str| json!({"index": 0, "value": value, "op": op});
     let mut rules = vec![
         json!({"names": ALLOWED, "action": "SCMP_ACT_ALLOW"}),
@@ -137,7 +154,12 @@ fn build(architecture: &str) -> Value {
             "args": [{"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0,
                       "op": "SCMP_CMP_MASKED_EQ"}],
         }),
-        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}),
+        match kernel {
+            Kernel::Host => {
+                json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
+            }
+            Kernel::Gvisor => json!({"names": ["clone3"], "action": "SCMP_ACT_ALLOW"}),
+        },
         json!({
             "names": ["socket"],
             "action": "SCMP_ACT_ALLOW",
@@ -203,7 +225,7 @@ mod tests {
 
     #[test]
     fn vsock_sockets_fail_and_other_sockets_are_allowed() {
-        let profile = build("SCMP_ARCH_X86_64");
+        let profile = build("SCMP_ARCH_X86_64", Kernel::Host);
         let socket_rules: Vec<&Value> = profile["syscalls"]
             .as_array()
             .unwrap()
@@ -219,9 +241,26 @@ mod tests {
 
     #[test]
     fn only_the_native_architecture_and_a_denying_default() {
-        let profile: Value = serde_json::from_str(profile()).unwrap();
-        assert_eq!(profile["architectures"].as_array().unwrap().len(), 1);
-        assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
-        assert_eq!(profile["defaultErrnoRet"], EPERM);
+        for kernel in [Kernel::Host, Kernel::Gvisor] {
+            let profile: Value = serde_json::from_str(profile(kernel)).unwrap();
+            assert_eq!(profile["architectures"].as_array().unwrap().len(), 1);
+            assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+            assert_eq!(profile["defaultErrnoRet"], EPERM);
+        }
+    }
+
+    #[test]
+    fn clone3_falls_back_to_clone_on_the_host_and_is_gvisors_own_under_gvisor() {
+        let clone3 = |kernel| {
+            build("SCMP_ARCH_X86_64", kernel)["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["names"] == json!(["clone3"]))
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(clone3(Kernel::Host)["errnoRet"], ENOSYS);
+        assert_eq!(clone3(Kernel::Gvisor)["action"], "SCMP_ACT_ALLOW");
     }
 }

@@ -63,8 +63,10 @@ async fn live_container_has_every_hardening_setting() {
         // threads (see the sandbox policy).
         assert!(hc.pids_limit > Some(64));
         assert!(
-            hc.ulimits.iter().flatten().any(|u| u.name.as_deref() == Some("nproc")
-                && u.hard == Some(64)),
+            hc.ulimits
+                .iter()
+                .flatten()
+                .any(|u| u.name.as_deref() == Some("nproc") && u.hard == Some(64)),
         );
     } else {
         assert_eq!(hc.pids_limit, Some(64));

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a free port, the real engine, the real images.
 //! One binary (see crates.io's convention); every module shares the helpers in `common`.
 
+mod adversarial;
 mod batch;
 mod common;
 mod errors;
