@@ -13,11 +13,13 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::access::Access;
 use crate::api::error::REQUEST_ID;
 use crate::api::json::BodyLimit;
-use crate::api::{ApiError, health, languages, live, metrics, run, sessions, terminal};
+use crate::api::{ApiError, access, health, languages, live, metrics, run, sessions, terminal};
 use crate::config::{Config, ServerConfig};
 use crate::executor::Executor;
 use crate::sandbox::{Lifetimes, SandboxError, Sandboxes};
@@ -35,6 +37,7 @@ const JOB_LIFETIME_SLACK: Duration = Duration::from_secs(60);
 pub struct AppState {
     pub executor: Executor,
     pub sessions: Sessions,
+    pub access: Access,
 }
 
 /// The router with every route and middleware; tests call this without a socket.
@@ -54,11 +57,23 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_ready))
         .route("/metrics", get(metrics::get_metrics))
+        // Runs after routing, so the rule is found by the route's pattern.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::rate_limit,
+        ))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
+        .with_state(state.clone())
         // Layers wrap what is above them: the last added runs first.
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            server.body_timeout_secs,
+        )))
+        .layer(middleware::from_fn_with_state(
+            state,
+            access::identify_client,
+        ))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
@@ -173,6 +188,7 @@ impl Server {
             AppState {
                 executor: executor.clone(),
                 sessions: sessions.clone(),
+                access: Access::new(&config.rate_limit, &config.auth),
             },
             &config.server,
         );
@@ -181,15 +197,7 @@ impl Server {
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
-        let task = tokio::spawn(async move {
-            // The peer address is the client's identity for per-client limits.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-        });
+        let task = tokio::spawn(serve(listener, app, config.server.clone(), shutdown));
         tracing::info!(%addr, "runbox listening");
         Ok(Server {
             addr,
@@ -216,6 +224,70 @@ impl Server {
         tracing::info!("shutting down");
         self.shutdown().await
     }
+}
+
+/// Accepts connections until `stop`, then lets every open request finish. Each connection gets
+/// the bounds of `server`: a request head must arrive within `header_timeout_secs` (a client
+/// trickling headers holds a connection, never more), with at most `max_headers` fields and
+/// `max_header_bytes` bytes. Upgraded connections (WebSockets) are their handlers' to end.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    server: ServerConfig,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::Service;
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(server.header_timeout_secs))
+        .max_headers(server.max_headers)
+        .max_buf_size(server.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, mostly: wait instead of spinning.
+                    tracing::warn!(%err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        // Keystrokes on a terminal are tiny writes: never hold them back.
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        // The peer address identifies the client where no key or trusted header does.
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().call(request)
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

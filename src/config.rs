@@ -42,8 +42,52 @@ pub struct Config {
     pub pool: PoolConfig,
     pub sessions: SessionsConfig,
     pub terminal: TerminalConfig,
+    pub rate_limit: RateLimitConfig,
+    pub auth: AuthConfig,
     pub images: ImagesConfig,
     pub languages: Catalogue,
+}
+
+/// Per-client rate limits at the HTTP edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// The header a trusted reverse proxy puts the client's address in (`x-forwarded-for`,
+    /// `x-real-ip`); empty: the connection's peer address is the client.
+    pub client_ip_header: String,
+    /// Rule name -> the routes that share its quota, and the quota.
+    pub rules: BTreeMap<String, RateRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateRule {
+    /// `METHOD /path` as routed, e.g. `POST /sessions/{id}/run`.
+    pub routes: Vec<String>,
+    /// Requests one client may make per window (all at once, or spread out).
+    pub requests: u32,
+    pub window_secs: u64,
+}
+
+/// Optional API keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// When any is set, every route but `/healthz` needs `Authorization: Bearer <key>`.
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Names the key in logs and in rate limits (the key itself is never logged).
+    pub name: String,
+    /// SHA-256 of the key, 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    /// Rule name -> this key's own quota per window, in place of the rule's.
+    #[serde(default)]
+    pub limits: BTreeMap<String, u32>,
 }
 
 /// A session's shared terminal (its room): what a newcomer sees, and the bounds on clients and
@@ -155,6 +199,14 @@ impl PoolConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub body_limit_bytes: usize,
+    /// A client must send its request head (line and headers) within this long.
+    pub header_timeout_secs: u64,
+    /// ... and its body within this long after that.
+    pub body_timeout_secs: u64,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// Most bytes of a request head.
+    pub max_header_bytes: usize,
     /// `["*"]` means any origin; credentials are never allowed cross-origin.
     pub cors_allowed_origins: Vec<String>,
 }
@@ -218,6 +270,8 @@ struct RawConfig {
     pool: PoolConfig,
     sessions: SessionsConfig,
     terminal: TerminalConfig,
+    rate_limit: RateLimitConfig,
+    auth: AuthConfig,
     images: ImagesConfig,
     languages: LanguagesSection,
 }
@@ -305,6 +359,8 @@ impl Config {
             pool: raw.pool,
             sessions: raw.sessions,
             terminal: raw.terminal,
+            rate_limit: raw.rate_limit,
+            auth: raw.auth,
             images,
             languages,
         })
@@ -344,6 +400,65 @@ fn apply_env_overrides(
     Ok(())
 }
 
+fn validate_access(rate_limit: &RateLimitConfig, auth: &AuthConfig) -> Result<(), ConfigError> {
+    let key = |key: String, reason: String| Err(ConfigError::Key { key, reason });
+    let header = &rate_limit.client_ip_header;
+    if !header.is_empty() && axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return key(
+            "rate_limit.client_ip_header".into(),
+            "is not a header name".into(),
+        );
+    }
+    let mut seen = BTreeMap::new();
+    for (name, rule) in &rate_limit.rules {
+        if rule.requests == 0 || rule.window_secs == 0 {
+            return key(
+                format!("rate_limit.rules.{name}"),
+                "requests and window_secs must be at least 1".into(),
+            );
+        }
+        for route in &rule.routes {
+            if !crate::access::ROUTES.contains(&route.as_str()) {
+                return key(
+                    format!("rate_limit.rules.{name}.routes"),
+                    format!(
+                        "`{route}` is not a route; routes are {:?}",
+                        crate::access::ROUTES
+                    ),
+                );
+            }
+            if let Some(other) = seen.insert(route.clone(), name.clone()) {
+                return key(
+                    format!("rate_limit.rules.{name}.routes"),
+                    format!("`{route}` is already limited by rule `{other}`"),
+                );
+            }
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (index, api_key) in auth.keys.iter().enumerate() {
+        let at = format!("auth.keys[{index}]");
+        if api_key.name.is_empty() || !names.insert(api_key.name.clone()) {
+            return key(format!("{at}.name"), "must be non-empty and unique".into());
+        }
+        if crate::access::keys::parse_digest(&api_key.sha256).is_none() {
+            return key(
+                format!("{at}.sha256"),
+                "must be the key's SHA-256 as 64 hex digits".into(),
+            );
+        }
+        for (rule, requests) in &api_key.limits {
+            if !rate_limit.rules.contains_key(rule) || *requests == 0 {
+                return key(
+                    format!("{at}.limits.{rule}"),
+                    "must name a rate_limit rule and allow at least 1 request".into(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
     let key = |key: &str, reason: &str| {
         Err(ConfigError::Key {
@@ -354,6 +469,19 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
     if raw.server.body_limit_bytes < 1024 {
         return key("server.body_limit_bytes", "must be at least 1024");
     }
+    if raw.server.header_timeout_secs == 0 || raw.server.body_timeout_secs == 0 {
+        return key(
+            "server.header_timeout_secs",
+            "header_timeout_secs and body_timeout_secs must be at least 1",
+        );
+    }
+    if raw.server.max_headers < 8 {
+        return key("server.max_headers", "must be at least 8");
+    }
+    if raw.server.max_header_bytes < 8192 {
+        return key("server.max_header_bytes", "must be at least 8192");
+    }
+    validate_access(&raw.rate_limit, &raw.auth)?;
     if raw.server.cors_allowed_origins.is_empty() {
         return key(
             "server.cors_allowed_origins",

@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML file plus `RUNBOX_<SECTION>__<KEY>` overrides, validated.
 //! - [`languages`]: the language catalogue (`config/languages.toml`), languages as data.
 //! - [`app`]: shared state, the router and its middleware, the server lifecycle.
+//! - [`access`]: who may call, and how often: API keys, client identity, rate limits.
 //! - [`api`]: HTTP only: extract, one domain call, map; the one error-to-response table.
 //! - [`executor`]: a validated job in, a run outcome out: admission (running slots and a
 //!   bounded queue), phases, statuses, usage.
@@ -16,6 +17,7 @@
 //! - [`metrics`]: counters and histograms, and the scrape-time view of live state.
 //! - [`bench`]: the benchmarks behind `runbox bench` (jobs, idle sessions, keystroke echo).
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod bench;

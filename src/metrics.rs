@@ -46,6 +46,13 @@ pub struct Metrics {
     queue_wait_seconds: Histogram,
     overloaded: Counter,
     compiles: Family<LanguageLabels, Counter>,
+    rejections: Family<RejectionLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    /// `unauthorized`, or the rate-limit rule that refused.
+    reason: String,
 }
 
 /// What the scrape-time collector reads.
@@ -98,6 +105,12 @@ impl Metrics {
             "Compile phases started, by language (a `tests` job compiles once for all inputs)",
             compiles.clone(),
         );
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "edge_rejections",
+            "Requests refused at the edge: reason=unauthorized (401), or the rate-limit rule (429)",
+            rejections.clone(),
+        );
         registry.register_collector(Box::new(LiveCollector(live)));
         Metrics {
             registry,
@@ -106,6 +119,7 @@ impl Metrics {
             queue_wait_seconds,
             overloaded,
             compiles,
+            rejections,
         }
     }
 
@@ -131,6 +145,15 @@ impl Metrics {
         self.compiles
             .get_or_create(&LanguageLabels {
                 language: language.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request refused before it reached a handler (`unauthorized`, or a rate-limit rule).
+    pub fn rejected(&self, reason: &str) {
+        self.rejections
+            .get_or_create(&RejectionLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }

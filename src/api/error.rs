@@ -16,10 +16,10 @@ use crate::sessions::SessionError;
 use crate::sessions::terminal::InputRefused;
 
 /// Seconds a client should wait before retrying when the engine is unavailable.
-const RETRY_AFTER_SECS: &str = "5";
+const RETRY_AFTER_SECS: u64 = 5;
 /// Seconds a client should wait before retrying when every slot and the queue are busy: jobs
 /// last about a second or less, so a slot is likely free by then.
-const RETRY_AFTER_OVERLOADED_SECS: &str = "1";
+const RETRY_AFTER_OVERLOADED_SECS: u64 = 1;
 
 tokio::task_local! {
     /// The request id of the request being served (set by the request-id middleware), so an
@@ -35,6 +35,8 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("{0}")]
     UnknownLanguage(String),
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the body must be JSON with `Content-Type: application/json`")]
@@ -51,8 +53,13 @@ pub enum ApiError {
     SessionsFull,
     #[error("no such session (it may have expired or been deleted)")]
     SessionNotFound,
-    #[error("{0}")]
-    RateLimited(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+    #[error("this server needs an API key: send `Authorization: Bearer <key>`")]
+    Unauthorized,
     /// A terminal frame that is not one of the contract's.
     #[error("{0}")]
     InvalidFrame(String),
@@ -84,6 +91,7 @@ impl ApiError {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::UnknownLanguage(_) => (StatusCode::BAD_REQUEST, "unknown_language"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
@@ -99,7 +107,8 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
             ApiError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
-            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidFrame(_) => (StatusCode::BAD_REQUEST, "invalid_frame"),
             ApiError::InputRefused(refused) => match refused {
                 InputRefused::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
@@ -119,6 +128,25 @@ impl From<axum::extract::ws::rejection::WebSocketUpgradeRejection> for ApiError 
         ApiError::InvalidRequest(
             "this route is a WebSocket: connect with `Upgrade: websocket`".to_owned(),
         )
+    }
+}
+
+impl From<crate::access::Refusal> for ApiError {
+    fn from(refusal: crate::access::Refusal) -> Self {
+        match refusal {
+            crate::access::Refusal::Unauthorized => ApiError::Unauthorized,
+            crate::access::Refusal::RateLimited { rule, limited } => {
+                // Whole seconds, rounded up: retrying at the advertised time succeeds.
+                let secs = limited.retry_after.as_secs()
+                    + u64::from(limited.retry_after.subsec_nanos() > 0);
+                ApiError::RateLimited {
+                    message: format!(
+                        "rate limit `{rule}` reached for this client; retry in {secs} s"
+                    ),
+                    retry_after_secs: secs,
+                }
+            }
+        }
     }
 }
 
@@ -145,7 +173,11 @@ impl From<SessionError> for ApiError {
         match err {
             SessionError::NotFound => ApiError::SessionNotFound,
             SessionError::AtCapacity => ApiError::SessionsFull,
-            err @ SessionError::ClientAtCapacity(_) => ApiError::RateLimited(err.to_string()),
+            // A session is freed by its holder or by expiry: retry in a minute, not at once.
+            err @ SessionError::ClientAtCapacity(_) => ApiError::RateLimited {
+                message: err.to_string(),
+                retry_after_secs: 60,
+            },
             SessionError::Invalid(message) => ApiError::InvalidRequest(message),
             SessionError::Job(err) => err.into(),
             SessionError::Run(err) => err.into(),
@@ -210,15 +242,21 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::Overloaded(_) => Some(RETRY_AFTER_OVERLOADED_SECS),
             ApiError::SessionsFull => Some(RETRY_AFTER_SECS),
-            // A session is freed by its holder or by expiry: retry in a minute, not at once.
-            ApiError::RateLimited(_) => Some("60"),
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             ApiError::SandboxUnavailable(_) => Some(RETRY_AFTER_SECS),
             _ => None,
         };
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let ApiError::Unauthorized = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -30,6 +30,8 @@ where
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge { limit }
+                } else if timed_out(&rejection) {
+                    ApiError::RequestTimeout
                 } else {
                     ApiError::InvalidJson("the request body could not be read".to_owned())
                 }
@@ -38,6 +40,18 @@ where
             ApiError::InvalidJson(format!("the body is not valid JSON for this route: {e}"))
         })
     }
+}
+
+/// The body's arrival outlasted the server's body timeout (`server.body_timeout_secs`).
+fn timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// The configured body cap, put in request extensions so the rejection can state it.

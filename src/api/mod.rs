@@ -1,5 +1,6 @@
 //! The HTTP layer: extract, make one domain call, map the result. No decisions, no Docker.
 
+pub mod access;
 pub mod error;
 pub mod health;
 pub mod json;

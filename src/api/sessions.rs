@@ -2,8 +2,9 @@
 
 use std::time::SystemTime;
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +42,7 @@ pub struct SessionRunResponse {
 /// The body is optional (`{}` or nothing at all: a shell session).
 pub async fn create_session(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Extension(client): Extension<crate::access::ClientId>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let request: CreateSessionRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -49,7 +50,7 @@ pub async fn create_session(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
     };
-    let client = peer.ip().to_string();
+    let client = client.to_string();
     let view = state
         .sessions
         .create(request.language.as_deref(), &client)

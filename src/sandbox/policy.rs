@@ -30,6 +30,8 @@ pub const ENVIRONMENT: [&str; 4] = [
     "TMPDIR=/box",
     "LANG=C.UTF-8",
 ];
+/// Options of the empty, read-only tmpfs over `/tmp`.
+const READ_ONLY_TMP: &str = "ro,nosuid,nodev,noexec,size=4k";
 /// Sandboxes are the first thing the host's OOM killer should pick, never runbox or the engine.
 const OOM_SCORE_ADJ: i64 = 1000;
 
@@ -184,7 +186,12 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
                 ),
             ]),
             readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(WORK_DIR.to_owned(), tmpfs_options)])),
+            tmpfs: Some(HashMap::from([
+                (WORK_DIR.to_owned(), tmpfs_options),
+                // gVisor mounts a writable, memory-backed /tmp of its own unless the container
+                // names one; a read-only one keeps /tmp refused under every runtime.
+                ("/tmp".to_owned(), READ_ONLY_TMP.to_owned()),
+            ])),
             ipc_mode: Some("private".to_owned()),
             shm_size: Some(SHM_BYTES),
             memory: Some(memory),

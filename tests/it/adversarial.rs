@@ -52,8 +52,18 @@ async fn fork_bomb_in_c_is_capped_and_times_out() {
         "timeout_ms": 2000
     }))
     .await;
-    assert_eq!(r["status"], "timeout", "{r}");
-    assert_eq!(r["signal"], "SIGKILL");
+    if under_gvisor() {
+        // gVisor on its ptrace platform spends several host threads per task; the bomb can
+        // exhaust the host-side pids cap, which ends the whole sandbox (runtime_error) before
+        // the time limit. Either way it ends, and the host is fine (checked above).
+        assert!(
+            matches!(r["status"].as_str(), Some("timeout" | "runtime_error")),
+            "{r}"
+        );
+    } else {
+        assert_eq!(r["status"], "timeout", "{r}");
+        assert_eq!(r["signal"], "SIGKILL");
+    }
 }
 
 #[tokio::test]
@@ -239,6 +249,12 @@ async fn filling_the_inodes_fails_with_enospc() {
         "timeout_ms": 15000
     }))
     .await;
+    if under_gvisor() {
+        // gVisor's tmpfs has no inode cap: the directories fill the sandbox's memory, which
+        // is the bound there (see docs/API.md, "Runtimes").
+        assert_eq!(r["status"], "memory_limit_exceeded", "{r}");
+        return;
+    }
     assert_eq!(r["status"], "success", "{r}");
     let out = stdout(&r);
     assert!(out.starts_with("errno 28 after "), "{out}");
@@ -319,9 +335,16 @@ async fn no_network_egress_of_any_kind() {
     let r = hostile(json!({ "language": "python", "code": code, "timeout_ms": 15000 })).await;
     assert_eq!(r["status"], "success", "{r}");
     let out = stdout(&r);
+    // With no route at all the host kernel says "network unreachable"; gVisor's network
+    // stack says "host unreachable".
+    let unreachable = if under_gvisor() {
+        "EHOSTUNREACH"
+    } else {
+        "ENETUNREACH"
+    };
     for (host, _) in &targets {
         assert!(
-            out.contains(&format!("{host} ENETUNREACH")),
+            out.contains(&format!("{host} {unreachable}")),
             "{host}: {out}"
         );
     }
@@ -421,7 +444,9 @@ print('su', su.returncode != 0, su.stdout.strip() != '0')
         "EAFNOSUPPORT"
     };
     assert!(out.contains(&format!("vsock {vsock}")), "{out}");
-    assert!(out.contains("nonewprivs ['1']"), "{out}");
+    // gVisor's /proc/self/status has no NoNewPrivs line (the flag is still set by runsc).
+    let nonewprivs = if under_gvisor() { "[]" } else { "['1']" };
+    assert!(out.contains(&format!("nonewprivs {nonewprivs}")), "{out}");
     // Setting the bit on one's own file works and means nothing: the work dir is nosuid and
     // the file belongs to the sandbox user.
     assert!(out.contains("chmod u+s True uid 65534"), "{out}");

@@ -4,6 +4,7 @@
 mod adversarial;
 mod batch;
 mod common;
+mod edge;
 mod errors;
 mod hardening;
 mod health;

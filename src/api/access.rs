@@ -1,0 +1,61 @@
+//! The edge middleware: every request is tied to a client (its API key, or its address) before
+//! routing, and counted against its route's rate limit after. The decisions are
+//! [`crate::access`]'s; this only carries them in and out of HTTP.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::access::{ClientId, Refusal};
+use crate::app::AppState;
+
+/// Identifies the client; refuses a request without a valid key where one is needed.
+pub async fn identify_client(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    // Served without a socket (the router called directly) there is no peer.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |c| c.0);
+    match state
+        .access
+        .identify(request.uri().path(), peer, request.headers())
+    {
+        Ok(client) => {
+            request.extensions_mut().insert(client);
+            next.run(request).await
+        }
+        Err(refusal) => refuse(&state, refusal),
+    }
+}
+
+/// Counts the request against the rule of its route (routed, so `{id}` is the pattern).
+pub async fn rate_limit(
+    State(state): State<AppState>,
+    matched: MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(client) = request.extensions().get::<ClientId>() {
+        let route = format!("{} {}", request.method(), matched.as_str());
+        if let Err(refusal) = state.access.admit(&route, client) {
+            return refuse(&state, refusal);
+        }
+    }
+    next.run(request).await
+}
+
+fn refuse(state: &AppState, refusal: Refusal) -> Response {
+    let reason = match &refusal {
+        Refusal::Unauthorized => "unauthorized",
+        Refusal::RateLimited { rule, .. } => rule.as_str(),
+    };
+    state.executor.metrics().rejected(reason);
+    ApiError::from(refusal).into_response()
+}
