@@ -22,9 +22,11 @@ fail() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "run as root (it installs packages and starts the Docker engine), e.g. sudo $0 $mode"
 command -v cargo >/dev/null || fail "cargo not found: install the Rust toolchain (https://rustup.rs) first"
 
-# 1. Debian packages: the engine and debootstrap (for the base image when no registry is used).
+# 1. Debian packages: the engine, gVisor (the runsc runtime) and debootstrap (for the base
+#    image when no registry is used).
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
+command -v runsc >/dev/null || missing+=(runsc)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
@@ -32,12 +34,32 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
     || fail "apt-get install ${missing[*]} failed"
 else
-  say "docker.io and debootstrap are installed"
+  say "docker.io, runsc and debootstrap are installed"
+fi
+
+# 1b. Register gVisor with the engine as the runtime "runsc" (sandbox.runtime chooses it).
+#     Its own network stays off (--network=none) and it applies runbox's seccomp profile
+#     inside the sandbox (--oci-seccomp). An existing daemon.json is never overwritten.
+daemon_json=/etc/docker/daemon.json
+runsc_registered=0
+if [ ! -f "$daemon_json" ]; then
+  mkdir -p /etc/docker
+  printf '{\n  "runtimes": {\n    "runsc": { "path": "%s", "runtimeArgs": ["--network=none", "--oci-seccomp"] }\n  }\n}\n' \
+    "$(command -v runsc)" >"$daemon_json"
+  say "registered runsc in $daemon_json"
+  runsc_registered=1
+elif ! grep -q '"runsc"' "$daemon_json"; then
+  say "warning: $daemon_json has no runsc runtime; gVisor stays unavailable until it is added:"
+  echo '  "runtimes": { "runsc": { "path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--oci-seccomp"] } }'
 fi
 
 # 2. The engine: reuse one that answers, otherwise start dockerd in the background.
 if docker info >/dev/null 2>&1; then
   say "Docker engine answers ($(docker version --format '{{.Server.Version}}'))"
+  if [ "$runsc_registered" -eq 1 ] && [ -f /var/run/docker.pid ]; then
+    # A running engine reads its runtimes again on SIGHUP.
+    kill -HUP "$(cat /var/run/docker.pid)" && sleep 1
+  fi
 else
   log=/var/log/runbox-dockerd.log
   say "starting dockerd (log: $log)"
@@ -71,9 +93,17 @@ if [ "$mode" = serve ]; then
   exec "$binary" serve
 fi
 
-# 4. Tests: unit tests and the integration suite against the real engine and images.
-say "running the test suite"
+# 4. Tests: unit tests and the integration suite against the real engine and images, under
+#    runc; then the language, limit, hardening and adversarial suites again under gVisor.
+say "running the test suite (runc)"
 cargo test --locked
+if docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
+  say "running the language, limit, hardening and adversarial suites under gVisor (runsc)"
+  RUNBOX_SANDBOX__RUNTIME=runsc cargo test --locked --test it -- \
+    languages:: limits:: hardening:: adversarial::
+else
+  fail "the engine has no runsc runtime; see $daemon_json"
+fi
 say "checking that no runbox container is left"
 for _ in $(seq 1 20); do
   left=$(docker ps -aq --filter label=runbox.managed=true | wc -l)
@@ -84,4 +114,18 @@ if [ "$left" -ne 0 ]; then
   docker ps -a --filter label=runbox.managed=true >&2
   fail "$left runbox container(s) left behind after the tests"
 fi
-say "all tests passed; no container left behind"
+volumes=$(docker volume ls -q --filter label=runbox.managed=true | wc -l)
+[ "$volumes" -eq 0 ] || fail "$volumes runbox volume(s) left behind after the tests"
+# Sandboxed programs run as uid 65534 (a session's keeper as 65533): under runc they are host
+# processes, and under gVisor the sandbox itself runs as 65534. None may outlive the tests.
+stray=0
+for _ in $(seq 1 20); do
+  stray=$(pgrep -u 65533,65534 | wc -l || true)
+  [ "$stray" -eq 0 ] && break
+  sleep 1
+done
+if [ "$stray" -ne 0 ]; then
+  ps -o pid,user,etime,args -u 65533,65534 >&2
+  fail "$stray sandbox process(es) left on the host after the tests"
+fi
+say "all tests passed; no container, volume or sandbox process left behind"
