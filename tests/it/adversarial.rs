@@ -44,6 +44,15 @@ fn stdout(result: &Value) -> &str {
     result["stdout"].as_str().unwrap()
 }
 
+/// The `errno E after N [unit]` line of a program that did something until it failed.
+fn errno_after(result: &Value) -> (u32, u32) {
+    let words: Vec<&str> = stdout(result).split_whitespace().collect();
+    match words[..] {
+        ["errno", errno, "after", n, ..] => (errno.parse().unwrap(), n.parse().unwrap()),
+        _ => panic!("no `errno E after N` line: {result}"),
+    }
+}
+
 #[tokio::test]
 async fn fork_bomb_in_c_is_capped_and_times_out() {
     let r = hostile(json!({
@@ -235,10 +244,9 @@ async fn filling_the_work_dir_fails_with_enospc() {
     }))
     .await;
     assert_eq!(r["status"], "success", "{r}");
-    let out = stdout(&r);
-    assert!(out.starts_with("errno 28 after "), "{out}");
-    let mib: u32 = out.split(' ').nth(3).unwrap().parse().unwrap();
-    assert!(mib <= 64, "{out}");
+    let (errno, mib) = errno_after(&r);
+    assert_eq!(errno, 28, "{r}");
+    assert!(mib <= 64, "{r}");
 }
 
 #[tokio::test]
@@ -256,10 +264,9 @@ async fn filling_the_inodes_fails_with_enospc() {
         return;
     }
     assert_eq!(r["status"], "success", "{r}");
-    let out = stdout(&r);
-    assert!(out.starts_with("errno 28 after "), "{out}");
-    let n: u32 = out.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n <= 4096, "{out}");
+    let (errno, n) = errno_after(&r);
+    assert_eq!(errno, 28, "{r}");
+    assert!(n <= 4096, "{r}");
 }
 
 #[tokio::test]
@@ -271,10 +278,9 @@ async fn dev_shm_is_private_and_capped() {
     }))
     .await;
     assert_eq!(r["status"], "success", "{r}");
-    let out = stdout(&r);
-    assert!(out.starts_with("errno 28 after "), "{out}");
-    let mib: u32 = out.split(' ').nth(3).unwrap().parse().unwrap();
-    assert!(mib <= 16, "{out}");
+    let (errno, mib) = errno_after(&r);
+    assert_eq!(errno, 28, "{r}");
+    assert!(mib <= 16, "{r}");
 }
 
 #[tokio::test]
@@ -285,10 +291,9 @@ async fn opening_files_without_end_stops_at_the_file_cap() {
     }))
     .await;
     assert_eq!(r["status"], "success", "{r}");
-    let out = stdout(&r);
-    assert!(out.starts_with("errno 24 after "), "{out}");
-    let n: u32 = out.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n < 512, "{out}");
+    let (errno, n) = errno_after(&r);
+    assert_eq!(errno, 24, "{r}");
+    assert!(n < 512, "{r}");
 }
 
 /// The host's address on its default route (where a program would reach the host from a
