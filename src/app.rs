@@ -43,6 +43,7 @@ pub struct AppState {
 /// The router with every route and middleware; tests call this without a socket.
 pub fn router(state: AppState, server: &ServerConfig) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    // Every route here is also named in `access::ROUTES`, the names rate-limit rules use.
     Router::new()
         .route("/run", post(run::run_code))
         .route("/run/ws", get(live::run_socket))
