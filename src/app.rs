@@ -31,6 +31,8 @@ const CORS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Slack on top of the longest compile + run a job may take: a `job` container older than
 /// that cannot belong to a running job, so the sweep may remove it.
 const JOB_LIFETIME_SLACK: Duration = Duration::from_secs(60);
+/// After the grace period, how long the ended jobs' answers may take to go out.
+const STOPPED_JOBS_ANSWER: Duration = Duration::from_secs(2);
 
 /// Cheap, clonable handles shared by every handler.
 #[derive(Clone)]
@@ -144,6 +146,8 @@ pub struct Server {
     pub sessions: Sessions,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// How long running jobs may go on after shutdown begins.
+    grace: Duration,
 }
 
 impl Server {
@@ -206,17 +210,30 @@ impl Server {
             sessions,
             stop,
             task,
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
         })
     }
 
-    /// Stops accepting, lets in-flight requests finish, then removes every sandbox this
-    /// process still owns.
-    pub async fn shutdown(self) -> std::io::Result<()> {
+    /// Stops accepting, lets in-flight requests finish for up to the grace period, ends the
+    /// jobs still running (503 shutting_down), closes every room, then removes every sandbox
+    /// this process owns (sessions by `sessions.keep_on_shutdown`).
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.stop.cancel();
-        let served = self.task.await.unwrap_or(Ok(()));
+        let served = match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "grace period over: ending the jobs still running");
+                self.executor.stop_jobs();
+                // Their handlers answer at once now; a response still being written to a
+                // stalled client is not waited for past this.
+                tokio::time::timeout(STOPPED_JOBS_ANSWER, &mut self.task)
+                    .await
+                    .unwrap_or(Ok(Ok(())))
+            }
+        };
         self.sessions.shutdown().await;
         self.executor.shutdown().await;
-        served
+        served.unwrap_or(Ok(()))
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down as [`Server::shutdown`] does.

@@ -207,6 +207,8 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Most bytes of a request head.
     pub max_header_bytes: usize,
+    /// At shutdown, running jobs may finish within this long; then they are ended.
+    pub shutdown_grace_secs: u64,
     /// `["*"]` means any origin; credentials are never allowed cross-origin.
     pub cors_allowed_origins: Vec<String>,
 }

@@ -164,6 +164,7 @@ impl From<RunError> for ApiError {
         match err {
             RunError::Overloaded(overloaded) => ApiError::Overloaded(overloaded),
             RunError::Sandbox(err) => err.into(),
+            RunError::ShuttingDown => ApiError::ShuttingDown,
         }
     }
 }

@@ -20,6 +20,8 @@ pub use live::{LiveRun, Phase, RunEvent};
 
 use crate::config::{LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
+use tokio_util::sync::CancellationToken;
+
 use crate::metrics::{LiveSnapshot, LiveState, Metrics};
 use crate::sandbox::pool::{PoolLease, PoolSlot, WarmPool};
 use crate::sandbox::{
@@ -101,6 +103,9 @@ pub enum RunError {
     Overloaded(#[from] Overloaded),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// runbox is shutting down and its grace period for running jobs is over.
+    #[error("runbox is shutting down")]
+    ShuttingDown,
 }
 
 /// A run inside a long-lived sandbox.
@@ -127,6 +132,9 @@ pub struct Executor {
     admission: Arc<Admission>,
     pool: WarmPool,
     metrics: Arc<Metrics>,
+    /// Cancelled when shutdown's grace period ends: every job still waiting or running is
+    /// dropped (its sandbox removed by its owner) and answered [`RunError::ShuttingDown`].
+    stop_jobs: CancellationToken,
 }
 
 /// What the metrics read at scrape time.
@@ -184,7 +192,13 @@ impl Executor {
             admission,
             pool: warm,
             metrics,
+            stop_jobs: CancellationToken::new(),
         }
+    }
+
+    /// Ends every job still queued or running: shutdown's grace period is over.
+    pub fn stop_jobs(&self) {
+        self.stop_jobs.cancel();
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -284,6 +298,18 @@ impl Executor {
     /// Runs `work` in a running slot (waiting in the queue, or refused when it is full),
     /// counting it in the metrics.
     async fn admitted<T>(
+        &self,
+        language: &str,
+        work: impl std::future::Future<Output = Result<T, SandboxError>>,
+        status: impl Fn(&T) -> RunStatus,
+    ) -> Result<T, RunError> {
+        tokio::select! {
+            done = self.admitted_until_stopped(language, work, status) => done,
+            () = self.stop_jobs.cancelled() => Err(RunError::ShuttingDown),
+        }
+    }
+
+    async fn admitted_until_stopped<T>(
         &self,
         language: &str,
         work: impl std::future::Future<Output = Result<T, SandboxError>>,

@@ -15,3 +15,4 @@ mod live;
 mod pool;
 mod rooms;
 mod sessions;
+mod shutdown;
