@@ -48,6 +48,17 @@ pub struct Config {
     pub languages: Catalogue,
 }
 
+/// The digest stays out of logs (the effective config is logged at start).
+impl std::fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("name", &self.name)
+            .field("sha256", &"<redacted>")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
 /// Per-client rate limits at the HTTP edge.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +89,7 @@ pub struct AuthConfig {
     pub keys: Vec<ApiKeyConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Names the key in logs and in rate limits (the key itself is never logged).
@@ -279,6 +290,26 @@ struct RawConfig {
 }
 
 impl Config {
+    /// Logs the effective configuration (after overrides), secrets redacted, one field per
+    /// section; the language catalogue by its ids.
+    pub fn log_effective(&self) {
+        let languages: Vec<&str> = self.languages.iter().map(|l| l.id.as_str()).collect();
+        tracing::info!(
+            server = ?self.server,
+            engine = ?self.engine,
+            sandbox = ?self.sandbox,
+            limits = ?self.limits,
+            pool = ?self.pool,
+            sessions = ?self.sessions,
+            terminal = ?self.terminal,
+            rate_limit = ?self.rate_limit,
+            auth = ?self.auth,
+            images = ?self.images,
+            languages = ?languages,
+            "effective config"
+        );
+    }
+
     /// Loads `path`, applies the process environment's overrides and validates the result.
     /// Relative paths inside the file (images dir, languages file) are resolved against the
     /// directory that holds the config directory, i.e. the repository root in the default layout.

@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         Config::load(&cli.config).with_context(|| format!("loading {}", cli.config.display()))?;
     match cli.command {
         Command::Serve { listen } => {
+            config.log_effective();
             let addr = listen.unwrap_or(config.server.listen);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

@@ -28,6 +28,7 @@ pub async fn identify_client(
         .identify(request.uri().path(), peer, request.headers())
     {
         Ok(client) => {
+            tracing::Span::current().record("client", tracing::field::display(&client));
             request.extensions_mut().insert(client);
             next.run(request).await
         }
@@ -42,8 +43,9 @@ pub async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
+    let route = format!("{} {}", request.method(), matched.as_str());
+    tracing::Span::current().record("route", &route);
     if let Some(client) = request.extensions().get::<ClientId>() {
-        let route = format!("{} {}", request.method(), matched.as_str());
         if let Err(refusal) = state.access.admit(&route, client) {
             return refuse(&state, refusal);
         }

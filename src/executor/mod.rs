@@ -325,9 +325,14 @@ impl Executor {
         };
         self.metrics.admitted_after(arrived.elapsed());
         let started = std::time::Instant::now();
+        // The request's log line names the job's language and outcome (a no-op outside one).
+        let span = tracing::Span::current();
+        span.record("language", language);
         let done = work.await?;
+        let outcome = status(&done).as_str();
+        span.record("outcome", outcome);
         self.metrics
-            .job_finished(language, status(&done).as_str(), started.elapsed());
+            .job_finished(language, outcome, started.elapsed());
         Ok(done)
     }
 
