@@ -214,6 +214,9 @@ impl Server {
             executor.clone(),
         )
         .await;
+        executor
+            .metrics()
+            .watch_sessions(std::sync::Arc::new(sessions.clone()));
         let app = router(
             AppState {
                 executor: executor.clone(),

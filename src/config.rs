@@ -87,6 +87,9 @@ pub struct RateRule {
 pub struct AuthConfig {
     /// When any is set, every route but `/healthz` needs `Authorization: Bearer <key>`.
     pub keys: Vec<ApiKeyConfig>,
+    /// SHA-256 (hex) of a token that `GET /metrics` then needs (an API key also passes);
+    /// empty: `/metrics` is guarded like every other route.
+    pub metrics_token_sha256: String,
 }
 
 #[derive(Clone, Deserialize)]
@@ -467,6 +470,14 @@ fn validate_access(rate_limit: &RateLimitConfig, auth: &AuthConfig) -> Result<()
                 );
             }
         }
+    }
+    if !auth.metrics_token_sha256.is_empty()
+        && crate::access::keys::parse_digest(&auth.metrics_token_sha256).is_none()
+    {
+        return key(
+            "auth.metrics_token_sha256".into(),
+            "must be the token's SHA-256 as 64 hex digits".into(),
+        );
     }
     let mut names = std::collections::BTreeSet::new();
     for (index, api_key) in auth.keys.iter().enumerate() {

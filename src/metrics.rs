@@ -4,7 +4,7 @@
 //! elsewhere (the pool, the queue, the sandboxes) is read at scrape time by a collector, so no
 //! number is kept twice.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -47,6 +47,14 @@ pub struct Metrics {
     overloaded: Counter,
     compiles: Family<LanguageLabels, Counter>,
     rejections: Family<RejectionLabels, Counter>,
+    /// Set once the sessions exist (they start after the executor that owns the metrics).
+    sessions: Arc<OnceLock<Arc<dyn SessionsState>>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SandboxLabels {
+    kind: String,
+    state: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +77,13 @@ pub struct LiveSnapshot {
     pub sandboxes_owned: usize,
     pub containers_created: u64,
     pub pools: Vec<crate::sandbox::pool::PoolStats>,
+    pub sandboxes: crate::sandbox::SandboxTally,
+}
+
+/// Sessions and the clients on their terminals, read at scrape time.
+pub trait SessionsState: Send + Sync + std::fmt::Debug + 'static {
+    /// (live sessions, clients attached to their terminals)
+    fn sessions_and_clients(&self) -> (usize, usize);
 }
 
 impl Metrics {
@@ -111,7 +126,8 @@ impl Metrics {
             "Requests refused at the edge: reason=unauthorized (401), or the rate-limit rule (429)",
             rejections.clone(),
         );
-        registry.register_collector(Box::new(LiveCollector(live)));
+        let sessions = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(LiveCollector(live, sessions.clone())));
         Metrics {
             registry,
             runs,
@@ -120,6 +136,7 @@ impl Metrics {
             overloaded,
             compiles,
             rejections,
+            sessions,
         }
     }
 
@@ -147,6 +164,11 @@ impl Metrics {
                 language: language.to_owned(),
             })
             .inc();
+    }
+
+    /// From now on the scrape shows live sessions and terminal clients.
+    pub fn watch_sessions(&self, sessions: Arc<dyn SessionsState>) {
+        let _ = self.sessions.set(sessions);
     }
 
     /// A request refused before it reached a handler (`unauthorized`, or a rate-limit rule).
@@ -182,7 +204,7 @@ fn seconds_histogram() -> Histogram {
 }
 
 #[derive(Debug)]
-struct LiveCollector(Arc<dyn LiveState>);
+struct LiveCollector(Arc<dyn LiveState>, Arc<OnceLock<Arc<dyn SessionsState>>>);
 
 impl Collector for LiveCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -211,13 +233,62 @@ impl Collector for LiveCollector {
             "Sandbox containers this process owns now (running jobs and the warm pool)",
             live.sandboxes_owned as i64,
         )?;
-        let created = ConstCounter::new(live.containers_created);
-        created.encode(encoder.encode_descriptor(
+        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        };
+        counter(
+            &mut encoder,
             "containers_created",
             "Sandbox containers created since start",
+            live.containers_created,
+        )?;
+        counter(
+            &mut encoder,
+            "containers_removed",
+            "Sandbox containers removed after their owner let go of them (or at shutdown)",
+            live.sandboxes.removed,
+        )?;
+        counter(
+            &mut encoder,
+            "containers_reaped",
+            "Orphaned runbox containers removed by the sweep",
+            live.sandboxes.reaped,
+        )?;
+        counter(
+            &mut encoder,
+            "engine_errors",
+            "Container engine calls that failed",
+            live.sandboxes.engine_errors,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "sandboxes",
+            "Sandboxes this process owns, by kind (job, pool, session, probe) and state (active, removing)",
             None,
-            created.metric_type(),
-        )?)?;
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for ((kind, state), count) in &live.sandboxes.by_kind {
+            let labels = SandboxLabels {
+                kind: kind.clone(),
+                state,
+            };
+            ConstGauge::new(*count as i64).encode(family.encode_family(&labels)?)?;
+        }
+        if let Some(sessions) = self.1.get() {
+            let (live_sessions, clients) = sessions.sessions_and_clients();
+            gauge(
+                &mut encoder,
+                "sessions",
+                "Live sessions",
+                live_sessions as i64,
+            )?;
+            gauge(
+                &mut encoder,
+                "terminal_clients",
+                "Clients attached to session terminals (rooms)",
+                clients as i64,
+            )?;
+        }
 
         let mut family = encoder.encode_descriptor(
             "pool_sandboxes",
@@ -304,6 +375,18 @@ mod tests {
                     misses: 2,
                     recycled: 1,
                 }],
+                sandboxes: crate::sandbox::SandboxTally {
+                    by_kind: [
+                        (("job".to_owned(), "active"), 2),
+                        (("pool".to_owned(), "active"), 3),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    created: 40,
+                    removed: 30,
+                    reaped: 1,
+                    engine_errors: 0,
+                },
             }
         }
     }
@@ -318,6 +401,10 @@ mod tests {
             "runbox_runs_total{language=\"python\",status=\"success\"} 1",
             "runbox_job_duration_seconds_bucket{le=\"0.05\",language=\"python\"} 1",
             "runbox_overloaded_rejections_total 1",
+            "runbox_sandboxes{kind=\"job\",state=\"active\"} 2",
+            "runbox_containers_removed_total 30",
+            "runbox_containers_reaped_total 1",
+            "runbox_engine_errors_total 0",
             "runbox_jobs_queued 5",
             "runbox_sandboxes_owned 7",
             "runbox_containers_created_total 40",

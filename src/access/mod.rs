@@ -14,7 +14,11 @@ pub use client::ClientId;
 pub use keys::{ApiKeys, KeyCheck};
 pub use rate::{RateLimited, RateLimiter};
 
-use crate::config::{AuthConfig, RateLimitConfig};
+use crate::config::{ApiKeyConfig, AuthConfig, RateLimitConfig};
+
+/// The route a metrics token opens, and the client name it stands for.
+const METRICS_PATH: &str = "/metrics";
+const METRICS_CLIENT: &str = "metrics";
 
 /// Why a request is refused at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub enum Refusal {
 #[derive(Debug, Clone)]
 pub struct Access {
     keys: Arc<ApiKeys>,
+    /// The metrics scraper's token, when one is configured.
+    metrics_token: Option<Arc<ApiKeys>>,
     limiter: Arc<RateLimiter>,
     client_ip_header: Arc<str>,
 }
@@ -44,8 +50,16 @@ impl Access {
                     .map(|(rule, n)| (k.name.clone(), rule.clone(), *n))
             })
             .collect();
+        let metrics_token = (!auth.metrics_token_sha256.is_empty()).then(|| {
+            Arc::new(ApiKeys::new(&[ApiKeyConfig {
+                name: METRICS_CLIENT.to_owned(),
+                sha256: auth.metrics_token_sha256.clone(),
+                limits: Default::default(),
+            }]))
+        });
         Access {
             keys: Arc::new(ApiKeys::new(&auth.keys)),
+            metrics_token,
             limiter: Arc::new(RateLimiter::new(rate_limit, &key_limits)),
             client_ip_header: rate_limit.client_ip_header.to_ascii_lowercase().into(),
         }
@@ -61,6 +75,14 @@ impl Access {
     ) -> Result<ClientId, Refusal> {
         let by_address =
             || client::address_identity(client::address(peer, headers, &self.client_ip_header));
+        if path == METRICS_PATH
+            && let Some(token) = &self.metrics_token
+        {
+            return match (token.check(headers), self.keys.check(headers)) {
+                (KeyCheck::Valid(name), _) | (_, KeyCheck::Valid(name)) => Ok(ClientId::Key(name)),
+                _ => Err(Refusal::Unauthorized),
+            };
+        }
         match self.keys.check(headers) {
             KeyCheck::Valid(name) => Ok(ClientId::Key(name)),
             KeyCheck::NotRequired => Ok(by_address()),

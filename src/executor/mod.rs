@@ -153,6 +153,7 @@ impl LiveState for LiveParts {
             sandboxes_owned: self.sandboxes.owned_count(),
             containers_created: self.sandboxes.created_count(),
             pools: self.pool.stats(),
+            sandboxes: self.sandboxes.tally(),
         }
     }
 }

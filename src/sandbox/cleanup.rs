@@ -22,6 +22,7 @@ const REMOVE_RETRY_DELAY: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub(super) struct Cleaner {
     queue: mpsc::UnboundedSender<Removal>,
+    live: LiveSet,
 }
 
 struct Removal {
@@ -37,12 +38,13 @@ impl Cleaner {
         stop: CancellationToken,
     ) -> Cleaner {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tasks.spawn(run_removals(docker, live, receiver, stop));
-        Cleaner { queue }
+        tasks.spawn(run_removals(docker, live.clone(), receiver, stop));
+        Cleaner { queue, live }
     }
 
     /// Queues a container for forced removal. `id` leaves the live set once it is gone.
     pub(super) fn remove(&self, container: String, id: String) {
+        self.live.mark_removing(&id);
         if let Err(mpsc::error::SendError(removal)) = self.queue.send(Removal { container, id }) {
             // The task has stopped (shutdown already ran): leave it to the next start's sweep.
             tracing::warn!(container = %removal.container, "cleanup task stopped; container left to the sweep");
@@ -74,7 +76,7 @@ async fn run_removals(
         let (docker, live) = (docker.clone(), live.clone());
         in_flight.spawn(async move {
             if remove_container(&docker, &container).await {
-                live.remove(&id);
+                live.removed(&id);
             }
             drop(permit);
         });
@@ -83,14 +85,14 @@ async fn run_removals(
     receiver.close();
     while let Ok(Removal { container, id }) = receiver.try_recv() {
         if remove_container(&docker, &container).await {
-            live.remove(&id);
+            live.removed(&id);
         }
     }
     in_flight.close();
     in_flight.wait().await;
     for (id, container) in live.snapshot() {
         if remove_container(&docker, &container).await {
-            live.remove(&id);
+            live.removed(&id);
         }
     }
 }
@@ -204,5 +206,6 @@ pub(super) async fn sweep(
             removed += 1;
         }
     }
+    sandboxes.shared.live.reaped(removed);
     Ok(removed)
 }

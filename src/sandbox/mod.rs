@@ -22,7 +22,7 @@ pub mod seccomp;
 pub mod terminal;
 mod work_dir;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +60,7 @@ pub enum SandboxError {
 impl SandboxError {
     fn from_engine(err: bollard::errors::Error) -> Self {
         use bollard::errors::Error as E;
+        ENGINE_ERRORS.fetch_add(1, Ordering::Relaxed);
         match err {
             E::DockerResponseServerError {
                 status_code,
@@ -329,6 +330,18 @@ impl Sandboxes {
         self.shared.created.load(Ordering::Relaxed)
     }
 
+    /// The sandboxes this process owns by kind and state, and the container counters.
+    pub fn tally(&self) -> SandboxTally {
+        let live = &self.shared.live;
+        SandboxTally {
+            by_kind: live.by_kind(),
+            created: self.created_count(),
+            removed: live.0.removed.load(Ordering::Relaxed),
+            reaped: live.0.reaped.load(Ordering::Relaxed),
+            engine_errors: ENGINE_ERRORS.load(Ordering::Relaxed),
+        }
+    }
+
     /// How many sandboxes this process owns right now (created and not yet removed).
     pub fn owned_count(&self) -> usize {
         self.shared.live.len()
@@ -397,17 +410,55 @@ fn connect_docker(engine: &EngineConfig) -> Result<Docker, SandboxError> {
     .map_err(SandboxError::from_engine)
 }
 
-/// Sandboxes this process owns: runbox id -> container name.
+/// Sandboxes this process owns: runbox id -> container name (and whether its removal has
+/// begun), with the counts of removals for the metrics.
 #[derive(Clone, Default)]
-struct LiveSet(Arc<Mutex<HashMap<String, String>>>);
+struct LiveSet(Arc<LiveInner>);
+
+#[derive(Default)]
+struct LiveInner {
+    owned: Mutex<HashMap<String, Owned>>,
+    /// Containers removed after their owner let go (or at shutdown).
+    removed: AtomicU64,
+    /// Orphans removed by the sweep.
+    reaped: AtomicU64,
+}
+
+struct Owned {
+    container_name: String,
+    removing: bool,
+}
 
 impl LiveSet {
     fn insert(&self, id: &str, container_name: &str) {
-        self.lock().insert(id.to_owned(), container_name.to_owned());
+        self.lock().insert(
+            id.to_owned(),
+            Owned {
+                container_name: container_name.to_owned(),
+                removing: false,
+            },
+        );
     }
 
-    fn remove(&self, id: &str) {
+    /// No longer this process's (kept for the next start), not removed.
+    fn release(&self, id: &str) {
         self.lock().remove(id);
+    }
+
+    fn mark_removing(&self, id: &str) {
+        if let Some(owned) = self.lock().get_mut(id) {
+            owned.removing = true;
+        }
+    }
+
+    /// Its container is gone.
+    fn removed(&self, id: &str) {
+        self.lock().remove(id);
+        self.0.removed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn reaped(&self, count: usize) {
+        self.0.reaped.fetch_add(count as u64, Ordering::Relaxed);
     }
 
     fn contains(&self, id: &str) -> bool {
@@ -422,16 +473,48 @@ impl LiveSet {
     fn snapshot(&self) -> Vec<(String, String)> {
         self.lock()
             .iter()
-            .map(|(id, name)| (id.clone(), name.clone()))
+            .map(|(id, owned)| (id.clone(), owned.container_name.clone()))
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    /// Owned sandboxes by kind (from the container name) and state.
+    fn by_kind(&self) -> BTreeMap<(String, &'static str), usize> {
+        let mut counts = BTreeMap::new();
+        for owned in self.lock().values() {
+            let kind = owned
+                .container_name
+                .strip_prefix("runbox-")
+                .and_then(|rest| rest.split('-').next())
+                .unwrap_or("unknown")
+                .to_owned();
+            let state = if owned.removing { "removing" } else { "active" };
+            *counts.entry((kind, state)).or_default() += 1;
+        }
+        counts
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Owned>> {
         // A panic while holding this lock cannot leave the map inconsistent (single calls).
         self.0
+            .owned
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Engine calls that failed, process-wide (every failure passes through
+/// [`SandboxError::from_engine`]).
+static ENGINE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// What the metrics show of the sandboxes at one scrape.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxTally {
+    /// (kind, state: `active` or `removing`) -> sandboxes this process owns.
+    pub by_kind: BTreeMap<(String, &'static str), usize>,
+    pub created: u64,
+    pub removed: u64,
+    pub reaped: u64,
+    pub engine_errors: u64,
 }
 
 /// A started sandbox container. Dropping it removes the container (in the background).
@@ -660,7 +743,7 @@ impl Sandbox {
     /// or the sweep removes it once it is older than any session can be.
     pub fn detach(mut self) {
         self.detached = true;
-        self.sandboxes.shared.live.remove(&self.id);
+        self.sandboxes.shared.live.release(&self.id);
     }
 }
 

@@ -353,6 +353,15 @@ impl Sessions {
         self.lock_live().len()
     }
 
+    /// Clients attached to the terminals of all live sessions.
+    /// (Also what the metrics read: see the `SessionsState` impl below.)
+    pub fn terminal_clients(&self) -> usize {
+        self.lock_live()
+            .values()
+            .map(|session| session.terminal.clients())
+            .sum()
+    }
+
     /// Removes every session whose age or idle time is past the limit; returns how many.
     pub async fn reap(&self) -> usize {
         let now = SystemTime::now();
@@ -504,5 +513,11 @@ impl std::fmt::Debug for Sessions {
         f.debug_struct("Sessions")
             .field("live", &self.live_count())
             .finish_non_exhaustive()
+    }
+}
+
+impl crate::metrics::SessionsState for Sessions {
+    fn sessions_and_clients(&self) -> (usize, usize) {
+        (self.live_count(), self.terminal_clients())
     }
 }

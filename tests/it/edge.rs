@@ -253,3 +253,39 @@ async fn too_many_headers_are_refused() {
     assert_eq!(fine.status(), StatusCode::OK);
     app.server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_metrics_token_guards_the_scrape_which_shows_sandboxes_and_sessions() {
+    let token = "scrape-token-0123456789";
+    let app = start_on_own_runtime(&[("RUNBOX_AUTH__METRICS_TOKEN_SHA256", &sha256_hex(token))]);
+    let unauthorized = reqwest::get(app.url("/metrics")).await.unwrap();
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    // Only /metrics is guarded by the token: no API keys are configured.
+    assert_eq!(
+        reqwest::get(app.url("/languages")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let id = crate::common::session_id(&app, "python").await;
+    let text = reqwest::Client::new()
+        .get(app.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "runbox_sessions 1",
+        "runbox_terminal_clients 0",
+        "runbox_sandboxes{kind=\"session\",state=\"active\"} 1",
+        "runbox_containers_created_total ",
+        "runbox_containers_removed_total ",
+        "runbox_containers_reaped_total ",
+        "runbox_engine_errors_total ",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    app.server.shutdown().await.unwrap();
+    crate::common::wait_for_session_containers(&id, 0).await;
+}
