@@ -104,6 +104,30 @@ if docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
 else
   fail "the engine has no runsc runtime; see $daemon_json"
 fi
+say "building runbox's own image and starting it once"
+cargo build --release --locked --quiet
+docker build -q -t runbox/server:ci . >/dev/null || fail "docker build of runbox's image failed"
+server=$(docker run -d -p 127.0.0.1::8080 \
+  -v /var/run/docker.sock:/var/run/docker.sock \
+  --group-add "$(stat -c %g /var/run/docker.sock)" \
+  -e RUNBOX_POOL__ENABLED=false -e RUNBOX_SESSIONS__OWNER=image-ci \
+  runbox/server:ci)
+trap 'docker rm -f "$server" >/dev/null 2>&1 || true' EXIT
+port=$(docker port "$server" 8080/tcp | head -1 | sed 's/.*://')
+for _ in $(seq 1 30); do
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+  sleep 1
+done
+answer=$(curl -sf "http://127.0.0.1:$port/run" -H 'content-type: application/json' \
+  -d '{"language":"python","code":"print(6*7)"}') || fail "the image's server did not answer a run"
+case "$answer" in
+  *'"stdout":"42\n"'*) ;;
+  *) fail "the image's server answered: $answer" ;;
+esac
+docker stop "$server" >/dev/null
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$server")" = 0 ] || fail "the image's server did not exit 0 on SIGTERM"
+docker rm "$server" >/dev/null
+say "runbox's image ran a job as $(docker run --rm --entrypoint id runbox/server:ci -un) and stopped cleanly"
 say "checking that no runbox container is left"
 for _ in $(seq 1 20); do
   left=$(docker ps -aq --filter label=runbox.managed=true | wc -l)
