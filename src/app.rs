@@ -20,7 +20,9 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::access::Access;
 use crate::api::error::REQUEST_ID;
 use crate::api::json::BodyLimit;
-use crate::api::{ApiError, access, health, languages, live, metrics, run, sessions, terminal};
+use crate::api::{
+    ApiError, access, health, languages, live, metrics, openapi, run, sessions, terminal,
+};
 use crate::config::{Config, ServerConfig};
 use crate::executor::Executor;
 use crate::sandbox::{Lifetimes, SandboxError, Sandboxes};
@@ -61,6 +63,7 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_ready))
         .route("/metrics", get(metrics::get_metrics))
+        .route("/openapi.json", get(openapi::get_openapi))
         // Runs after routing, so the rule is found by the route's pattern.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

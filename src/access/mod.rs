@@ -108,7 +108,7 @@ pub const OPEN_ROUTES: [&str; 1] = ["/healthz"];
 
 /// Every route of the router as `METHOD /path` (the path as routed, with `{id}`): the names
 /// rate-limit rules refer to.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     "POST /run",
     "GET /run/ws",
     "POST /sessions",
@@ -120,4 +120,5 @@ pub const ROUTES: [&str; 11] = [
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",
+    "GET /openapi.json",
 ];

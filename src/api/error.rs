@@ -73,13 +73,15 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error: a stable machine-readable code and a human message.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ErrorDetail<'a> {
+    /// e.g. `invalid_request`, `unknown_language`, `rate_limited` (see docs/API.md).
     code: &'a str,
     message: String,
 }

@@ -7,13 +7,16 @@ use serde::Serialize;
 
 use crate::app::AppState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "The process is up", body = HealthResponse),
+))]
 pub async fn get_health() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok",
@@ -21,6 +24,10 @@ pub async fn get_health() -> Json<HealthResponse> {
     })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "The engine answers and every language image is present", body = HealthResponse),
+    (status = 503, description = "Not ready, with the reason", body = HealthResponse),
+))]
 pub async fn get_ready(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     match state.executor.check_ready().await {
         Ok(()) => (

@@ -6,12 +6,12 @@ use serde::Serialize;
 
 use crate::app::AppState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LanguagesResponse {
     pub languages: Vec<LanguageResponse>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LanguageResponse {
     pub id: String,
     pub name: String,
@@ -29,6 +29,9 @@ pub struct LanguageResponse {
     pub max_memory_mb: u64,
 }
 
+#[utoipa::path(get, path = "/languages", tag = "runs", responses(
+    (status = 200, description = "Every language served", body = LanguagesResponse),
+))]
 pub async fn list_languages(State(state): State<AppState>) -> Json<LanguagesResponse> {
     let languages = state
         .executor

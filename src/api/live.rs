@@ -172,6 +172,10 @@ async fn stream_run(executor: Executor, job: Job, lines: mpsc::Sender<Bytes>) {
 }
 
 /// `GET /run/ws`.
+#[utoipa::path(get, path = "/run/ws", tag = "runs", responses(
+    (status = 101, description = "WebSocket: the first frame is a run request (as POST /run); then `stdin`, `stdin_close`, `kill` frames in, run events out (docs/API.md, \"Live runs\")"),
+    (status = 400, description = "invalid_request: not a WebSocket upgrade", body = super::error::ErrorBody),
+))]
 pub async fn run_socket(
     State(state): State<AppState>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,

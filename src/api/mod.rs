@@ -7,6 +7,7 @@ pub mod json;
 pub mod languages;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod run;
 pub mod sessions;
 pub mod terminal;

@@ -7,18 +7,19 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::live;
 use crate::app::AppState;
 use crate::executor::files::SourceFile;
 use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus, TestCase};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RunRequest {
     pub language: Option<String>,
     pub code: Option<String>,
     pub files: Option<Vec<FileRequest>>,
+    /// The program's standard input (`stdin` is accepted as an alias).
     #[serde(alias = "stdin")]
     pub input: Option<String>,
     pub args: Option<Vec<String>>,
@@ -28,7 +29,7 @@ pub struct RunRequest {
     pub tests: Option<Vec<TestRequest>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestRequest {
     #[serde(default, alias = "stdin")]
@@ -36,13 +37,13 @@ pub struct TestRequest {
     pub expected_output: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FileRequest {
     pub name: String,
     pub content: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunResponse {
     pub id: String,
     pub language: String,
@@ -62,7 +63,7 @@ pub struct RunResponse {
     pub tests: Option<Vec<TestResponse>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TestResponse {
     #[serde(flatten)]
     pub run: PhaseResponse,
@@ -71,7 +72,7 @@ pub struct TestResponse {
     pub passed: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PhaseResponse {
     pub status: RunStatus,
     pub exit_code: Option<i64>,
@@ -82,7 +83,8 @@ pub struct PhaseResponse {
     pub duration_ms: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunQuery {
     /// Answer as an NDJSON stream of events (as `Accept: application/x-ndjson` asks).
     #[serde(default)]
@@ -91,6 +93,24 @@ pub struct RunQuery {
 
 /// The JSON result at the end, or (streamed) events as the program runs and then the result.
 /// Either way the request is validated first: a bad one is an HTTP error and runs nothing.
+#[utoipa::path(
+    post,
+    path = "/run",
+    tag = "runs",
+    request_body = RunRequest,
+    params(RunQuery),
+    responses(
+        (status = 200, description = "The program ran: its outcome (a failing program is a status, not an error). With `Accept: application/x-ndjson` or `?stream=true`: NDJSON events, then the result", body = RunResponse),
+        (status = 400, description = "invalid_json, invalid_request, unknown_language", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+        (status = 503, description = "overloaded, sandbox_unavailable, shutting_down", body = ErrorBody),
+        (status = 500, description = "internal_error", body = ErrorBody),
+    )
+)]
 pub async fn run_code(
     State(state): State<AppState>,
     query: Result<Query<RunQuery>, QueryRejection>,

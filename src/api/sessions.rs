@@ -8,18 +8,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::run::{RunRequest, RunResponse};
 use crate::app::AppState;
 use crate::sessions::SessionView;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateSessionRequest {
     pub language: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionResponse {
     pub id: String,
     pub language: String,
@@ -30,7 +30,7 @@ pub struct SessionResponse {
     pub url: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionRunResponse {
     #[serde(flatten)]
     pub run: RunResponse,
@@ -40,6 +40,19 @@ pub struct SessionRunResponse {
 }
 
 /// The body is optional (`{}` or nothing at all: a shell session).
+#[utoipa::path(
+    post,
+    path = "/sessions",
+    tag = "sessions",
+    request_body(content = CreateSessionRequest, description = "Optional: `{}` or no body is a shell session"),
+    responses(
+        (status = 201, description = "The session", body = SessionResponse),
+        (status = 400, description = "invalid_json, unknown_language", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited (too many sessions for this client, or the rate limit)", body = ErrorBody),
+        (status = 503, description = "overloaded, sandbox_unavailable", body = ErrorBody),
+    )
+)]
 pub async fn create_session(
     State(state): State<AppState>,
     Extension(client): Extension<crate::access::ClientId>,
@@ -58,6 +71,16 @@ pub async fn create_session(
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}",
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 200, description = "The session", body = SessionResponse),
+        (status = 404, description = "session_not_found", body = ErrorBody),
+    )
+)]
 pub async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -65,6 +88,16 @@ pub async fn get_session(
     Ok(Json(state.sessions.get(&id)?.into()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sessions/{id}",
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 204, description = "Deleted: its sandbox is removed, its room closed"),
+        (status = 404, description = "session_not_found", body = ErrorBody),
+    )
+)]
 pub async fn delete_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -73,6 +106,19 @@ pub async fn delete_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/sessions/{id}/run",
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session id")),
+    request_body = RunRequest,
+    responses(
+        (status = 200, description = "The run's outcome, in the session's sandbox", body = SessionRunResponse),
+        (status = 400, description = "invalid_json, invalid_request, unknown_language", body = ErrorBody),
+        (status = 404, description = "session_not_found", body = ErrorBody),
+        (status = 503, description = "overloaded, sandbox_unavailable, shutting_down", body = ErrorBody),
+    )
+)]
 pub async fn run_in_session(
     State(state): State<AppState>,
     Path(id): Path<String>,

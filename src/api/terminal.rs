@@ -40,6 +40,13 @@ enum ServerFrame<'a> {
 
 /// Joins the room before upgrading, so an unknown session is a plain 404 (and the first
 /// client's REPL is running when the socket opens).
+#[utoipa::path(get, path = "/sessions/{id}/terminal", tag = "sessions",
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 101, description = "WebSocket onto the session's shared terminal (docs/API.md, \"Rooms\")"),
+        (status = 400, description = "invalid_request: not a WebSocket upgrade", body = super::error::ErrorBody),
+        (status = 404, description = "session_not_found", body = super::error::ErrorBody),
+))]
 pub async fn open_terminal(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -33,7 +33,7 @@ use admission::Admission;
 use live::StreamingCollector;
 
 /// How one phase (compile or run) of a job ended, as the contract names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Success,

@@ -12,6 +12,7 @@ mod keeper;
 mod languages;
 mod limits;
 mod live;
+mod openapi;
 mod pool;
 mod rooms;
 mod sessions;

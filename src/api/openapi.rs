@@ -1,0 +1,56 @@
+//! `GET /openapi.json`: the API description, generated from the handlers' annotations and the
+//! wire types themselves, so a field added to a response is in the document too.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
+
+use super::{error, health, languages, live, metrics, run, sessions, terminal};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "runbox",
+        description = "Runs untrusted programs in hardened throwaway sandboxes. The prose contract, with what each field means, is docs/API.md."
+    ),
+    paths(
+        run::run_code,
+        live::run_socket,
+        sessions::create_session,
+        sessions::get_session,
+        sessions::delete_session,
+        sessions::run_in_session,
+        terminal::open_terminal,
+        languages::list_languages,
+        health::get_health,
+        health::get_ready,
+        metrics::get_metrics,
+        get_openapi,
+    ),
+    components(schemas(error::ErrorBody)),
+    tags(
+        (name = "runs", description = "Run a program once"),
+        (name = "sessions", description = "Sandboxes that live across runs, and their shared terminals"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, rendered once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serialises")
+    })
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses(
+    (status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json"),
+))]
+pub async fn get_openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document())
+}
