@@ -75,7 +75,6 @@ pub struct LiveSnapshot {
     pub jobs_queued: usize,
     /// Sandboxes this process owns right now (running jobs and pool).
     pub sandboxes_owned: usize,
-    pub containers_created: u64,
     pub pools: Vec<crate::sandbox::pool::PoolStats>,
     pub sandboxes: crate::sandbox::SandboxTally,
 }
@@ -241,7 +240,7 @@ impl Collector for LiveCollector {
             &mut encoder,
             "containers_created",
             "Sandbox containers created since start",
-            live.containers_created,
+            live.sandboxes.created,
         )?;
         counter(
             &mut encoder,
@@ -365,7 +364,6 @@ mod tests {
                 jobs_running: 2,
                 jobs_queued: 5,
                 sandboxes_owned: 7,
-                containers_created: 40,
                 pools: vec![PoolStats {
                     language: "python".into(),
                     size: 4,

@@ -151,7 +151,6 @@ impl LiveState for LiveParts {
             jobs_running: self.admission.running(),
             jobs_queued: self.admission.queued(),
             sandboxes_owned: self.sandboxes.owned_count(),
-            containers_created: self.sandboxes.created_count(),
             pools: self.pool.stats(),
             sandboxes: self.sandboxes.tally(),
         }
