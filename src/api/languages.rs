@@ -16,6 +16,7 @@ pub struct LanguageResponse {
     pub id: String,
     pub name: String,
     /// Read from the language's image; `null` while the image is missing.
+    #[schema(required = true)]
     pub version: Option<String>,
     pub aliases: Vec<String>,
     pub compiled: bool,

@@ -49,14 +49,19 @@ pub struct RunResponse {
     pub language: String,
     pub version: String,
     pub status: RunStatus,
+    #[schema(required = true)]
     pub exit_code: Option<i64>,
+    #[schema(required = true)]
     pub signal: Option<&'static str>,
     pub stdout: String,
     pub stderr: String,
     pub truncated: bool,
     pub duration_ms: u64,
+    #[schema(required = true)]
     pub cpu_time_ms: Option<u64>,
+    #[schema(required = true)]
     pub memory_kb: Option<u64>,
+    #[schema(required = true)]
     pub compile: Option<PhaseResponse>,
     /// A `tests` job's result per input, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,7 +80,9 @@ pub struct TestResponse {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PhaseResponse {
     pub status: RunStatus,
+    #[schema(required = true)]
     pub exit_code: Option<i64>,
+    #[schema(required = true)]
     pub signal: Option<&'static str>,
     pub stdout: String,
     pub stderr: String,
