@@ -644,6 +644,9 @@ impl ServerUnderTest {
             .arg("--config")
             .arg(config_path)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            // The bench is one client sending thousands of runs: per-client limits would
+            // measure the 429 path.
+            .env("RUNBOX_RATE_LIMIT__ENABLED", "false")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUNBOX_LOG", "warn")
             .kill_on_drop(true)
