@@ -41,15 +41,6 @@ pub struct Access {
 
 impl Access {
     pub fn new(rate_limit: &RateLimitConfig, auth: &AuthConfig) -> Access {
-        let key_limits: Vec<(String, String, u32)> = auth
-            .keys
-            .iter()
-            .flat_map(|k| {
-                k.limits
-                    .iter()
-                    .map(|(rule, n)| (k.name.clone(), rule.clone(), *n))
-            })
-            .collect();
         let metrics_token = (!auth.metrics_token_sha256.is_empty()).then(|| {
             Arc::new(ApiKeys::new(&[ApiKeyConfig {
                 name: METRICS_CLIENT.to_owned(),
@@ -60,7 +51,7 @@ impl Access {
         Access {
             keys: Arc::new(ApiKeys::new(&auth.keys)),
             metrics_token,
-            limiter: Arc::new(RateLimiter::new(rate_limit, &key_limits)),
+            limiter: Arc::new(RateLimiter::new(rate_limit, &auth.keys)),
             client_ip_header: rate_limit.client_ip_header.to_ascii_lowercase().into(),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::ClientId;
-use crate::config::RateLimitConfig;
+use crate::config::{ApiKeyConfig, RateLimitConfig};
 
 /// Refused: the client may try again after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +47,9 @@ struct Buckets {
 const PRUNE_FLOOR: usize = 1024;
 
 impl RateLimiter {
-    /// `config` is validated (every route known and in at most one rule, quotas positive).
-    pub fn new(config: &RateLimitConfig, key_limits: &[(String, String, u32)]) -> RateLimiter {
+    /// `config` is validated (every route known and in at most one rule, quotas positive);
+    /// `keys` may carry their own quota per rule.
+    pub fn new(config: &RateLimitConfig, keys: &[ApiKeyConfig]) -> RateLimiter {
         let mut rules = Vec::new();
         let mut route_rule = HashMap::new();
         if config.enabled {
@@ -59,10 +60,9 @@ impl RateLimiter {
                 rules.push(Rule {
                     name: name.clone(),
                     requests: rule.requests,
-                    per_key: key_limits
+                    per_key: keys
                         .iter()
-                        .filter(|(_, r, _)| r == name)
-                        .map(|(key, _, n)| (key.clone(), *n))
+                        .filter_map(|key| Some((key.name.clone(), *key.limits.get(name)?)))
                         .collect(),
                     window: Duration::from_secs(rule.window_secs),
                 });
@@ -147,7 +147,12 @@ mod tests {
                 },
             )]),
         };
-        RateLimiter::new(&config, &[("ci".into(), "runs".into(), 1000)])
+        let ci = ApiKeyConfig {
+            name: "ci".into(),
+            sha256: "00".repeat(32),
+            limits: BTreeMap::from([("runs".to_owned(), 1000)]),
+        };
+        RateLimiter::new(&config, &[ci])
     }
 
     fn ip(last: u8) -> ClientId {
