@@ -24,8 +24,9 @@ use crate::api::{
     ApiError, access, health, languages, live, metrics, openapi, run, sessions, terminal,
 };
 use crate::config::{Config, ServerConfig};
+use crate::connections::{self, Activity, ConnectionLimits};
 use crate::executor::Executor;
-use crate::sandbox::{Lifetimes, SandboxError, Sandboxes};
+use crate::sandbox::{Lifetimes, SandboxBudget, SandboxError, Sandboxes};
 use crate::sessions::Sessions;
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -36,6 +37,12 @@ const CORS_MAX_AGE: Duration = Duration::from_secs(3600);
 const JOB_LIFETIME_SLACK: Duration = Duration::from_secs(60);
 /// After the grace period, how long the ended jobs' answers may take to go out.
 const STOPPED_JOBS_ANSWER: Duration = Duration::from_secs(2);
+/// HTTP/2 (when on): a ping this often, and a peer that does not answer within the timeout
+/// is gone.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Failed accepts are logged at most this often.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Cheap, clonable handles shared by every handler.
 #[derive(Clone)]
@@ -102,10 +109,13 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
                         .get(REQUEST_ID_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
+                    // Never a session id (a capability): its route and a tag instead.
+                    let (path, session) = crate::sessions::loggable_path(request.uri().path());
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
-                        path = %request.uri().path(),
+                        path = %path,
+                        session = session.as_deref(),
                         request_id = %id,
                         route = tracing::field::Empty,
                         client = tracing::field::Empty,
@@ -198,8 +208,14 @@ impl Server {
             pool: config.pool.max_idle() + job_lifetime_bound,
             session: config.sessions.max_age() + job_lifetime_bound,
         };
+        // A running job may own two sandboxes for a moment: its own, and the one that takes
+        // over with the run's memory cap under gVisor while the first is being removed.
+        let budget = SandboxBudget {
+            max: config.limits.max_sandboxes,
+            reserved_for_jobs: 2 * config.limits.running_jobs(),
+        };
         let sandboxes =
-            Sandboxes::connect(&config.engine, config.sandbox.clone(), lifetimes).await?;
+            Sandboxes::connect(&config.engine, config.sandbox.clone(), budget, lifetimes).await?;
         let executor = Executor::new(
             sandboxes,
             config.languages.clone(),
@@ -233,7 +249,15 @@ impl Server {
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
-        let task = tokio::spawn(serve(listener, app, config.server.clone(), shutdown));
+        let limits = connection_limits(&config, executor.metrics().connections_open());
+        let task = tokio::spawn(serve(
+            listener,
+            app,
+            config.server.clone(),
+            limits,
+            executor.metrics_handle(),
+            shutdown,
+        ));
         tracing::info!(%addr, "runbox listening");
         Ok(Server {
             addr,
@@ -276,13 +300,17 @@ impl Server {
 }
 
 /// Accepts connections until `stop`, then lets every open request finish. Each connection gets
-/// the bounds of `server`: a request head must arrive within `header_timeout_secs` (a client
-/// trickling headers holds a connection, never more), with at most `max_headers` fields and
-/// `max_header_bytes` bytes. Upgraded connections (WebSockets) are their handlers' to end.
+/// the bounds of `server`: it is refused at once past the per-address or total cap; it is closed
+/// when no complete request head arrives within `header_timeout_secs` of the accept (whatever
+/// the protocol) or when it holds no open request for `idle_timeout_secs`; a request head has at
+/// most `max_headers` fields and `max_header_bytes` bytes. Upgraded connections (WebSockets)
+/// are their handlers' to end.
 async fn serve(
     listener: TcpListener,
     app: Router,
     server: ServerConfig,
+    limits: ConnectionLimits,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -298,45 +326,144 @@ async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+        // A peer that stops answering pings is gone: its streams and the connection end.
+        .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+    if !server.http2 {
+        // No protocol detection: the HTTP/1 header timeout runs from the first read.
+        builder = builder.http1_only();
+    }
+    let first_request = Duration::from_secs(server.header_timeout_secs);
+    let idle = Duration::from_secs(server.idle_timeout_secs);
+    let connections = tokio_util::task::TaskTracker::new();
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors, mostly: wait instead of spinning.
-                    tracing::warn!(%err, "accepting a connection failed");
+                    accept_errors.failed(&err);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
             () = stop.cancelled() => break,
         };
+        let permit = match limits.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                // Closed before a byte is read: the cheapest answer to a flood.
+                metrics.connection_refused(refused.reason());
+                drop(stream);
+                continue;
+            }
+        };
         // Keystrokes on a terminal are tiny writes: never hold them back.
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let activity = std::sync::Arc::new(Activity::default());
+        let requests = activity.clone();
         // The peer address identifies the client where no key or trusted header does.
         let service =
             hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                let busy = requests.begin();
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                app.clone().call(request)
+                let answer = app.clone().call(request);
+                async move {
+                    let answer = answer.await;
+                    drop(busy);
+                    answer
+                }
             });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+        let stop = stop.clone();
+        let metrics = metrics.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                why = activity.idle_past(first_request, idle) => {
+                    metrics.connection_closed_idle(why.reason());
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
+}
+
+/// Logs failed accepts once per [`ACCEPT_ERROR_LOG_INTERVAL`] with how many there were, not
+/// once each (over a thousand lines a second when the descriptors run out).
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, err: &std::io::Error) {
+        self.unlogged += 1;
+        let due = self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL);
+        if due {
+            tracing::warn!(%err, failures = self.unlogged, "accepting connections failed");
+            self.last_logged = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+    }
+}
+
+/// The connection caps, the total lowered to what the open-file limit allows (raised to its
+/// hard limit first).
+fn connection_limits(config: &Config, gauge: prometheus_client::metrics::gauge::Gauge) -> ConnectionLimits {
+    let server = &config.server;
+    let max_total = match connections::raise_open_file_limit() {
+        Ok(open_files) => {
+            let cap = connections::total_cap(
+                server.max_connections,
+                open_files,
+                config.limits.max_sandboxes,
+            );
+            tracing::info!(
+                open_files,
+                max_connections = cap,
+                max_connections_per_client = server.max_connections_per_client,
+                "connection caps"
+            );
+            if cap < server.max_connections {
+                tracing::warn!(
+                    configured = server.max_connections,
+                    cap,
+                    "server.max_connections lowered to fit the open-file limit"
+                );
+            }
+            cap
+        }
+        Err(err) => {
+            tracing::warn!(%err, "the open-file limit could not be read");
+            server.max_connections
+        }
+    };
+    ConnectionLimits::new(max_total, server.max_connections_per_client, gauge)
 }
 
 async fn shutdown_signal() {

@@ -117,6 +117,9 @@ pub struct TerminalConfig {
     pub max_input_bytes: usize,
     /// Input frames a client may send per second (twice that in a burst).
     pub input_frames_per_sec: u32,
+    /// `start` frames one terminal takes per minute (3 in a burst): a start of another
+    /// language creates a sandbox.
+    pub starts_per_minute: u32,
     /// Output the terminal's program may produce per second (in bytes, twice that in a
     /// burst); past it the program is slowed down, its output never buffered without bound.
     pub output_bytes_per_sec: u64,
@@ -167,7 +170,8 @@ pub struct LimitsConfig {
     pub max_running_jobs: usize,
     /// Jobs waiting for a slot; past it a run is refused at once (503 overloaded).
     pub max_queued_jobs: usize,
-    /// Most sandboxes this process keeps at once (running jobs and the warm pool).
+    /// Most sandboxes this process keeps at once, of every kind (running jobs, the warm pool,
+    /// sessions); sessions leave twice the running jobs free.
     pub max_sandboxes: usize,
 }
 
@@ -223,6 +227,15 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// At shutdown, running jobs may finish within this long; then they are ended.
     pub shutdown_grace_secs: u64,
+    /// A connection with no request open this long is closed (HTTP/1 keep-alive waits for
+    /// the next request head only `header_timeout_secs`).
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once (lowered at start to what the open-file limit allows).
+    pub max_connections: usize,
+    /// Most connections one client address (an IPv6 /64) may hold open; 0: no cap.
+    pub max_connections_per_client: usize,
+    /// Serve HTTP/2 (prior knowledge, h2c) next to HTTP/1.1.
+    pub http2: bool,
     /// `["*"]` means any origin; credentials are never allowed cross-origin.
     pub cors_allowed_origins: Vec<String>,
 }
@@ -519,6 +532,12 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
             "header_timeout_secs and body_timeout_secs must be at least 1",
         );
     }
+    if raw.server.idle_timeout_secs == 0 {
+        return key("server.idle_timeout_secs", "must be at least 1");
+    }
+    if raw.server.max_connections == 0 {
+        return key("server.max_connections", "must be at least 1");
+    }
     if raw.server.max_headers < 8 {
         return key("server.max_headers", "must be at least 8");
     }
@@ -594,6 +613,7 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
     if t.client_queue_frames < 2
         || t.max_input_bytes == 0
         || t.input_frames_per_sec == 0
+        || t.starts_per_minute == 0
         || t.output_bytes_per_sec < 1024
     {
         return key(

@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML file plus `RUNBOX_<SECTION>__<KEY>` overrides, validated.
 //! - [`languages`]: the language catalogue (`config/languages.toml`), languages as data.
 //! - [`app`]: shared state, the router and its middleware, the server lifecycle.
+//! - [`connections`]: caps on open connections (per address, in total) and their idle deadlines.
 //! - [`access`]: who may call, and how often: API keys, client identity, rate limits.
 //! - [`api`]: HTTP only: extract, one domain call, map; the one error-to-response table.
 //! - [`executor`]: a validated job in, a run outcome out: admission (running slots and a
@@ -22,6 +23,7 @@ pub mod api;
 pub mod app;
 pub mod bench;
 pub mod config;
+pub mod connections;
 pub mod executor;
 pub mod languages;
 pub mod metrics;

@@ -104,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
             let sandboxes = runbox::sandbox::Sandboxes::connect(
                 &config.engine,
                 config.sandbox.clone(),
+                runbox::sandbox::SandboxBudget::unbounded(),
                 // Building images is no place to judge other processes' sandboxes.
                 runbox::sandbox::Lifetimes {
                     job: std::time::Duration::from_secs(3600),

@@ -47,6 +47,9 @@ pub struct Metrics {
     overloaded: Counter,
     compiles: Family<LanguageLabels, Counter>,
     rejections: Family<RejectionLabels, Counter>,
+    connections_refused: Family<RejectionLabels, Counter>,
+    connections_closed_idle: Family<RejectionLabels, Counter>,
+    connections_open: prometheus_client::metrics::gauge::Gauge,
     /// Set once the sessions exist (they start after the executor that owns the metrics).
     sessions: Arc<OnceLock<Arc<dyn SessionsState>>>,
 }
@@ -125,6 +128,24 @@ impl Metrics {
             "Requests refused at the edge: reason=unauthorized (401), or the rate-limit rule (429)",
             rejections.clone(),
         );
+        let connections_refused = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept: reason=connections_per_client or connections_total (a cap was full)",
+            connections_refused.clone(),
+        );
+        let connections_closed_idle = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "connections_closed_idle",
+            "Connections closed for sending nothing: reason=no_first_request (no request head within server.header_timeout_secs of the accept) or idle",
+            connections_closed_idle.clone(),
+        );
+        let connections_open = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "connections",
+            "TCP connections open (WebSockets included, until their upgrade)",
+            connections_open.clone(),
+        );
         let sessions = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(LiveCollector(live, sessions.clone())));
         Metrics {
@@ -135,6 +156,9 @@ impl Metrics {
             overloaded,
             compiles,
             rejections,
+            connections_refused,
+            connections_closed_idle,
+            connections_open,
             sessions,
         }
     }
@@ -173,6 +197,27 @@ impl Metrics {
     /// A request refused before it reached a handler (`unauthorized`, or a rate-limit rule).
     pub fn rejected(&self, reason: &str) {
         self.rejections
+            .get_or_create(&RejectionLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&RejectionLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The gauge of open connections, kept by whoever counts them.
+    pub fn connections_open(&self) -> prometheus_client::metrics::gauge::Gauge {
+        self.connections_open.clone()
+    }
+
+    pub fn connection_closed_idle(&self, reason: &str) {
+        self.connections_closed_idle
             .get_or_create(&RejectionLabels {
                 reason: reason.to_owned(),
             })

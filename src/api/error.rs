@@ -51,6 +51,10 @@ pub enum ApiError {
     Overloaded(Overloaded),
     #[error("the maximum number of live sessions is reached; retry later")]
     SessionsFull,
+    #[error("every sandbox this server may keep is in use; retry later")]
+    SandboxesFull,
+    #[error("the session's files could not be moved to the new language's sandbox (they do not fit its limits); nothing changed")]
+    WorkDirNotMoved,
     #[error("no such session (it may have expired or been deleted)")]
     SessionNotFound,
     #[error("{message}")]
@@ -105,16 +109,21 @@ impl ApiError {
             ApiError::SandboxUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "sandbox_unavailable")
             }
-            ApiError::Overloaded(_) | ApiError::SessionsFull => {
+            ApiError::Overloaded(_) | ApiError::SessionsFull | ApiError::SandboxesFull => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
             ApiError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
+            ApiError::WorkDirNotMoved => (StatusCode::CONFLICT, "work_dir_not_moved"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidFrame(_) => (StatusCode::BAD_REQUEST, "invalid_frame"),
             ApiError::InputRefused(refused) => match refused {
-                InputRefused::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
-                InputRefused::TooFast(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                InputRefused::TooLarge(_) | InputRefused::TooMuch(_) => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large")
+                }
+                InputRefused::TooFast(_) | InputRefused::StartsTooFast(_) => {
+                    (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+                }
                 InputRefused::NotRunning => (StatusCode::CONFLICT, "not_running"),
                 InputRefused::Backlogged => (StatusCode::SERVICE_UNAVAILABLE, "input_backlogged"),
             },
@@ -185,6 +194,7 @@ impl From<SessionError> for ApiError {
             SessionError::Job(err) => err.into(),
             SessionError::Run(err) => err.into(),
             SessionError::Sandbox(err) => err.into(),
+            SessionError::Refused(refused) => ApiError::InputRefused(refused),
         }
     }
 }
@@ -195,6 +205,8 @@ impl From<SandboxError> for ApiError {
             SandboxError::EngineUnavailable(_) | SandboxError::ImageMissing(_) => {
                 ApiError::SandboxUnavailable(err)
             }
+            SandboxError::AtCapacity => ApiError::SandboxesFull,
+            SandboxError::WorkDirNotCopied(_) => ApiError::WorkDirNotMoved,
             SandboxError::Engine(_) => ApiError::Internal(Box::new(err)),
         }
     }
@@ -244,7 +256,7 @@ impl IntoResponse for ApiError {
             .into_response();
         let retry_after = match &self {
             ApiError::Overloaded(_) => Some(RETRY_AFTER_OVERLOADED_SECS),
-            ApiError::SessionsFull => Some(RETRY_AFTER_SECS),
+            ApiError::SessionsFull | ApiError::SandboxesFull => Some(RETRY_AFTER_SECS),
             ApiError::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),

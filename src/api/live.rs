@@ -17,10 +17,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::error::{ApiError, REQUEST_ID, current_request_id};
+use super::json::BodyLimit;
 use super::run::{RunRequest, RunResponse};
 use crate::app::AppState;
 use crate::executor::{Executor, Job, LiveRun, Phase, RunError, RunEvent, RunOutcome};
-use crate::sandbox::Stream;
+use crate::sandbox::{InputFull, InputSender, Stream};
+use crate::sessions::terminal::InputRefused;
 
 /// Media type of the streamed answer.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -29,10 +31,14 @@ pub const NDJSON: &str = "application/x-ndjson";
 const LINE_BACKLOG: usize = 64;
 /// How long an interactive client has to send its run request.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
-/// stdin frames waiting for a program that is not reading; past it they are refused.
-const STDIN_BACKLOG: usize = 64;
-/// Largest frame an interactive client may send (a run request with its files, or stdin).
-const MAX_CLIENT_FRAME: usize = 8 * 1024 * 1024;
+/// Bytes of stdin waiting for a program that is not reading; past it frames are refused
+/// (`input_backlogged`) until it reads. Four full frames: a paste keeps flowing.
+const STDIN_BACKLOG_BYTES: usize = 4 * MAX_STDIN_FRAME;
+/// Largest `data` of one stdin frame (a keystroke, a line, a pasted block).
+const MAX_STDIN_FRAME: usize = 64 * 1024;
+/// JSON escaping makes a control character six bytes: a stdin frame's message may be this
+/// much larger than its data.
+const JSON_ESCAPE_FACTOR: usize = 6;
 
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -178,17 +184,25 @@ async fn stream_run(executor: Executor, job: Job, lines: mpsc::Sender<Bytes>) {
 ))]
 pub async fn run_socket(
     State(state): State<AppState>,
+    body_limit: Option<axum::Extension<BodyLimit>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade?;
     let executor = state.executor.clone();
     let request_id = current_request_id();
+    // The run request is the largest frame, and is held to POST /run's body cap; a stdin
+    // frame's message is far smaller (checked per frame once the run is going).
+    let body_limit = body_limit.map_or(usize::MAX, |limit| limit.0.0);
+    let max_message = body_limit.max(MAX_STDIN_FRAME * JSON_ESCAPE_FACTOR + 1024);
     Ok(upgrade
-        .max_message_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| REQUEST_ID.scope(request_id, interact(socket, executor))))
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| {
+            REQUEST_ID.scope(request_id, interact(socket, executor, body_limit))
+        }))
 }
 
-async fn interact(mut socket: WebSocket, executor: Executor) {
+async fn interact(mut socket: WebSocket, executor: Executor, body_limit: usize) {
     let job = match first_frame_job(&mut socket, &executor).await {
         Ok(job) => job,
         Err(err) => {
@@ -198,9 +212,13 @@ async fn interact(mut socket: WebSocket, executor: Executor) {
         }
     };
     let (events, mut received) = mpsc::unbounded_channel();
-    let (live, stdin) = LiveRun::interactive(events, STDIN_BACKLOG);
+    let (live, sender) = LiveRun::interactive(events, STDIN_BACKLOG_BYTES);
     let kill = live.kill.clone();
-    let mut stdin = Some(stdin);
+    let mut stdin = LiveStdin {
+        sender: Some(sender),
+        allowed: body_limit.saturating_sub(job.input.len()),
+        cap: body_limit,
+    };
     let run = executor.run_live(job, live);
     tokio::pin!(run);
     loop {
@@ -240,10 +258,48 @@ async fn interact(mut socket: WebSocket, executor: Executor) {
     }
 }
 
+/// The stdin side of an interactive run: everything it may still take, counted against the
+/// same cap as POST /run's body (the job's `input` included).
+struct LiveStdin {
+    /// `None` once the client sent `stdin_close`.
+    sender: Option<InputSender>,
+    /// Bytes the client may still send.
+    allowed: usize,
+    cap: usize,
+}
+
+impl LiveStdin {
+    fn send(&mut self, data: String) -> Result<(), ApiError> {
+        let refused = |why| Err(ApiError::InputRefused(why));
+        let Some(sender) = &self.sender else {
+            return Err(ApiError::InvalidFrame(
+                "stdin is closed (`stdin_close` was sent)".to_owned(),
+            ));
+        };
+        if data.len() > MAX_STDIN_FRAME {
+            return refused(InputRefused::TooLarge(MAX_STDIN_FRAME));
+        }
+        if data.len() > self.allowed {
+            return refused(InputRefused::TooMuch(self.cap));
+        }
+        let len = data.len();
+        match sender.try_send(Bytes::from(data)) {
+            Ok(()) => {
+                self.allowed -= len;
+                Ok(())
+            }
+            Err(InputFull::Backlogged) => refused(InputRefused::Backlogged),
+            Err(InputFull::TooLarge) => refused(InputRefused::TooLarge(MAX_STDIN_FRAME)),
+            // The program closed its stdin or ended: what it did not read is lost.
+            Err(InputFull::Closed) => refused(InputRefused::NotRunning),
+        }
+    }
+}
+
 /// Applies one client frame to the running program.
 fn control(
     frame: &str,
-    stdin: &mut Option<mpsc::Sender<Bytes>>,
+    stdin: &mut LiveStdin,
     kill: &tokio_util::sync::CancellationToken,
 ) -> Result<(), ApiError> {
     let frame: ClientFrame = serde_json::from_str(frame).map_err(|e| {
@@ -252,22 +308,9 @@ fn control(
         ))
     })?;
     match frame {
-        ClientFrame::Stdin { data } => {
-            let open = stdin.as_ref().ok_or_else(|| {
-                ApiError::InvalidFrame("stdin is closed (`stdin_close` was sent)".to_owned())
-            })?;
-            open.try_send(Bytes::from(data)).map_err(|err| match err {
-                mpsc::error::TrySendError::Full(_) => {
-                    ApiError::InputRefused(crate::sessions::terminal::InputRefused::Backlogged)
-                }
-                // The program closed its stdin or ended: what it did not read is lost.
-                mpsc::error::TrySendError::Closed(_) => {
-                    ApiError::InputRefused(crate::sessions::terminal::InputRefused::NotRunning)
-                }
-            })
-        }
+        ClientFrame::Stdin { data } => stdin.send(data),
         ClientFrame::StdinClose => {
-            *stdin = None;
+            stdin.sender = None;
             Ok(())
         }
         ClientFrame::Kill => {
@@ -316,6 +359,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stdin_is_bounded_per_frame_and_in_all() {
+        let (sender, mut receiver) = crate::sandbox::input_channel(STDIN_BACKLOG_BYTES);
+        let mut stdin = LiveStdin {
+            sender: Some(sender),
+            allowed: MAX_STDIN_FRAME + 10,
+            cap: 1000,
+        };
+        let big = "x".repeat(MAX_STDIN_FRAME + 1);
+        assert_eq!(stdin.send(big).unwrap_err().code(), "input_too_large");
+        stdin.send("x".repeat(MAX_STDIN_FRAME)).unwrap();
+        stdin.send("x".repeat(10)).unwrap();
+        // The run's total is spent, however much the program has read.
+        drop(receiver.try_recv());
+        let over = stdin.send("x".to_owned()).unwrap_err();
+        assert_eq!(over.code(), "input_too_large");
+        assert!(over.to_string().contains("1000"), "{over}");
+    }
+
+    #[test]
     fn events_follow_the_contract() {
         let output = |phase, stream, data: &str| RunEvent::Output {
             phase,
@@ -349,18 +411,22 @@ mod tests {
 
     #[test]
     fn client_frames_follow_the_contract() {
-        let mut stdin = None;
+        let (sender, mut receiver) = crate::sandbox::input_channel(2);
+        let mut stdin = LiveStdin {
+            sender: None,
+            allowed: 100,
+            cap: 100,
+        };
         let kill = tokio_util::sync::CancellationToken::new();
         assert!(control(r#"{"type":"stdin","data":"1\n"}"#, &mut stdin, &kill).is_err());
-        let (sender, mut receiver) = mpsc::channel(1);
-        stdin = Some(sender);
+        stdin.sender = Some(sender);
         control(r#"{"type":"stdin","data":"1\n"}"#, &mut stdin, &kill).unwrap();
-        assert_eq!(receiver.try_recv().unwrap(), Bytes::from_static(b"1\n"));
+        assert_eq!(receiver.try_recv().unwrap().data, Bytes::from_static(b"1\n"));
         control(r#"{"type":"stdin","data":"2\n"}"#, &mut stdin, &kill).unwrap();
         let full = control(r#"{"type":"stdin","data":"3\n"}"#, &mut stdin, &kill);
         assert_eq!(full.unwrap_err().code(), "input_backlogged");
         control(r#"{"type":"stdin_close"}"#, &mut stdin, &kill).unwrap();
-        assert!(stdin.is_none());
+        assert!(stdin.sender.is_none());
         assert!(!kill.is_cancelled());
         control(r#"{"type":"kill"}"#, &mut stdin, &kill).unwrap();
         assert!(kill.is_cancelled());

@@ -100,6 +100,7 @@ async fn connect(config: &Config) -> anyhow::Result<Sandboxes> {
     Ok(Sandboxes::connect(
         &config.engine,
         config.sandbox.clone(),
+        crate::sandbox::SandboxBudget::unbounded(),
         crate::sandbox::Lifetimes {
             job: far,
             pool: far,

@@ -2,11 +2,12 @@
 //! interactive, whose stdin arrives while it runs and which the client may kill. The limits are
 //! those of every run: what is streamed is exactly what the output cap keeps.
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::{LiveInput, OutputCollector, OutputSink, Push, Stream, Utf8Decoder};
+use crate::sandbox::{
+    InputSender, LiveInput, OutputCollector, OutputSink, Push, Stream, Utf8Decoder, input_channel,
+};
 
 /// Which phase a chunk of output belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +43,13 @@ pub struct LiveRun {
 
 impl LiveRun {
     /// A live run with stdin typed by the client: returns the run and the stdin sender
-    /// (dropping it closes the program's stdin).
+    /// (dropping it closes the program's stdin), which holds at most `backlog_bytes` the
+    /// program has not read yet.
     pub fn interactive(
         events: mpsc::UnboundedSender<RunEvent>,
-        backlog: usize,
-    ) -> (LiveRun, mpsc::Sender<Bytes>) {
-        let (stdin, receiver) = mpsc::channel(backlog);
+        backlog_bytes: usize,
+    ) -> (LiveRun, InputSender) {
+        let (stdin, receiver) = input_channel(backlog_bytes);
         let run = LiveRun {
             events,
             stdin: Some(receiver),

@@ -205,6 +205,10 @@ impl Executor {
         &self.metrics
     }
 
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Stops the pool, then removes every sandbox this process still owns.
     pub async fn shutdown(&self) {
         self.pool.shutdown().await;
@@ -412,6 +416,7 @@ impl Executor {
         drop(sandbox);
         let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
         (outcome.cpu_time, outcome.memory_kb) = run_phase_usage(usage_before, usage_after);
+        outcome.memory_kb = memory_kb_at_oom(outcome.status, outcome.memory_kb, job.memory_mb);
         Ok(outcome)
     }
 
@@ -478,6 +483,7 @@ impl Executor {
             phase.status == RunStatus::MemoryLimitExceeded || sandbox.end_programs().await.is_err();
         let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
         (outcome.cpu_time, outcome.memory_kb) = run_phase_usage(usage_before, usage_after);
+        outcome.memory_kb = memory_kb_at_oom(outcome.status, outcome.memory_kb, job.memory_mb);
         Ok(InSandboxRun {
             outcome,
             sandbox_unusable: unusable,
@@ -640,7 +646,10 @@ pub fn classify(outcome: &ExecOutcome) -> (RunStatus, Option<i64>, Option<&'stat
         ExecEnd::Stopped => (RunStatus::OutputLimitExceeded, None, Some("SIGKILL")),
         // The client's `kill`: a signal other than the limits, as the contract counts it.
         ExecEnd::Killed => (RunStatus::RuntimeError, None, Some("SIGKILL")),
-        ExecEnd::Exited { code: 0 } => (RunStatus::Success, Some(0), None),
+        ExecEnd::Exited { code: 0 } if !outcome.oom_killed => (RunStatus::Success, Some(0), None),
+        // The OOM killer ended a process of the program (a child, when the program itself
+        // exited 0): memory_limit_exceeded under every runtime. gVisor's whole sandbox is one
+        // host process, so there any OOM kill ends the program itself.
         ExecEnd::Exited { code } => {
             let signal = signal_name(code);
             let status = if outcome.oom_killed {
@@ -653,6 +662,15 @@ pub fn classify(outcome: &ExecOutcome) -> (RunStatus, Option<i64>, Option<&'stat
                 None => (status, Some(code), None),
             }
         }
+    }
+}
+
+/// The peak of a run the OOM killer struck is its cap, whether or not the cgroup could still be
+/// read (under gVisor the OOM kill ends the whole sandbox, and its cgroup with it).
+fn memory_kb_at_oom(status: RunStatus, measured: Option<u64>, memory_mb: u64) -> Option<u64> {
+    match (status, measured) {
+        (RunStatus::MemoryLimitExceeded, None) => Some(memory_mb * 1024),
+        _ => measured,
     }
 }
 
@@ -756,6 +774,11 @@ mod tests {
         assert_eq!(
             classify(&exited(137, true)),
             (RunStatus::MemoryLimitExceeded, None, Some("SIGKILL"))
+        );
+        // A child was OOM-killed and the program went on to exit 0.
+        assert_eq!(
+            classify(&exited(0, true)),
+            (RunStatus::MemoryLimitExceeded, Some(0), None)
         );
         // A child was OOM-killed and the program failed because of it.
         assert_eq!(

@@ -100,7 +100,7 @@ pub(super) enum Pumped {
 
 /// Input that arrives while the program runs (an interactive client typing): each chunk is
 /// written as it comes; the end of the channel closes the program's stdin.
-pub type LiveInput = tokio::sync::mpsc::Receiver<Bytes>;
+pub type LiveInput = super::input::InputReceiver;
 
 /// Feeds `stdin`, then everything `live` brings, to the process (then closes its stdin) while
 /// handing every output frame to `on_frame`, until the output ends or `on_frame` says
@@ -120,8 +120,9 @@ pub(super) async fn pump(
         }
         if let Some(mut live) = live {
             let _ = input.flush().await;
+            // A chunk counts against the client's backlog until it is written (then dropped).
             while let Some(chunk) = live.recv().await {
-                if input.write_all(&chunk).await.is_err() || input.flush().await.is_err() {
+                if input.write_all(&chunk.data).await.is_err() || input.flush().await.is_err() {
                     return;
                 }
             }
@@ -152,19 +153,25 @@ pub(super) async fn pump(
     }
 }
 
-pub(super) async fn run(
+/// An exec started with its streams attached.
+pub(super) struct Started {
+    pub(super) exec_id: String,
+    pub(super) output: OutputFrames,
+    pub(super) input: InputPipe,
+}
+
+/// Starts `cmd` in the sandbox's work dir as the sandbox user, attached.
+pub(super) async fn start(
     shared: &Shared,
     container: &str,
-    spec: ExecSpec,
-    sink: &mut dyn OutputSink,
-) -> Result<ExecOutcome, SandboxError> {
+    cmd: Vec<String>,
+) -> Result<Started, SandboxError> {
     let docker = &shared.docker;
-    let oom_before = shared.oom.count(container);
     let options = CreateExecOptions {
         attach_stdin: Some(true),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        cmd: Some(spec.cmd),
+        cmd: Some(cmd),
         user: Some(shared.config.user.clone()),
         working_dir: Some(WORK_DIR.to_owned()),
         env: Some(ENVIRONMENT.iter().map(|s| s.to_string()).collect()),
@@ -174,14 +181,33 @@ pub(super) async fn run(
         .create_exec(container, options)
         .await
         .map_err(SandboxError::from_engine)?;
-    let started = Instant::now();
-    let StartExecResults::Attached { mut output, input } = docker
+    let StartExecResults::Attached { output, input } = docker
         .start_exec(&exec.id, None)
         .await
         .map_err(SandboxError::from_engine)?
     else {
         return Err(SandboxError::Engine("exec started detached".to_owned()));
     };
+    Ok(Started {
+        exec_id: exec.id,
+        output,
+        input,
+    })
+}
+
+pub(super) async fn run(
+    shared: &Shared,
+    container: &str,
+    spec: ExecSpec,
+    sink: &mut dyn OutputSink,
+) -> Result<ExecOutcome, SandboxError> {
+    let oom_mark = OomMark::take(shared, container).await;
+    let Started {
+        exec_id,
+        mut output,
+        input,
+    } = start(shared, container, spec.cmd).await?;
+    let started = Instant::now();
 
     let on_frame = |stream: Stream, chunk: &[u8]| match sink.push(stream, chunk) {
         Push::Continue => Flow::Continue,
@@ -193,7 +219,7 @@ pub(super) async fn run(
             // Only the runner's trailers finish a stream early; an exec ends at EOF.
             Pumped::Eof | Pumped::Finished(_) => {
                 let duration = started.elapsed();
-                let code = wait_for_exit_code(shared, &exec.id).await?;
+                let code = wait_for_exit_code(shared, &exec_id).await?;
                 Ok((ExecEnd::Exited { code }, duration))
             }
         }
@@ -205,33 +231,51 @@ pub(super) async fn run(
     Ok(ExecOutcome {
         end,
         duration,
-        oom_killed: oom_killed_during(shared, container, end, oom_before).await,
+        oom_killed: oom_mark.struck(shared, container, end).await,
     })
 }
 
-/// Whether the OOM killer struck in `container` since its count was `oom_before`. A SIGKILL
-/// exit waits briefly for the engine's event, which can trail the exit.
-pub(super) async fn oom_killed_during(
-    shared: &Shared,
-    container: &str,
-    end: ExecEnd,
-    oom_before: u64,
-) -> bool {
-    match end {
-        ExecEnd::Exited {
-            code: SIGKILL_EXIT_CODE,
-        } => {
-            shared
-                .oom
-                .wait_above(container, oom_before, OOM_EVENT_GRACE)
-                .await
+/// The OOM kills of a sandbox before a command, to tell afterwards whether the OOM killer
+/// struck while it ran: from the engine's events, and from the cgroup's own counter where the
+/// host's cgroup files are in sight (it cannot trail the exit as the event can).
+pub(super) struct OomMark {
+    events: u64,
+    cgroup: Option<u64>,
+}
+
+impl OomMark {
+    pub(super) async fn take(shared: &Shared, container: &str) -> OomMark {
+        OomMark {
+            events: shared.oom.count(container),
+            cgroup: super::host_cgroup::oom_kills(container).await,
         }
-        _ => shared.oom.count(container) > oom_before,
+    }
+
+    /// Whether the OOM killer struck in `container` since the mark. A SIGKILL exit waits
+    /// briefly for the engine's event, which can trail the exit.
+    pub(super) async fn struck(&self, shared: &Shared, container: &str, end: ExecEnd) -> bool {
+        if let Some(before) = self.cgroup
+            && let Some(after) = super::host_cgroup::oom_kills(container).await
+            && after > before
+        {
+            return true;
+        }
+        match end {
+            ExecEnd::Exited {
+                code: SIGKILL_EXIT_CODE,
+            } => {
+                shared
+                    .oom
+                    .wait_above(container, self.events, OOM_EVENT_GRACE)
+                    .await
+            }
+            _ => shared.oom.count(container) > self.events,
+        }
     }
 }
 
 /// The output can end a moment before the engine has recorded the exit: poll briefly.
-async fn wait_for_exit_code(shared: &Shared, exec_id: &str) -> Result<i64, SandboxError> {
+pub(super) async fn wait_for_exit_code(shared: &Shared, exec_id: &str) -> Result<i64, SandboxError> {
     let mut pause = EXIT_POLL_FIRST;
     loop {
         let inspect = shared

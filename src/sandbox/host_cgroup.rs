@@ -95,3 +95,44 @@ pub(super) async fn reset_peak(container: &str, reclaim: bool) -> bool {
     }
     false
 }
+
+/// OOM kills in the sandbox's cgroup so far (v1 `memory.oom_control`, v2 `memory.events`,
+/// the `oom_kill` line of either). Read right after a program's end it cannot trail the exit
+/// the way the engine's `oom` event can: a parent that outlives an OOM-killed child and exits
+/// 0 a moment later was reported `success` when only the event was asked.
+pub(super) async fn oom_kills(container: &str) -> Option<u64> {
+    let dirs = candidates("memory", container)
+        .into_iter()
+        .map(|dir| dir.join("memory.oom_control"))
+        .chain(
+            candidates("", container)
+                .into_iter()
+                .map(|dir| dir.join("memory.events")),
+        );
+    for file in dirs {
+        if let Ok(text) = tokio::fs::read_to_string(file).await {
+            return parse_oom_kills(&text);
+        }
+    }
+    None
+}
+
+fn parse_oom_kills(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kill_lines_of_v1_and_v2() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(parse_oom_kills(v1), Some(2));
+        let v2 = "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_oom_kills(v2), Some(1));
+        assert_eq!(parse_oom_kills("under_oom 0\n"), None);
+    }
+}

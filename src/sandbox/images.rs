@@ -22,6 +22,15 @@ use crate::languages::Language;
 pub const LABEL_LANGUAGE: &str = "runbox.language";
 pub const LABEL_VERSION: &str = "runbox.version";
 pub const LABEL_CONTEXT_HASH: &str = "runbox.context-sha256";
+/// Added to every language image: the runner's bash, executable but unreadable by the sandbox
+/// user, which makes the running runner non-dumpable (see `runner::SCRIPT`).
+fn runner_step() -> String {
+    format!(
+        "RUN install -D -o root -g root -m 0111 /bin/bash {}",
+        super::runner::RUNNER_BINARY
+    )
+}
+
 /// Base images runbox makes itself (with debootstrap) are named here; any other base is pulled.
 const LOCAL_BASE_PREFIX: &str = "runbox/";
 /// The build argument each Dockerfile takes its `FROM` from.
@@ -250,7 +259,7 @@ impl Sandboxes {
         // A one-line build adds the version label on top of the staged image.
         let mut labels = labels;
         labels.insert(LABEL_VERSION.to_owned(), version.clone());
-        let dockerfile = format!("FROM {staging}\n");
+        let dockerfile = format!("FROM {staging}\n{}\n", runner_step());
         let label_context = pack_context(&[(PathBuf::from("Dockerfile"), dockerfile.into_bytes())]);
         self.run_build(&image, label_context, None, labels).await?;
         let remove = RemoveImageOptionsBuilder::default().noprune(true).build();
@@ -405,6 +414,8 @@ fn read_context(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, ImageError> {
 fn context_hash(base_id: &str, files: &[(PathBuf, Vec<u8>)]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(base_id.as_bytes());
+    // The step every image gets on top of its Dockerfile: changing it rebuilds them all.
+    hasher.update(runner_step().as_bytes());
     for (path, content) in files {
         hasher.update([0]);
         hasher.update(path.to_string_lossy().as_bytes());

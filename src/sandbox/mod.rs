@@ -12,6 +12,7 @@ pub mod cleanup;
 mod exec;
 mod host_cgroup;
 pub mod images;
+pub mod input;
 pub mod measure;
 mod oom;
 pub mod output;
@@ -38,6 +39,7 @@ pub use exec::{
     ExecEnd, ExecOutcome, ExecSpec, LiveInput, OutputSink, Push, SIGKILL_EXIT_CODE, Stream,
     unpack_then,
 };
+pub use input::{InputFull, InputSender, input_channel};
 pub use output::{CollectedOutput, OutputCollector, Utf8Decoder};
 pub use policy::{MainProcess, SandboxKind, SandboxSpec};
 pub use runner::RunnerJob;
@@ -55,6 +57,40 @@ pub enum SandboxError {
     ImageMissing(String),
     #[error("container engine error: {0}")]
     Engine(String),
+    /// A work dir could not be carried into another sandbox (e.g. its files do not fit the
+    /// new one's limits); the source sandbox is as it was.
+    #[error("the work dir could not be copied: {0}")]
+    WorkDirNotCopied(work_dir::CopyFailed),
+    /// Every sandbox this process may own (`limits.max_sandboxes`) exists already.
+    #[error("every sandbox this server may keep is in use; retry later")]
+    AtCapacity,
+}
+
+/// How many sandboxes this process may own at once, of every kind (jobs, pool, sessions,
+/// probes): one budget, checked as each is created.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxBudget {
+    pub max: usize,
+    /// Kept free of sessions (which live for up to an hour) so that running jobs always find
+    /// room: a session may be created only while fewer than `max - reserved_for_jobs` exist.
+    pub reserved_for_jobs: usize,
+}
+
+impl SandboxBudget {
+    /// No bound (the image builder and the bench's own handle).
+    pub fn unbounded() -> SandboxBudget {
+        SandboxBudget {
+            max: usize::MAX,
+            reserved_for_jobs: 0,
+        }
+    }
+
+    fn limit_for(&self, kind: SandboxKind) -> usize {
+        match kind {
+            SandboxKind::Session => self.max.saturating_sub(self.reserved_for_jobs),
+            SandboxKind::Job | SandboxKind::Pool | SandboxKind::Probe => self.max,
+        }
+    }
 }
 
 impl SandboxError {
@@ -121,6 +157,9 @@ while :; do
   [ "$found" = 0 ] && exit 0
   [ "$running" = 0 ] && sig=KILL
 done"#;
+/// Work-dir copies (a session moving to another image, a gVisor sandbox changing its memory
+/// cap) running at once; more wait their turn. Each keeps two tar processes busy.
+pub const MAX_CONCURRENT_COPIES: usize = 2;
 /// A fork bomb at the pids cap is ended within a few rounds; this only bounds a broken engine.
 const END_PROGRAMS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -159,6 +198,9 @@ pub struct Sandboxes {
 struct Shared {
     docker: Docker,
     config: SandboxConfig,
+    budget: SandboxBudget,
+    /// Work-dir copies running at once (each holds two execs and a frame in flight).
+    copies: tokio::sync::Semaphore,
     cleaner: Cleaner,
     oom: OomWatch,
     /// Sandboxes this process owns and has not finished removing (runbox id -> container
@@ -181,6 +223,7 @@ impl Sandboxes {
     pub async fn connect(
         engine: &EngineConfig,
         config: SandboxConfig,
+        budget: SandboxBudget,
         lifetimes: Lifetimes,
     ) -> Result<Sandboxes, SandboxError> {
         let docker = connect_docker(engine)?;
@@ -193,6 +236,8 @@ impl Sandboxes {
             shared: Arc::new(Shared {
                 docker,
                 config,
+                budget,
+                copies: tokio::sync::Semaphore::new(MAX_CONCURRENT_COPIES),
                 cleaner,
                 oom,
                 live,
@@ -263,7 +308,12 @@ impl Sandboxes {
         self.negotiate().await?;
         let shared = &self.shared;
         let name = spec.container_name();
-        shared.live.insert(&spec.id, &name);
+        if !shared
+            .live
+            .insert_within(&spec.id, &name, shared.budget.limit_for(spec.kind))
+        {
+            return Err(SandboxError::AtCapacity);
+        }
         // If this future is dropped (client gone) or fails before the `Sandbox` exists, the
         // container may or may not have been made: remove it by name either way.
         let mut unfinished = UnfinishedCreate {
@@ -430,6 +480,22 @@ struct Owned {
 }
 
 impl LiveSet {
+    /// Inserts unless `limit` sandboxes are owned already; says whether it did.
+    fn insert_within(&self, id: &str, container_name: &str, limit: usize) -> bool {
+        let mut owned = self.lock();
+        if owned.len() >= limit {
+            return false;
+        }
+        owned.insert(
+            id.to_owned(),
+            Owned {
+                container_name: container_name.to_owned(),
+                removing: false,
+            },
+        );
+        true
+    }
+
     fn insert(&self, id: &str, container_name: &str) {
         self.lock().insert(
             id.to_owned(),
@@ -698,11 +764,8 @@ impl Sandbox {
             self.set_memory_limit(replacement.memory_mb).await?;
             return Ok(self);
         }
-        let work_dir_mb = replacement.work_dir_mb.unwrap_or(config.work_dir_mb);
-        // The archive: the files plus a tar header per inode.
-        let copy_limit = (work_dir_mb as usize + 16) << 20;
         let fresh = self.sandboxes.create(replacement).await?;
-        self.copy_work_dir_into(&fresh, copy_limit).await?;
+        self.copy_work_dir_into(&fresh).await?;
         Ok(fresh)
     }
 

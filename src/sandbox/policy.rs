@@ -21,8 +21,34 @@ const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
 /// the keeper: ending a run is `kill -9 -1` as the program's user (see
 /// [`super::Sandbox::end_programs`]), and the sandbox lives on.
 pub const KEEPER_USER: &str = "65533:65533";
-/// Runs the runner script (see `runner.rs`) as the sandbox's main process.
-const RUNNER_SHELL: [&str; 2] = ["bash", "-c"];
+/// Runs the runner script (see `runner.rs`) as the sandbox's main process, by the runner's
+/// unreadable copy of bash.
+const RUNNER_SHELL: [&str; 2] = [super::runner::RUNNER_BINARY, "-c"];
+/// Files the sandbox sees empty (the engine binds /dev/null over them). Naming any replaces
+/// the engine's own list, so its defaults come first; then what tells a program about the
+/// host rather than its sandbox: the kernel's boot arguments, its modules and symbols, the
+/// host's disks and swap, the kernel build string. `/proc/self/mountinfo` (the engine's
+/// overlay paths, the container id) is per process and cannot be masked: the README's threat
+/// model lists it. gVisor shows none of these from the host.
+pub const MASKED_PATHS: [&str; 17] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/proc/cmdline",
+    "/proc/modules",
+    "/proc/kallsyms",
+    "/proc/partitions",
+    "/proc/diskstats",
+    "/proc/swaps",
+    "/proc/version",
+];
 /// The only environment a program sees (the base image sets none of its own).
 pub const ENVIRONMENT: [&str; 4] = [
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -186,6 +212,7 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
                 ),
             ]),
             readonly_rootfs: Some(true),
+            masked_paths: Some(MASKED_PATHS.iter().map(|p| p.to_string()).collect()),
             tmpfs: Some(HashMap::from([
                 (WORK_DIR.to_owned(), tmpfs_options),
                 // gVisor mounts a writable, memory-backed /tmp of its own unless the container

@@ -10,9 +10,9 @@
 //! trailers are in, every byte the program wrote is in.
 //!
 //! The trailer starts with a fresh random nonce per job that the program never sees (it goes to
-//! the runner's own memory before the program starts), so ordinary output cannot end a job.
-//! A program that went out of its way to learn it could only misreport its own exit status,
-//! which it can do anyway by exiting with that status.
+//! the runner's own memory before the program starts, and the runner is non-dumpable: see
+//! [`SCRIPT`]), so neither ordinary output nor a program that goes looking can end a job early
+//! or report an exit status, a duration or an end of output that did not happen.
 //!
 //! Wire format on stdin, in order:
 //! `<nonce>\n<archive length>\n<argc>\n`, argc NUL-terminated arguments, the tar archive of the
@@ -36,7 +36,18 @@ use super::{ExecEnd, ExecOutcome, OutputSink, Push, SandboxError, Shared, Stream
 /// read from) stays up until runbox removes it. Before the trailers it ends every other process
 /// of the sandbox user (`kill -1` spares only init and itself), so nothing the program left
 /// behind (`setsid`, `nohup`, a double fork) outlives the reported end of the job.
-pub const SCRIPT: &str = r#"IFS= read -r nonce || exit 125
+///
+/// The runner's own stderr is `/dev/null`: bash reports a child killed by a signal
+/// (`bash: line 17: 10 Segmentation fault "${argv[@]}"`), which is no output of the program's.
+/// The program's stderr, the unpack's messages and the stderr trailer go to fd 3, the attached
+/// stderr, which the program itself does not inherit.
+///
+/// The bash running this is [`RUNNER_BINARY`], a copy of bash the sandbox user may execute
+/// but not read: the kernel makes a process that executes an unreadable file non-dumpable,
+/// so the program (same uid) can neither read the runner's memory through `/proc/$PPID/mem`
+/// nor open its descriptors, and cannot learn the nonce to forge a trailer.
+pub const SCRIPT: &str = r#"exec 3>&2 2>/dev/null
+IFS= read -r nonce || exit 125
 read -r archive_len || exit 125
 read -r argc || exit 125
 argv=()
@@ -45,19 +56,23 @@ for ((i = 0; i < argc; i++)); do
   argv+=("$arg")
 done
 if ((archive_len > 0)); then
-  if ! head -c "$archive_len" | tar -x -m -f - -C /box; then
-    echo "runbox: the program's files could not be written to the work dir" >&2
+  if ! head -c "$archive_len" 2>&3 | tar -x -m -f - -C /box 2>&3; then
+    echo "runbox: the program's files could not be written to the work dir" >&3
     printf '\036%s 125\n' "$nonce"
-    printf '\036%s 125\n' "$nonce" >&2
+    printf '\036%s 125\n' "$nonce" >&3
     exec sleep infinity
   fi
 fi
-"${argv[@]}"
+"${argv[@]}" 2>&3 3>&-
 status=$?
-kill -KILL -1 2>/dev/null
+kill -KILL -1
 printf '\036%s %d\n' "$nonce" "$status"
-printf '\036%s %d\n' "$nonce" "$status" >&2
+printf '\036%s %d\n' "$nonce" "$status" >&3
 exec sleep infinity"#;
+
+/// Where the images keep the runner's bash: mode 0111 (execute, no read), owned by root. Each
+/// language image gets it in the build step that labels it (see `images`).
+pub const RUNNER_BINARY: &str = "/usr/local/lib/runbox/runner";
 
 /// Byte that opens a trailer (ASCII record separator).
 const TRAILER_START: u8 = 0x1e;
@@ -238,7 +253,7 @@ pub(super) async fn run(
     job: RunnerJob,
     sink: &mut dyn OutputSink,
 ) -> Result<ExecOutcome, SandboxError> {
-    let oom_before = shared.oom.count(container);
+    let oom_mark = exec::OomMark::take(shared, container).await;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let payload = encode(&nonce, &job);
     let mut scanners = [TrailerScanner::new(&nonce), TrailerScanner::new(&nonce)];
@@ -298,7 +313,7 @@ pub(super) async fn run(
     Ok(ExecOutcome {
         end,
         duration,
-        oom_killed: exec::oom_killed_during(shared, container, end, oom_before).await,
+        oom_killed: oom_mark.struck(shared, container, end).await,
     })
 }
 

@@ -74,7 +74,7 @@ impl Sessions {
     ) -> Result<(), SessionError> {
         let mut slot = live.slot.lock().await;
         let current = slot.as_ref().ok_or(SessionError::NotFound)?;
-        let language = match language {
+        let mut language = match language {
             None => current.language.clone(),
             Some(name) => self
                 .inner
@@ -84,12 +84,13 @@ impl Sessions {
                 .cloned()
                 .ok_or_else(|| JobError::UnknownLanguage(name.chars().take(64).collect()))?,
         };
-        live.terminal.stop_program();
+        let mut not_moved = None;
         if language.image_ref() == current.language.image_ref() {
+            live.terminal.stop_program();
             if let Err(err) = current.sandbox.end_all_programs().await {
                 // The old program holds the sandbox (a fork bomb at the pids cap): as after
                 // such a run, the session goes on in a fresh sandbox, without its files.
-                tracing::warn!(session = id, error = %err, "terminal start replaces the sandbox");
+                tracing::warn!(session = %super::log_tag(id), error = %err, "terminal start replaces the sandbox");
                 *slot = None;
                 let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
                 *slot = Some(SessionSandbox {
@@ -98,18 +99,32 @@ impl Sessions {
                 });
             }
         } else {
+            // The new sandbox first: when it cannot be made, the REPL goes on untouched.
             let fresh = self.new_sandbox(id, &language, self.created_at(id)).await?;
-            let copy_limit = (self.inner.config.work_dir_mb as usize + 16) * 1024 * 1024;
-            current
-                .sandbox
-                .copy_work_dir_into(&fresh, copy_limit)
-                .await?;
-            // The old sandbox, its REPL with it, is removed as it is dropped here.
-            *slot = Some(SessionSandbox {
-                sandbox: fresh,
-                language: language.clone(),
-            });
-            self.inner.store.set_language(id, &language.id);
+            // Nothing may write the files while they are packed.
+            live.terminal.stop_program();
+            let moved = match current.sandbox.end_all_programs().await {
+                Ok(()) => current.sandbox.copy_work_dir_into(&fresh).await,
+                Err(err) => Err(err),
+            };
+            match moved {
+                Ok(()) => {
+                    // The old sandbox, its REPL with it, is removed as it is dropped here.
+                    *slot = Some(SessionSandbox {
+                        sandbox: fresh,
+                        language: language.clone(),
+                    });
+                    self.inner.store.set_language(id, &language.id);
+                }
+                Err(err) => {
+                    // The files stay where they are, and so does the language: the REPL
+                    // starts again as it was, and the client hears why nothing moved.
+                    tracing::warn!(session = %super::log_tag(id), error = %err, "the work dir could not be moved to another image");
+                    drop(fresh);
+                    not_moved = Some(err);
+                    language = current.language.clone();
+                }
+            }
         }
         let current = slot.as_ref().ok_or(SessionError::NotFound)?;
         let cmd = language
@@ -124,7 +139,10 @@ impl Sessions {
             self.inner.stop.child_token(),
             &self.inner.tasks,
         );
-        Ok(())
+        match not_moved {
+            None => Ok(()),
+            Some(err) => Err(err.into()),
+        }
     }
 }
 
@@ -163,11 +181,13 @@ impl TerminalClient {
         Ok(())
     }
 
-    /// Replaces the REPL (with `language`'s, or the session language's).
+    /// Replaces the REPL (with `language`'s, or the session language's), at most
+    /// `terminal.starts_per_minute` times a minute per terminal.
     pub async fn start(&self, language: Option<&str>) -> Result<(), SessionError> {
         if self.live.ended.is_cancelled() {
             return Err(SessionError::NotFound);
         }
+        self.live.terminal.admit_start()?;
         self.sessions
             .start_program(&self.session_id, &self.live, language)
             .await

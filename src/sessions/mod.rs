@@ -36,6 +36,35 @@ const LABEL_SESSION_ID: &str = "runbox.session.id";
 const LABEL_SESSION_CREATED: &str = "runbox.session.created";
 const LABEL_SESSION_OWNER: &str = "runbox.session.owner";
 
+/// What logs say of a session instead of its id, which is the session's only credential (the
+/// invite link of its room): the first 12 hex digits of its SHA-256, the same on every line
+/// of one session and no way back to the id.
+pub fn log_tag(id: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A request path as logs may show it: a session's id replaced by `{id}`, with the session's
+/// [`log_tag`] beside it.
+pub fn loggable_path(path: &str) -> (String, Option<String>) {
+    match path.strip_prefix("/sessions/") {
+        Some(rest) if !rest.is_empty() => {
+            let (id, tail) = rest.split_once('/').map_or((rest, ""), |(id, tail)| (id, tail));
+            let redacted = if tail.is_empty() {
+                "/sessions/{id}".to_owned()
+            } else {
+                format!("/sessions/{{id}}/{tail}")
+            };
+            (redacted, Some(log_tag(id)))
+        }
+        _ => (path.to_owned(), None),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("no such session (it may have expired or been deleted)")]
@@ -52,6 +81,8 @@ pub enum SessionError {
     Run(#[from] RunError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Refused(#[from] terminal::InputRefused),
 }
 
 /// A session as clients see it.
@@ -519,5 +550,27 @@ impl std::fmt::Debug for Sessions {
 impl crate::metrics::SessionsState for Sessions {
     fn sessions_and_clients(&self) -> (usize, usize) {
         (self.live_count(), self.terminal_clients())
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_never_reach_a_log_line() {
+        let id = "3f2c9a4e-0000-4000-8000-1234567890ab";
+        let (path, tag) = loggable_path(&format!("/sessions/{id}/terminal"));
+        assert_eq!(path, "/sessions/{id}/terminal");
+        let tag = tag.unwrap();
+        assert_eq!(tag.len(), 12);
+        assert!(!id.contains(&tag));
+        assert_eq!(tag, log_tag(id));
+        assert_eq!(
+            loggable_path(&format!("/sessions/{id}")),
+            ("/sessions/{id}".to_owned(), Some(tag))
+        );
+        assert_eq!(loggable_path("/sessions"), ("/sessions".to_owned(), None));
+        assert_eq!(loggable_path("/run"), ("/run".to_owned(), None));
     }
 }

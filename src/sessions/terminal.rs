@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,8 +19,14 @@ use crate::sandbox::terminal::{TerminalInput, TerminalOutput};
 
 /// Size of a terminal before any client says otherwise.
 pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
-/// Input messages waiting for a program that is not reading; past it input is refused.
+/// Messages (input or resize) waiting for a program that is not reading; past it they are
+/// refused.
 const INPUT_BACKLOG: usize = 64;
+/// Bytes of input waiting for a program that is not reading, at least: four of the largest
+/// frames (64 frames of 16 KiB could otherwise park 1 MiB per session).
+const INPUT_BACKLOG_BYTES: usize = 64 * 1024;
+/// Program starts on one terminal in a burst; then `terminal.starts_per_minute`.
+const START_BURST: f64 = 3.0;
 /// The `exit` code of a terminal program lost with its sandbox (replaced after a run whose
 /// memory ran out or whose processes could not be ended); also when the engine cannot say.
 pub const LOST_WITH_SANDBOX: i64 = -1;
@@ -38,10 +44,15 @@ pub enum InputRefused {
     NotRunning,
     #[error("the program is not reading its input; wait for it")]
     Backlogged,
+    #[error("a run's stdin holds at most {0} bytes in all (its `input` included), as POST /run's body")]
+    TooMuch(usize),
+    #[error("at most {0} program starts per minute on one terminal; wait a moment")]
+    StartsTooFast(u32),
 }
 
 enum ToProgram {
-    Input(Bytes),
+    /// Its bytes count against the backlog until written (the permit is dropped then).
+    Input(Bytes, OwnedSemaphorePermit),
     Resize(u16, u16),
 }
 
@@ -49,6 +60,8 @@ enum ToProgram {
 struct Running {
     generation: u64,
     input: mpsc::Sender<ToProgram>,
+    /// Bytes of input the program has not taken yet may not pass this.
+    input_bytes: Arc<Semaphore>,
     stop: CancellationToken,
 }
 
@@ -59,6 +72,8 @@ struct State {
     generation: u64,
     /// A program was started at least once (a room starts its REPL on the first join only).
     started: bool,
+    /// `start` frames: each one may create a sandbox (another language's image).
+    starts: TokenBucket,
 }
 
 /// The room and the program on its terminal. Cheap to clone.
@@ -72,13 +87,18 @@ impl SharedTerminal {
     pub fn new(config: Arc<TerminalConfig>) -> SharedTerminal {
         let room = Room::new(config.scrollback_bytes, config.client_queue_frames);
         SharedTerminal {
-            config,
+            config: config.clone(),
             state: Arc::new(Mutex::new(State {
                 room,
                 running: None,
                 size: DEFAULT_SIZE,
                 generation: 0,
                 started: false,
+                starts: TokenBucket::new(
+                    f64::from(config.starts_per_minute) / 60.0,
+                    START_BURST,
+                    Instant::now(),
+                ),
             })),
         }
     }
@@ -112,13 +132,29 @@ impl SharedTerminal {
         self.lock().size
     }
 
+    /// Counts a client's `start` against the terminal's start rate.
+    pub fn admit_start(&self) -> Result<(), InputRefused> {
+        let per_minute = self.config.starts_per_minute;
+        if self.lock().starts.try_take(1.0, Instant::now()) {
+            Ok(())
+        } else {
+            Err(InputRefused::StartsTooFast(per_minute))
+        }
+    }
+
     /// Hands `data` to the program (bounds already checked by the client's [`InputGate`]).
     pub fn input(&self, data: Bytes) -> Result<(), InputRefused> {
         let state = self.lock();
         let running = state.running.as_ref().ok_or(InputRefused::NotRunning)?;
+        let bytes = u32::try_from(data.len()).map_err(|_| InputRefused::Backlogged)?;
+        let held = running
+            .input_bytes
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| InputRefused::Backlogged)?;
         running
             .input
-            .try_send(ToProgram::Input(data))
+            .try_send(ToProgram::Input(data, held))
             .map_err(|err| match err {
                 mpsc::error::TrySendError::Full(_) => InputRefused::Backlogged,
                 mpsc::error::TrySendError::Closed(_) => InputRefused::NotRunning,
@@ -180,6 +216,9 @@ impl SharedTerminal {
             state.running = Some(Running {
                 generation: state.generation,
                 input: sender,
+                input_bytes: Arc::new(Semaphore::new(
+                    INPUT_BACKLOG_BYTES.max(4 * self.config.max_input_bytes),
+                )),
                 stop: stop.clone(),
             });
             state.generation
@@ -252,7 +291,7 @@ async fn write_input(
         };
         let written = match message {
             None => return,
-            Some(ToProgram::Input(data)) => input.write(&data).await,
+            Some(ToProgram::Input(data, _held)) => input.write(&data).await,
             Some(ToProgram::Resize(cols, rows)) => input.resize(cols, rows).await,
         };
         if written.is_err() {
@@ -366,6 +405,7 @@ mod tests {
             client_queue_frames: 16,
             max_input_bytes: 8,
             input_frames_per_sec: 10,
+            starts_per_minute: 6,
             output_bytes_per_sec: 1024,
         };
         let start = Instant::now();
@@ -391,5 +431,22 @@ mod tests {
             bucket.take(500.0, start + Duration::from_millis(1000)),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn starts_pass_in_a_burst_of_three_then_at_the_configured_rate() {
+        let config = Arc::new(TerminalConfig {
+            scrollback_bytes: 1024,
+            client_queue_frames: 16,
+            max_input_bytes: 8,
+            input_frames_per_sec: 10,
+            starts_per_minute: 6,
+            output_bytes_per_sec: 1024,
+        });
+        let terminal = SharedTerminal::new(config);
+        for _ in 0..3 {
+            terminal.admit_start().unwrap();
+        }
+        assert_eq!(terminal.admit_start(), Err(InputRefused::StartsTooFast(6)));
     }
 }
