@@ -41,6 +41,8 @@ const STOPPED_JOBS_ANSWER: Duration = Duration::from_secs(2);
 /// is gone.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle connection's orderly close may take before it is simply dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Failed accepts are logged at most this often.
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -316,24 +318,26 @@ async fn serve(
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::Service;
 
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    // HTTP/1 only (the default) has no protocol detection: hyper-util's auto builder reads
+    // the first bytes to choose a protocol even when told HTTP/1 only (0.1.21, upgrades).
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(server.header_timeout_secs))
         .max_headers(server.max_headers)
         .max_buf_size(server.max_header_bytes);
-    builder
-        .http2()
+    let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    auto.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(server.header_timeout_secs))
+        .max_headers(server.max_headers)
+        .max_buf_size(server.max_header_bytes);
+    auto.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
         // A peer that stops answering pings is gone: its streams and the connection end.
         .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
         .keep_alive_timeout(HTTP2_PING_TIMEOUT);
-    if !server.http2 {
-        // No protocol detection: the HTTP/1 header timeout runs from the first read.
-        builder = builder.http1_only();
-    }
     let first_request = Duration::from_secs(server.header_timeout_secs);
     let idle = Duration::from_secs(server.idle_timeout_secs);
     let connections = tokio_util::task::TaskTracker::new();
@@ -360,6 +364,8 @@ async fn serve(
                 continue;
             }
         };
+        let permit = std::sync::Arc::new(permit);
+        let hold = connections::ConnectionHold(permit.clone());
         // Keystrokes on a terminal are tiny writes: never hold them back.
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -372,6 +378,7 @@ async fn serve(
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
+                request.extensions_mut().insert(hold.clone());
                 let answer = app.clone().call(request);
                 async move {
                     let answer = answer.await;
@@ -379,35 +386,73 @@ async fn serve(
                     answer
                 }
             });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let stop = stop.clone();
-        let metrics = metrics.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                why = activity.idle_past(first_request, idle) => {
-                    metrics.connection_closed_idle(why.reason());
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(err) = ended {
-                tracing::debug!(%peer, %err, "connection ended with an error");
-            }
-        });
+        let watch = ConnectionWatch {
+            activity,
+            first_request,
+            idle,
+            stop: stop.clone(),
+            metrics: metrics.clone(),
+            permit,
+            peer,
+        };
+        let io = TokioIo::new(stream);
+        if server.http2 {
+            let connection = auto
+                .serve_connection_with_upgrades(io, service)
+                .into_owned();
+            connections.spawn(watch.drive(connection, |c| c.graceful_shutdown()));
+        } else {
+            let connection = http1.serve_connection(io, service).with_upgrades();
+            connections.spawn(watch.drive(connection, |c| c.graceful_shutdown()));
+        }
     }
     drop(listener);
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// What one connection's task watches besides the connection itself.
+struct ConnectionWatch {
+    activity: std::sync::Arc<Activity>,
+    first_request: Duration,
+    idle: Duration,
+    stop: tokio_util::sync::CancellationToken,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    permit: std::sync::Arc<connections::ConnectionPermit>,
+    peer: SocketAddr,
+}
+
+impl ConnectionWatch {
+    /// Serves `connection` until it ends, it sits idle past its deadline, or the server stops;
+    /// `graceful` asks it to finish its open requests and close.
+    async fn drive<C, E>(self, connection: C, graceful: fn(std::pin::Pin<&mut C>))
+    where
+        C: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let _permit = self.permit;
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            why = self.activity.idle_past(self.first_request, self.idle) => {
+                self.metrics.connection_closed_idle(why.reason());
+                // No request is open: HTTP/1 closes at once; HTTP/2 sends GOAWAY and waits
+                // for the peer's ping answer, which a silent peer never sends.
+                graceful(connection.as_mut());
+                tokio::time::timeout(IDLE_CLOSE_GRACE, connection)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+            () = self.stop.cancelled() => {
+                graceful(connection.as_mut());
+                connection.await
+            }
+        };
+        if let Err(err) = ended {
+            tracing::debug!(peer = %self.peer, %err, "connection ended with an error");
+        }
+    }
 }
 
 /// Logs failed accepts once per [`ACCEPT_ERROR_LOG_INTERVAL`] with how many there were, not
@@ -434,7 +479,10 @@ impl AcceptErrors {
 
 /// The connection caps, the total lowered to what the open-file limit allows (raised to its
 /// hard limit first).
-fn connection_limits(config: &Config, gauge: prometheus_client::metrics::gauge::Gauge) -> ConnectionLimits {
+fn connection_limits(
+    config: &Config,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+) -> ConnectionLimits {
     let server = &config.server;
     let max_total = match connections::raise_open_file_limit() {
         Ok(open_files) => {

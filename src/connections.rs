@@ -16,10 +16,10 @@ use tokio::sync::Notify;
 
 use crate::access::client::{ClientId, address_identity};
 
-/// File descriptors kept out of the connection cap for everything else runbox holds open:
-/// two per owned sandbox (an attached stream, an exec or a removal on the engine's socket)
-/// and a fixed share for the listener, logs, the engine's event stream and the sweep.
-const FDS_PER_SANDBOX: usize = 2;
+/// File descriptors kept out of the connection cap for everything else runbox holds open: one
+/// per owned sandbox (a job's attached stream, a terminal's exec) and a fixed share for the
+/// listener, logs, the engine's event stream, pooled engine connections and the sweep.
+const FDS_PER_SANDBOX: usize = 1;
 const FDS_FIXED_RESERVE: usize = 64;
 
 /// Why a connection was refused at accept.
@@ -120,6 +120,11 @@ impl ConnectionLimits {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// A request's share of its connection's permit: a WebSocket handler keeps it for as long as
+/// the socket lives, so an upgraded connection still counts against the caps.
+#[derive(Debug, Clone)]
+pub struct ConnectionHold(pub Arc<ConnectionPermit>);
 
 /// One open connection, counted until dropped.
 #[derive(Debug)]
@@ -288,8 +293,8 @@ mod tests {
     #[test]
     fn the_total_cap_leaves_descriptors_for_the_sandboxes() {
         assert_eq!(total_cap(4096, 1_048_576, 256), 4096);
-        // 1024 descriptors, 256 sandboxes: 1024 - 64 - 512.
-        assert_eq!(total_cap(4096, 1024, 256), 448);
+        // 1024 descriptors, 256 sandboxes: 1024 - 64 - 256.
+        assert_eq!(total_cap(4096, 1024, 256), 704);
         assert_eq!(total_cap(4096, 100, 256), 1);
     }
 

@@ -53,7 +53,9 @@ pub enum ApiError {
     SessionsFull,
     #[error("every sandbox this server may keep is in use; retry later")]
     SandboxesFull,
-    #[error("the session's files could not be moved to the new language's sandbox (they do not fit its limits); nothing changed")]
+    #[error(
+        "the session's files could not be moved to the new language's sandbox (they do not fit its limits); nothing changed"
+    )]
     WorkDirNotMoved,
     #[error("no such session (it may have expired or been deleted)")]
     SessionNotFound,

@@ -20,6 +20,7 @@ use super::error::{ApiError, REQUEST_ID, current_request_id};
 use super::json::BodyLimit;
 use super::run::{RunRequest, RunResponse};
 use crate::app::AppState;
+use crate::connections::ConnectionHold;
 use crate::executor::{Executor, Job, LiveRun, Phase, RunError, RunEvent, RunOutcome};
 use crate::sandbox::{InputFull, InputSender, Stream};
 use crate::sessions::terminal::InputRefused;
@@ -185,6 +186,7 @@ async fn stream_run(executor: Executor, job: Job, lines: mpsc::Sender<Bytes>) {
 pub async fn run_socket(
     State(state): State<AppState>,
     body_limit: Option<axum::Extension<BodyLimit>>,
+    hold: Option<axum::Extension<ConnectionHold>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade?;
@@ -197,8 +199,12 @@ pub async fn run_socket(
     Ok(upgrade
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| {
-            REQUEST_ID.scope(request_id, interact(socket, executor, body_limit))
+        .on_upgrade(move |socket| async move {
+            // The connection counts against the caps until the socket ends.
+            let _hold = hold;
+            REQUEST_ID
+                .scope(request_id, interact(socket, executor, body_limit))
+                .await
         }))
 }
 
@@ -421,7 +427,10 @@ mod tests {
         assert!(control(r#"{"type":"stdin","data":"1\n"}"#, &mut stdin, &kill).is_err());
         stdin.sender = Some(sender);
         control(r#"{"type":"stdin","data":"1\n"}"#, &mut stdin, &kill).unwrap();
-        assert_eq!(receiver.try_recv().unwrap().data, Bytes::from_static(b"1\n"));
+        assert_eq!(
+            receiver.try_recv().unwrap().data,
+            Bytes::from_static(b"1\n")
+        );
         control(r#"{"type":"stdin","data":"2\n"}"#, &mut stdin, &kill).unwrap();
         let full = control(r#"{"type":"stdin","data":"3\n"}"#, &mut stdin, &kill);
         assert_eq!(full.unwrap_err().code(), "input_backlogged");

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, REQUEST_ID, current_request_id};
 use crate::app::AppState;
+use crate::connections::ConnectionHold;
 use crate::sessions::attach::{Departure, TerminalClient};
 use crate::sessions::room::RoomEvent;
 
@@ -50,6 +51,7 @@ enum ServerFrame<'a> {
 pub async fn open_terminal(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    hold: Option<axum::Extension<ConnectionHold>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade?;
@@ -58,7 +60,11 @@ pub async fn open_terminal(
     let request_id = current_request_id();
     Ok(upgrade
         .max_message_size(max_frame)
-        .on_upgrade(move |socket| REQUEST_ID.scope(request_id, serve(socket, client))))
+        .on_upgrade(move |socket| async move {
+            // The connection counts against the caps until the socket ends.
+            let _hold = hold;
+            REQUEST_ID.scope(request_id, serve(socket, client)).await
+        }))
 }
 
 async fn serve(mut socket: WebSocket, mut client: TerminalClient) {

@@ -275,7 +275,10 @@ impl OomMark {
 }
 
 /// The output can end a moment before the engine has recorded the exit: poll briefly.
-pub(super) async fn wait_for_exit_code(shared: &Shared, exec_id: &str) -> Result<i64, SandboxError> {
+pub(super) async fn wait_for_exit_code(
+    shared: &Shared,
+    exec_id: &str,
+) -> Result<i64, SandboxError> {
     let mut pause = EXIT_POLL_FIRST;
     loop {
         let inspect = shared

@@ -115,9 +115,7 @@ impl Sandbox {
         drop(into_target);
         while let Some(frame) = unpack_output.next().await {
             match frame {
-                Ok(LogOutput::StdErr { message } | LogOutput::StdOut { message }) => {
-                    keep(&message)
-                }
+                Ok(LogOutput::StdErr { message } | LogOutput::StdOut { message }) => keep(&message),
                 Ok(_) => {}
                 Err(err) => return Err(SandboxError::from_engine(err)),
             }

@@ -53,7 +53,9 @@ pub fn log_tag(id: &str) -> String {
 pub fn loggable_path(path: &str) -> (String, Option<String>) {
     match path.strip_prefix("/sessions/") {
         Some(rest) if !rest.is_empty() => {
-            let (id, tail) = rest.split_once('/').map_or((rest, ""), |(id, tail)| (id, tail));
+            let (id, tail) = rest
+                .split_once('/')
+                .map_or((rest, ""), |(id, tail)| (id, tail));
             let redacted = if tail.is_empty() {
                 "/sessions/{id}".to_owned()
             } else {

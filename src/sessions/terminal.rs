@@ -44,7 +44,9 @@ pub enum InputRefused {
     NotRunning,
     #[error("the program is not reading its input; wait for it")]
     Backlogged,
-    #[error("a run's stdin holds at most {0} bytes in all (its `input` included), as POST /run's body")]
+    #[error(
+        "a run's stdin holds at most {0} bytes in all (its `input` included), as POST /run's body"
+    )]
     TooMuch(usize),
     #[error("at most {0} program starts per minute on one terminal; wait a moment")]
     StartsTooFast(u32),

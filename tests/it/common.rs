@@ -59,8 +59,11 @@ pub fn start_on_own_runtime(overrides: &[(&str, &str)]) -> TestApp {
         ("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "false"),
         (RUNTIME_VARIABLE, runtime.as_str()),
         // The suite sends far more runs from one address than a client may; the edge tests
-        // turn the limits back on.
+        // turn the limits back on. Likewise for REPL starts on one terminal (the room tests
+        // start every language's REPL in one session; `rooms::starts_are_rate_limited…` keeps
+        // the shipped rate).
         ("RUNBOX_RATE_LIMIT__ENABLED", "false"),
+        ("RUNBOX_TERMINAL__STARTS_PER_MINUTE", "100000"),
     ]
     .into_iter()
     .chain(overrides.iter().copied())
@@ -217,4 +220,109 @@ pub async fn run_in_session(app: &TestApp, id: &str, body: Value) -> (StatusCode
         .unwrap();
     let status = response.status();
     (status, response.json().await.unwrap())
+}
+
+/// A free port on the loopback (bound, then released for a server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `runbox serve` as its own process (for what an in-process app cannot show: its open-file
+/// limit, its log lines). Killed when dropped.
+pub struct ServerProcess {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub child: tokio::process::Child,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `env` on top of the test defaults (pool off, rate limits off,
+    /// an owner of its own, the suite's runtime), logging to `log` when given, and waits
+    /// until it answers; `open_files` sets its open-file limit (soft and hard).
+    pub async fn start(
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+        log: Option<&std::path::Path>,
+    ) -> ServerProcess {
+        let port = free_port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let owner = format!("process-{}", uuid::Uuid::new_v4().simple());
+        let runtime = std::env::var(RUNTIME_VARIABLE).unwrap_or_else(|_| "runc".into());
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbox"));
+        command
+            .arg("serve")
+            .current_dir(repo_root())
+            .env("RUNBOX_LISTEN", addr.to_string())
+            .env("RUNBOX_POOL__ENABLED", "false")
+            .env("RUNBOX_RATE_LIMIT__ENABLED", "false")
+            .env("RUNBOX_SESSIONS__OWNER", &owner)
+            .env("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "false")
+            .env(RUNTIME_VARIABLE, runtime)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).unwrap();
+                command.stdout(file.try_clone().unwrap()).stderr(file);
+            }
+            None => {
+                command
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+        }
+        if let Some(limit) = open_files {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("runbox serve starts");
+        let base = format!("http://{addr}");
+        let started = Instant::now();
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server never came up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ServerProcess { base, addr, child }
+    }
+
+    /// SIGTERM, then waits for the exit (which removes the server's containers).
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+    }
+}
+
+/// The value of one sample of `/metrics` (`name{labels}` as exposed), 0 when absent.
+pub async fn metric(base: &str, sample: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
 }

@@ -4,6 +4,7 @@
 mod adversarial;
 mod batch;
 mod common;
+mod connections;
 mod edge;
 mod errors;
 mod hardening;
