@@ -209,7 +209,7 @@ pub async fn run_socket(
 }
 
 async fn interact(mut socket: WebSocket, executor: Executor, body_limit: usize) {
-    let job = match first_frame_job(&mut socket, &executor).await {
+    let job = match first_frame_job(&mut socket, &executor, body_limit).await {
         Ok(job) => job,
         Err(err) => {
             let _ = socket.send(text(error_json(&err))).await;
@@ -327,8 +327,19 @@ fn control(
 }
 
 /// Reads and validates the run request (the first frame); nothing runs before it is valid.
-async fn first_frame_job(socket: &mut WebSocket, executor: &Executor) -> Result<Job, ApiError> {
-    let frame = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, socket.recv()).await {
+async fn first_frame_job(
+    socket: &mut WebSocket,
+    executor: &Executor,
+    body_limit: usize,
+) -> Result<Job, ApiError> {
+    let received = tokio::time::timeout(FIRST_FRAME_TIMEOUT, socket.recv()).await;
+    let received = match received {
+        Ok(Some(Err(ref err))) if is_too_big(err) => {
+            return Err(ApiError::PayloadTooLarge { limit: body_limit });
+        }
+        other => other,
+    };
+    let frame = match received {
         Err(_) => {
             return Err(ApiError::InvalidRequest(format!(
                 "send the run request as the first frame within {} s",
@@ -347,6 +358,15 @@ async fn first_frame_job(socket: &mut WebSocket, executor: &Executor) -> Result<
     let job = executor.validate(request.into())?;
     job.check_live()?;
     Ok(job)
+}
+
+/// Whether reading a frame failed because it was over the socket's message cap.
+fn is_too_big(err: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(
+        std::error::Error::source(err).and_then(|e| e.downcast_ref::<Error>()),
+        Some(Error::Capacity(_))
+    )
 }
 
 fn text(json: String) -> Message {

@@ -350,3 +350,122 @@ async fn a_bad_first_frame_is_an_error_and_runs_nothing() {
     assert_eq!(app.server.executor.sandboxes().created_count(), created);
     app.server.shutdown().await.unwrap();
 }
+
+/// Codes of the error events so far.
+fn error_codes(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "error")
+        .map(|e| e["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const STDIN_FRAME: usize = 64 * 1024;
+
+#[tokio::test]
+async fn stdin_a_program_does_not_read_is_bounded_in_bytes() {
+    let mut run = Interactive::start(
+        shared(),
+        json!({ "language": "python", "code": "import time\ntime.sleep(30)", "timeout_ms": 20000 }),
+    )
+    .await;
+    run.wait_for("the start", |events| {
+        events.iter().any(|e| e["event"] == "started")
+    })
+    .await;
+    // One frame past the per-frame bound is refused whole.
+    run.send(json!({ "type": "stdin", "data": "x".repeat(STDIN_FRAME + 1) }))
+        .await;
+    run.wait_for("the refusal", |events| !error_codes(events).is_empty())
+        .await;
+    assert_eq!(error_codes(&run.events), ["input_too_large"]);
+    // 24 frames of 64 KiB (1.5 MiB) to a program that never reads: runbox takes at most what
+    // POST /run's body could carry (1 MiB), and less while the backlog is full.
+    const FRAMES: usize = 24;
+    for _ in 0..FRAMES {
+        run.send(json!({ "type": "stdin", "data": "y".repeat(STDIN_FRAME) }))
+            .await;
+    }
+    let at_least_refused = FRAMES - (1 << 20) / STDIN_FRAME;
+    run.wait_for("the refusals", |events| {
+        error_codes(events).len() > at_least_refused
+    })
+    .await;
+    let refusals = error_codes(&run.events);
+    assert!(
+        refusals[1..]
+            .iter()
+            .all(|code| code == "input_backlogged" || code == "input_too_large"),
+        "{refusals:?}"
+    );
+    run.send(json!({ "type": "kill" })).await;
+    run.wait_for("the result", |events| {
+        events.last().is_some_and(|e| e["event"] == "result")
+    })
+    .await;
+    assert_removed(run.result()["id"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_program_that_reads_gets_all_its_stdin_up_to_the_body_cap() {
+    let mut run = Interactive::start(
+        shared(),
+        json!({ "language": "python", "code": "import sys\nprint(len(sys.stdin.buffer.read()))", "input": "abc" }),
+    )
+    .await;
+    run.wait_for("the start", |events| {
+        events.iter().any(|e| e["event"] == "started")
+    })
+    .await;
+    // Fifteen full frames: 960 KiB, with the 3 bytes of `input` under the 1 MiB cap. A frame
+    // refused while the backlog is full is sent again.
+    let mut sent = 0;
+    while sent < 15 {
+        let refused_before = error_codes(&run.events).len();
+        run.send(json!({ "type": "stdin", "data": "z".repeat(STDIN_FRAME) }))
+            .await;
+        // Whatever answers in 50 ms (only refusals answer).
+        let _ = tokio::time::timeout(Duration::from_millis(50), run.wait_for("", |_| false)).await;
+        let codes = error_codes(&run.events);
+        match codes.get(refused_before) {
+            None => sent += 1,
+            Some(code) => {
+                assert_eq!(code, "input_backlogged", "{codes:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Past the cap in all: refused, and the program still gets everything before it.
+    run.send(json!({ "type": "stdin", "data": "z".repeat(STDIN_FRAME) }))
+        .await;
+    run.wait_for("the refusal", |events| {
+        error_codes(events).iter().any(|code| code == "input_too_large")
+    })
+    .await;
+    run.send(json!({ "type": "stdin_close" })).await;
+    run.wait_for("the result", |events| {
+        events.last().is_some_and(|e| e["event"] == "result")
+    })
+    .await;
+    let result = run.result();
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(result["stdout"], format!("{}\n", 3 + 15 * STDIN_FRAME));
+}
+
+#[tokio::test]
+async fn a_first_frame_over_the_body_cap_closes_the_socket_and_runs_nothing() {
+    let app = start_on_own_runtime(&[]);
+    let created = app.server.executor.sandboxes().created_count();
+    let code = format!("print('{}')", "x".repeat(1100 * 1024));
+    let mut run = Interactive::start(&app, json!({ "language": "python", "code": code })).await;
+    run.wait_for("the error", |events| !events.is_empty()).await;
+    let next = tokio::time::timeout(EVENT_DEADLINE, run.ws.next()).await.unwrap();
+    assert!(
+        matches!(next, Some(Ok(Message::Close(_))) | None | Some(Err(_))),
+        "{next:?}"
+    );
+    assert_eq!(run.events.len(), 1, "{:?}", run.events);
+    assert_eq!(run.events[0]["code"], "payload_too_large");
+    assert_eq!(app.server.executor.sandboxes().created_count(), created);
+    app.server.shutdown().await.unwrap();
+}
