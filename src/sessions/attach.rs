@@ -54,8 +54,9 @@ impl Sessions {
             events,
             gate: InputGate::new(&self.inner.terminal_config, Instant::now()),
         };
+        // Not counted against the start rate: joining is rate-limited as a route.
         if attached.live.terminal.claim_first_start()
-            && let Err(err) = attached.start(None).await
+            && let Err(err) = self.start_program(id, &attached.live, None).await
         {
             attached.live.terminal.release_first_start();
             return Err(err);

@@ -291,10 +291,20 @@ async fn write_input(
             () = stop.cancelled() => return,
             message = receiver.recv() => message,
         };
-        let written = match message {
-            None => return,
-            Some(ToProgram::Input(data, _held)) => input.write(&data).await,
-            Some(ToProgram::Resize(cols, rows)) => input.resize(cols, rows).await,
+        let write = async {
+            match message {
+                None => None,
+                Some(ToProgram::Input(data, _held)) => Some(input.write(&data).await),
+                Some(ToProgram::Resize(cols, rows)) => Some(input.resize(cols, rows).await),
+            }
+        };
+        // A write blocks while the program does not read: the stop signal must still end it.
+        let written = tokio::select! {
+            () = stop.cancelled() => return,
+            written = write => match written {
+                None => return,
+                Some(written) => written,
+            },
         };
         if written.is_err() {
             return; // the program is gone; the output side reports its end

@@ -595,3 +595,117 @@ async fn start_recovers_a_room_from_a_fork_bomb_in_its_repl() {
     app.server.shutdown().await.unwrap();
     wait_for_session_containers(&id, 0).await;
 }
+
+#[tokio::test]
+async fn input_a_program_does_not_read_is_bounded_in_bytes() {
+    let app = start_on_own_runtime(&[]);
+    let id = session_id(&app, "bash").await;
+    let mut term = Term::connect(&app, &id).await;
+    term.wait_for_output("$ ").await;
+    // The shell waits on `sleep` with the terminal raw (a canonical terminal would drop a
+    // line past 4 KiB): what is typed meanwhile fills the terminal, then waits in runbox.
+    term.input("stty raw -echo; sleep 60\n").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    const FRAME: usize = 16 * 1024;
+    const FRAMES: usize = 40;
+    for _ in 0..FRAMES {
+        term.input(&"#".repeat(FRAME)).await;
+        // Below the input rate (100 frames a second).
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    term.drain_for(Duration::from_secs(1)).await;
+    let refused = term
+        .errors
+        .iter()
+        .filter(|e| e["code"] == "input_backlogged")
+        .count();
+    assert_eq!(refused, term.errors.len(), "{:?}", term.errors);
+    // runbox holds 64 KiB at most; the rest of what was taken is in the engine's and the
+    // terminal's buffers. 64 frames (1 MiB) were taken before.
+    let taken = (FRAMES - refused) * FRAME;
+    assert!(taken <= 512 * 1024, "{taken} bytes taken, {refused} frames refused");
+    app.server.shutdown().await.unwrap();
+    wait_for_session_containers(&id, 0).await;
+}
+
+#[tokio::test]
+async fn starts_are_rate_limited_per_terminal() {
+    // The shipped rate (the suite's other apps lift it).
+    let app = start_on_own_runtime(&[("RUNBOX_TERMINAL__STARTS_PER_MINUTE", "6")]);
+    let id = session_id(&app, "python").await;
+    let mut term = Term::connect(&app, &id).await;
+    term.wait_for_output(">>> ").await;
+    for _ in 0..4 {
+        term.send(json!({ "type": "start" })).await;
+    }
+    term.wait_for("the refusal", |t| !t.errors.is_empty()).await;
+    term.drain_for(Duration::from_secs(1)).await;
+    assert_eq!(term.errors.len(), 1, "{:?}", term.errors);
+    assert_eq!(term.errors[0]["code"], "rate_limited");
+    // The REPL the third start left goes on.
+    term.input("6*7\n").await;
+    term.wait_for_output("\r\n42\r\n").await;
+    app.server.shutdown().await.unwrap();
+    wait_for_session_containers(&id, 0).await;
+}
+
+#[tokio::test]
+async fn a_language_switch_streams_the_work_dir_and_keeps_sparse_files_sparse() {
+    let app = start_on_own_runtime(&[]);
+    let id = session_id(&app, "bash").await;
+    // 480 MB of holes: past what any buffer of the whole archive would hold.
+    let (status, made) = run_in_session(
+        &app,
+        &id,
+        json!({ "language": "bash", "code": "for i in 1 2 3 4 5 6 7 8; do truncate -s 60M sparse$i; done; echo kept > note.txt; du -sk ." }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(made["status"], "success", "{made}");
+    let mut term = Term::connect(&app, &id).await;
+    term.wait_for_output("$ ").await;
+    term.send(json!({ "type": "start", "language": "python" }))
+        .await;
+    term.wait_for_output(">>> ").await;
+    assert!(term.errors.is_empty(), "{:?}", term.errors);
+    let (_, moved) = run_in_session(
+        &app,
+        &id,
+        json!({ "language": "python", "code": "import os\nsizes = {os.stat(f'sparse{i}').st_size for i in range(1, 9)}\nblocks = sum(os.stat(f'sparse{i}').st_blocks for i in range(1, 9))\nprint(sizes, blocks < 1024, open('note.txt').read().strip())" }),
+    )
+    .await;
+    assert_eq!(moved["stdout"], "{62914560} True kept\n", "{moved}");
+    app.server.shutdown().await.unwrap();
+    wait_for_session_containers(&id, 0).await;
+}
+
+#[tokio::test]
+async fn a_work_dir_that_cannot_move_leaves_the_repl_and_the_language_as_they_were() {
+    let app = start_on_own_runtime(&[]);
+    let id = session_id(&app, "bash").await;
+    // A file its own user cannot read (no capability overrides the mode): tar cannot pack it.
+    let (_, made) = run_in_session(
+        &app,
+        &id,
+        json!({ "language": "bash", "code": "echo secret > locked; chmod 000 locked; echo other > note.txt" }),
+    )
+    .await;
+    assert_eq!(made["status"], "success", "{made}");
+    let mut term = Term::connect(&app, &id).await;
+    term.wait_for_output("$ ").await;
+    term.send(json!({ "type": "start", "language": "python" }))
+        .await;
+    term.wait_for("the refusal", |t| !t.errors.is_empty()).await;
+    assert_eq!(term.errors[0]["code"], "work_dir_not_moved", "{:?}", term.errors);
+    let message = term.errors[0]["message"].as_str().unwrap();
+    assert!(!message.contains("tar"), "{message}");
+    // The shell is back, in the same sandbox with the same files.
+    term.wait_for_output("$ ").await;
+    term.input("echo $((6*7)) $(cat note.txt)\n").await;
+    term.wait_for_output("42 other").await;
+    let (_, session) = session_status(&app, &id).await;
+    assert_eq!(session["language"], "bash", "{session}");
+    wait_for_session_containers(&id, 1).await;
+    app.server.shutdown().await.unwrap();
+    wait_for_session_containers(&id, 0).await;
+}

@@ -316,3 +316,28 @@ async fn a_killed_server_loses_no_session() {
     app.server.shutdown().await.unwrap();
     wait_for_session_containers(&id, 0).await;
 }
+
+#[tokio::test]
+async fn sessions_count_against_the_one_sandbox_budget_and_leave_room_for_jobs() {
+    // One running job: sessions may take all but two of the four sandboxes.
+    let app = start_on_own_runtime(&[
+        ("RUNBOX_LIMITS__MAX_RUNNING_JOBS", "1"),
+        ("RUNBOX_LIMITS__MAX_SANDBOXES", "4"),
+    ]);
+    let first = session_id(&app, "python").await;
+    let second = session_id(&app, "python").await;
+    let (status, body) = create(&app, "python").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    let (status, run) = {
+        let result = app
+            .run(json!({ "language": "python", "code": "print('room for jobs')" }))
+            .await;
+        result
+    };
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(run["stdout"], "room for jobs\n", "{run}");
+    app.server.shutdown().await.unwrap();
+    wait_for_session_containers(&first, 0).await;
+    wait_for_session_containers(&second, 0).await;
+}
