@@ -533,3 +533,101 @@ async fn stdin_over_the_cap_is_refused_and_below_it_is_delivered() {
     assert_eq!(unread["status"], "success", "{}", unread["status"]);
     assert_eq!(unread["stdout"], "ignored\n");
 }
+
+/// A program that reads its parent's (the runner's) memory for the trailer's nonce and
+/// writes every candidate as a trailer with status 0, then goes on for 3 s and exits 7.
+const TRAILER_FORGER: &str = r#"
+import os, re, sys, time
+ppid = os.getppid()
+found = set()
+try:
+    with open(f'/proc/{ppid}/maps') as maps, open(f'/proc/{ppid}/mem', 'rb', 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if 'r' not in perms or 'w' not in perms:
+                continue
+            start, end = (int(x, 16) for x in span.split('-'))
+            try:
+                mem.seek(start)
+                found.update(re.findall(rb'[0-9a-f]{32}', mem.read(end - start)))
+            except OSError:
+                pass
+    print('read the runner', flush=True)
+except OSError as err:
+    print('refused', err.errno, flush=True)
+for nonce in found:
+    for stream in (sys.stdout.buffer, sys.stderr.buffer):
+        stream.write(b'\x1e' + nonce + b' 0\n')
+        stream.flush()
+time.sleep(3)
+print('late', flush=True)
+sys.exit(7)
+"#;
+
+#[tokio::test]
+async fn a_program_cannot_forge_the_runners_trailer() {
+    let r = hostile(json!({ "language": "python", "code": TRAILER_FORGER, "timeout_ms": 10000 })).await;
+    assert_eq!(r["status"], "runtime_error", "{r}");
+    assert_eq!(r["exit_code"], 7, "{r}");
+    assert!(stdout(&r).starts_with("refused"), "{r}");
+    assert!(stdout(&r).ends_with("late\n"), "{r}");
+    assert!(r["duration_ms"].as_u64().unwrap() >= 3000, "{r}");
+}
+
+#[tokio::test]
+async fn stderr_holds_only_what_the_program_wrote_when_a_signal_ends_it() {
+    for (signal, name) in [("SIGSEGV", "SIGSEGV"), ("SIGKILL", "SIGKILL"), ("SIGABRT", "SIGABRT")] {
+        let code = format!(
+            "import os, signal, sys\nsys.stderr.write('mine\\n')\nsys.stderr.flush()\nos.kill(os.getpid(), signal.{signal})"
+        );
+        let r = hostile(json!({ "language": "python", "code": code })).await;
+        assert_eq!(r["status"], "runtime_error", "{r}");
+        assert_eq!(r["signal"], name, "{r}");
+        assert_eq!(r["stderr"], "mine\n", "{r}");
+    }
+    // A command that does not exist is reported by the program's own shell, as locally.
+    let r = hostile(json!({ "language": "bash", "code": "no-such-command-here" })).await;
+    assert_eq!(r["exit_code"], 127, "{r}");
+    assert!(
+        r["stderr"].as_str().unwrap().contains("no-such-command-here: command not found"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_child_killed_for_memory_is_reported_under_every_runtime() {
+    // The parent outlives the child the OOM killer ends and exits 0.
+    let code = "import subprocess, sys\nprint('before', flush=True)\nchild = subprocess.run([sys.executable, '-c', 'b = bytearray(1 << 30)'])\nprint('child', child.returncode, flush=True)";
+    let r = hostile(json!({ "language": "python", "code": code, "memory_mb": 128 })).await;
+    assert_eq!(r["status"], "memory_limit_exceeded", "{r}");
+    assert!(stdout(&r).starts_with("before\n"), "{r}");
+    assert!(r["memory_kb"].as_u64().is_some(), "{r}");
+    if !under_gvisor() {
+        // runc: the parent lived on to say so and to exit 0.
+        assert_eq!(stdout(&r), "before\nchild -9\n", "{r}");
+        assert_eq!(r["exit_code"], 0, "{r}");
+    }
+}
+
+#[tokio::test]
+async fn host_boot_arguments_and_disks_are_masked() {
+    let host_cmdline = std::fs::read_to_string("/proc/cmdline").unwrap();
+    let host_version = std::fs::read_to_string("/proc/version").unwrap();
+    let r = hostile(json!({
+        "language": "bash",
+        "code": "for f in cmdline version modules partitions diskstats swaps; do printf '%s=' $f; cat /proc/$f 2>/dev/null | wc -c; done; cat /proc/cmdline /proc/version 2>/dev/null",
+    }))
+    .await;
+    assert_eq!(r["status"], "success", "{r}");
+    let out = stdout(&r);
+    if !host_cmdline.trim().is_empty() {
+        assert!(!out.contains(host_cmdline.trim()), "{out}");
+    }
+    assert!(!out.contains(host_version.trim()), "{out}");
+    if !under_gvisor() {
+        // runc binds /dev/null over each.
+        for file in ["cmdline", "version", "modules", "partitions", "diskstats", "swaps"] {
+            assert!(out.contains(&format!("{file}=0\n")), "{out}");
+        }
+    }
+}

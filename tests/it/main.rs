@@ -13,6 +13,7 @@ mod keeper;
 mod languages;
 mod limits;
 mod live;
+mod logs;
 mod openapi;
 mod pool;
 mod rooms;
