@@ -566,7 +566,8 @@ sys.exit(7)
 
 #[tokio::test]
 async fn a_program_cannot_forge_the_runners_trailer() {
-    let r = hostile(json!({ "language": "python", "code": TRAILER_FORGER, "timeout_ms": 10000 })).await;
+    let r =
+        hostile(json!({ "language": "python", "code": TRAILER_FORGER, "timeout_ms": 10000 })).await;
     assert_eq!(r["status"], "runtime_error", "{r}");
     assert_eq!(r["exit_code"], 7, "{r}");
     assert!(stdout(&r).starts_with("refused"), "{r}");
@@ -576,7 +577,11 @@ async fn a_program_cannot_forge_the_runners_trailer() {
 
 #[tokio::test]
 async fn stderr_holds_only_what_the_program_wrote_when_a_signal_ends_it() {
-    for (signal, name) in [("SIGSEGV", "SIGSEGV"), ("SIGKILL", "SIGKILL"), ("SIGABRT", "SIGABRT")] {
+    for (signal, name) in [
+        ("SIGSEGV", "SIGSEGV"),
+        ("SIGKILL", "SIGKILL"),
+        ("SIGABRT", "SIGABRT"),
+    ] {
         let code = format!(
             "import os, signal, sys\nsys.stderr.write('mine\\n')\nsys.stderr.flush()\nos.kill(os.getpid(), signal.{signal})"
         );
@@ -589,7 +594,10 @@ async fn stderr_holds_only_what_the_program_wrote_when_a_signal_ends_it() {
     let r = hostile(json!({ "language": "bash", "code": "no-such-command-here" })).await;
     assert_eq!(r["exit_code"], 127, "{r}");
     assert!(
-        r["stderr"].as_str().unwrap().contains("no-such-command-here: command not found"),
+        r["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-command-here: command not found"),
         "{r}"
     );
 }
@@ -626,7 +634,14 @@ async fn host_boot_arguments_and_disks_are_masked() {
     assert!(!out.contains(host_version.trim()), "{out}");
     if !under_gvisor() {
         // runc binds /dev/null over each.
-        for file in ["cmdline", "version", "modules", "partitions", "diskstats", "swaps"] {
+        for file in [
+            "cmdline",
+            "version",
+            "modules",
+            "partitions",
+            "diskstats",
+            "swaps",
+        ] {
             assert!(out.contains(&format!("{file}=0\n")), "{out}");
         }
     }

@@ -439,7 +439,9 @@ async fn a_program_that_reads_gets_all_its_stdin_up_to_the_body_cap() {
     run.send(json!({ "type": "stdin", "data": "z".repeat(STDIN_FRAME) }))
         .await;
     run.wait_for("the refusal", |events| {
-        error_codes(events).iter().any(|code| code == "input_too_large")
+        error_codes(events)
+            .iter()
+            .any(|code| code == "input_too_large")
     })
     .await;
     run.send(json!({ "type": "stdin_close" })).await;
@@ -459,7 +461,9 @@ async fn a_first_frame_over_the_body_cap_closes_the_socket_and_runs_nothing() {
     let code = format!("print('{}')", "x".repeat(1100 * 1024));
     let mut run = Interactive::start(&app, json!({ "language": "python", "code": code })).await;
     run.wait_for("the error", |events| !events.is_empty()).await;
-    let next = tokio::time::timeout(EVENT_DEADLINE, run.ws.next()).await.unwrap();
+    let next = tokio::time::timeout(EVENT_DEADLINE, run.ws.next())
+        .await
+        .unwrap();
     assert!(
         matches!(next, Some(Ok(Message::Close(_))) | None | Some(Err(_))),
         "{next:?}"

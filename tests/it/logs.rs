@@ -32,7 +32,10 @@ async fn session_ids_never_reach_the_log() {
         .await
         .unwrap();
     assert_eq!(run.status(), StatusCode::OK);
-    for path in [format!("/sessions/{id}"), format!("/sessions/{id}/terminal")] {
+    for path in [
+        format!("/sessions/{id}"),
+        format!("/sessions/{id}/terminal"),
+    ] {
         client
             .get(format!("{}{path}", server.base))
             .send()

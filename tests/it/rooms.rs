@@ -623,7 +623,10 @@ async fn input_a_program_does_not_read_is_bounded_in_bytes() {
     // runbox holds 64 KiB at most; the rest of what was taken is in the engine's and the
     // terminal's buffers. 64 frames (1 MiB) were taken before.
     let taken = (FRAMES - refused) * FRAME;
-    assert!(taken <= 512 * 1024, "{taken} bytes taken, {refused} frames refused");
+    assert!(
+        taken <= 512 * 1024,
+        "{taken} bytes taken, {refused} frames refused"
+    );
     app.server.shutdown().await.unwrap();
     wait_for_session_containers(&id, 0).await;
 }
@@ -696,7 +699,11 @@ async fn a_work_dir_that_cannot_move_leaves_the_repl_and_the_language_as_they_we
     term.send(json!({ "type": "start", "language": "python" }))
         .await;
     term.wait_for("the refusal", |t| !t.errors.is_empty()).await;
-    assert_eq!(term.errors[0]["code"], "work_dir_not_moved", "{:?}", term.errors);
+    assert_eq!(
+        term.errors[0]["code"], "work_dir_not_moved",
+        "{:?}",
+        term.errors
+    );
     let message = term.errors[0]["message"].as_str().unwrap();
     assert!(!message.contains("tar"), "{message}");
     // The shell is back, in the same sandbox with the same files.

@@ -329,12 +329,9 @@ async fn sessions_count_against_the_one_sandbox_budget_and_leave_room_for_jobs()
     let (status, body) = create(&app, "python").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
-    let (status, run) = {
-        let result = app
-            .run(json!({ "language": "python", "code": "print('room for jobs')" }))
-            .await;
-        result
-    };
+    let (status, run) = app
+        .run(json!({ "language": "python", "code": "print('room for jobs')" }))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(run["stdout"], "room for jobs\n", "{run}");
     app.server.shutdown().await.unwrap();
