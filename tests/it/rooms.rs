@@ -189,11 +189,12 @@ async fn two_clients_share_one_room_and_another_room_sees_none_of_it() {
     carol.input("x\n").await;
     carol.wait_for_output("NameError").await;
 
-    // One PTY per room: a resize from any client is the size the REPL sees.
+    // One PTY per room: a resize from any client is the size the REPL sees (and everyone's
+    // view of it). Bob asks right after resizing: frames of two sockets have no order between
+    // them, one socket's frames do.
     bob.send(json!({ "type": "resize", "cols": 100, "rows": 30 }))
         .await;
-    alice
-        .input("import shutil; shutil.get_terminal_size()\n")
+    bob.input("import shutil; shutil.get_terminal_size()\n")
         .await;
     alice.wait_for_output("columns=100, lines=30").await;
     bob.send(json!({ "type": "resize", "cols": 0, "rows": 30 }))
