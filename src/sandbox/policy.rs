@@ -21,9 +21,17 @@ const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
 /// the keeper: ending a run is `kill -9 -1` as the program's user (see
 /// [`super::Sandbox::end_programs`]), and the sandbox lives on.
 pub const KEEPER_USER: &str = "65533:65533";
-/// Runs the runner script (see `runner.rs`) as the sandbox's main process, by the runner's
-/// unreadable copy of bash.
-const RUNNER_SHELL: [&str; 2] = [super::runner::RUNNER_BINARY, "-c"];
+/// Runs the runner script (see `runner.rs`) as the sandbox's main process: by the runner's
+/// unreadable copy of bash, which makes it non-dumpable. gVisor (20221219) refuses to execute
+/// a file its user may not read ("Permission denied"); its `/proc` already refuses another
+/// process's memory, so there plain bash runs it.
+fn runner_shell(config: &SandboxConfig) -> [&'static str; 2] {
+    if config.is_gvisor() {
+        ["bash", "-c"]
+    } else {
+        [super::runner::RUNNER_BINARY, "-c"]
+    }
+}
 /// Files the sandbox sees empty (the engine binds /dev/null over them). Naming any replaces
 /// the engine's own list, so its defaults come first; then what tells a program about the
 /// host rather than its sandbox: the kernel's boot arguments, its modules and symbols, the
@@ -175,7 +183,7 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
         MainProcess::Idle | MainProcess::Keeper => {
             IDLE_COMMAND.iter().map(|s| s.to_string()).collect()
         }
-        MainProcess::Runner => RUNNER_SHELL
+        MainProcess::Runner => runner_shell(config)
             .iter()
             .map(|s| s.to_string())
             .chain(std::iter::once(super::runner::SCRIPT.to_owned()))
