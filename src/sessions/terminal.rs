@@ -410,16 +410,20 @@ impl TokenBucket {
 mod tests {
     use super::*;
 
-    #[test]
-    fn input_frames_are_bounded_in_size_and_rate() {
-        let config = TerminalConfig {
+    fn small_config() -> TerminalConfig {
+        TerminalConfig {
             scrollback_bytes: 1024,
             client_queue_frames: 16,
             max_input_bytes: 8,
             input_frames_per_sec: 10,
             starts_per_minute: 6,
             output_bytes_per_sec: 1024,
-        };
+        }
+    }
+
+    #[test]
+    fn input_frames_are_bounded_in_size_and_rate() {
+        let config = small_config();
         let start = Instant::now();
         let mut gate = InputGate::new(&config, start);
         assert_eq!(gate.admit(9, start), Err(InputRefused::TooLarge(8)));
@@ -447,15 +451,7 @@ mod tests {
 
     #[test]
     fn starts_pass_in_a_burst_of_three_then_at_the_configured_rate() {
-        let config = Arc::new(TerminalConfig {
-            scrollback_bytes: 1024,
-            client_queue_frames: 16,
-            max_input_bytes: 8,
-            input_frames_per_sec: 10,
-            starts_per_minute: 6,
-            output_bytes_per_sec: 1024,
-        });
-        let terminal = SharedTerminal::new(config);
+        let terminal = SharedTerminal::new(Arc::new(small_config()));
         for _ in 0..3 {
             terminal.admit_start().unwrap();
         }

@@ -4,21 +4,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{
-    assert_removed, session_id, shared, start_on_own_runtime, wait_for_session_containers,
+    assert_removed, metric, session_id, shared, start_on_own_runtime, wait_for_session_containers,
 };
 
 /// `runbox_compiles_total` for `language` as /metrics shows it (0 before the first).
 async fn compiles(base: &str, language: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("runbox_compiles_total{{language=\"{language}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |value| value.trim().parse().unwrap())
+    let sample = format!("runbox_compiles_total{{language=\"{language}\"}}");
+    metric(base, &sample).await as u64
 }
 
 #[tokio::test]

@@ -210,6 +210,14 @@ impl Interactive {
         }
     }
 
+    /// Reads until the result event.
+    async fn wait_for_result(&mut self) {
+        self.wait_for("the result", |events| {
+            events.last().is_some_and(|e| e["event"] == "result")
+        })
+        .await;
+    }
+
     fn stdout(&self) -> String {
         stdout_in(&self.events)
     }
@@ -242,10 +250,7 @@ async fn ping_pong(language: &str, code: &str) {
         .await;
     }
     run.send(json!({ "type": "stdin_close" })).await;
-    run.wait_for("the result", |events| {
-        events.last().is_some_and(|e| e["event"] == "result")
-    })
-    .await;
+    run.wait_for_result().await;
     let result = run.result();
     assert_eq!(result["status"], "success", "{result}");
     assert_eq!(result["stdout"], "2\n40\n600\nbye\n");
@@ -283,10 +288,7 @@ async fn a_kill_frame_ends_the_run() {
     })
     .await;
     run.send(json!({ "type": "kill" })).await;
-    run.wait_for("the result", |events| {
-        events.last().is_some_and(|e| e["event"] == "result")
-    })
-    .await;
+    run.wait_for_result().await;
     let result = run.result();
     assert_eq!(result["status"], "runtime_error", "{result}");
     assert_eq!(result["signal"], "SIGKILL");
@@ -318,10 +320,7 @@ async fn the_output_cap_and_the_time_limit_hold_interactively() {
         json!({ "language": "python", "code": "import sys\nsys.stdout.write('y' * 200000)" }),
     )
     .await;
-    run.wait_for("the result", |events| {
-        events.last().is_some_and(|e| e["event"] == "result")
-    })
-    .await;
+    run.wait_for_result().await;
     assert_eq!(run.result()["status"], "output_limit_exceeded");
     assert_eq!(run.stdout().len(), 65536);
 
@@ -331,10 +330,7 @@ async fn the_output_cap_and_the_time_limit_hold_interactively() {
         json!({ "language": "python", "code": "input()", "timeout_ms": 1000 }),
     )
     .await;
-    run.wait_for("the result", |events| {
-        events.last().is_some_and(|e| e["event"] == "result")
-    })
-    .await;
+    run.wait_for_result().await;
     assert_eq!(run.result()["status"], "timeout");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -399,10 +395,7 @@ async fn stdin_a_program_does_not_read_is_bounded_in_bytes() {
         "{refusals:?}"
     );
     run.send(json!({ "type": "kill" })).await;
-    run.wait_for("the result", |events| {
-        events.last().is_some_and(|e| e["event"] == "result")
-    })
-    .await;
+    run.wait_for_result().await;
     assert_removed(run.result()["id"].as_str().unwrap()).await;
 }
 
@@ -445,10 +438,7 @@ async fn a_program_that_reads_gets_all_its_stdin_up_to_the_body_cap() {
     })
     .await;
     run.send(json!({ "type": "stdin_close" })).await;
-    run.wait_for("the result", |events| {
-        events.last().is_some_and(|e| e["event"] == "result")
-    })
-    .await;
+    run.wait_for_result().await;
     let result = run.result();
     assert_eq!(result["status"], "success", "{result}");
     assert_eq!(result["stdout"], format!("{}\n", 3 + 15 * STDIN_FRAME));

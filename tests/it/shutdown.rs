@@ -2,26 +2,16 @@
 //! one that does not is ended with 503 shutting_down, the process exits 0, and the engine holds
 //! none of its containers afterwards.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{RUNTIME_VARIABLE, containers_with_labels, repo_root};
+use crate::common::{ServerProcess, containers_with_labels};
 
 const GRACE_SECS: u64 = 3;
 /// A memory cap only this test's long job asks for, to find its container.
 const LONG_JOB_MEMORY_MB: i64 = 211;
-
-/// A free port on the loopback (bound, then released for the server to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn post(url: String, body: Value) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
@@ -35,33 +25,19 @@ async fn post(url: String, body: Value) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn sigterm_finishes_short_jobs_ends_long_ones_and_leaves_nothing() {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let owner = format!("shutdown-{}", uuid::Uuid::new_v4().simple());
-    let runtime = std::env::var(RUNTIME_VARIABLE).unwrap_or_else(|_| "runc".into());
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbox"))
-        .arg("serve")
-        .current_dir(repo_root())
-        .env("RUNBOX_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUNBOX_SERVER__SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
-        .env("RUNBOX_POOL__ENABLED", "false")
-        .env("RUNBOX_RATE_LIMIT__ENABLED", "false")
-        .env("RUNBOX_SESSIONS__OWNER", &owner)
-        .env("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "false")
-        .env(RUNTIME_VARIABLE, runtime)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("runbox serve starts");
-    let started = Instant::now();
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "server never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let grace = GRACE_SECS.to_string();
+    let process = ServerProcess::start(
+        &[
+            ("RUNBOX_SERVER__SHUTDOWN_GRACE_SECS", grace.as_str()),
+            ("RUNBOX_SESSIONS__OWNER", owner.as_str()),
+        ],
+        None,
+        None,
+    )
+    .await;
+    let base = process.base.clone();
+    let mut server = process.child;
     let (status, session) = post(format!("{base}/sessions"), json!({ "language": "python" })).await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
     let short = tokio::spawn(post(
