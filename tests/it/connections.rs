@@ -70,8 +70,10 @@ async fn silent_connections_past_the_open_file_limit_leave_health_and_runs_answe
     // The accept loop closes the ones past the per-address cap at once.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // A server out of descriptors never accepts: the bystander gives up rather than hang.
     let client = reqwest::Client::builder()
         .local_address("127.0.0.1".parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let started = Instant::now();
