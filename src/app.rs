@@ -8,7 +8,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -20,9 +19,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::access::Access;
 use crate::api::error::REQUEST_ID;
 use crate::api::json::BodyLimit;
-use crate::api::{
-    ApiError, access, health, languages, live, metrics, openapi, run, sessions, terminal,
-};
+use crate::api::{self, ApiError, access};
 use crate::config::{Config, ServerConfig};
 use crate::connections::{self, Activity, ConnectionLimits};
 use crate::executor::Executor;
@@ -46,33 +43,17 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Failed accepts are logged at most this often.
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Cheap, clonable handles shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub executor: Executor,
-    pub sessions: Sessions,
-    pub access: Access,
-}
+pub use crate::api::AppState;
 
 /// The router with every route and middleware; tests call this without a socket.
 pub fn router(state: AppState, server: &ServerConfig) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    // Every route here is also named in `access::ROUTES`, the names rate-limit rules use.
-    Router::new()
-        .route("/run", post(run::run_code))
-        .route("/run/ws", get(live::run_socket))
-        .route("/sessions", post(sessions::create_session))
-        .route(
-            "/sessions/{id}",
-            get(sessions::get_session).delete(sessions::delete_session),
-        )
-        .route("/sessions/{id}/run", post(sessions::run_in_session))
-        .route("/sessions/{id}/terminal", get(terminal::open_terminal))
-        .route("/languages", get(languages::list_languages))
-        .route("/healthz", get(health::get_health))
-        .route("/readyz", get(health::get_ready))
-        .route("/metrics", get(metrics::get_metrics))
-        .route("/openapi.json", get(openapi::get_openapi))
+    let mut routes = Router::new();
+    for route in api::routes() {
+        // Methods of one path are merged into one method router.
+        routes = routes.route(route.path, route.handler);
+    }
+    routes
         // Runs after routing, so the rule is found by the route's pattern.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -179,6 +160,17 @@ fn cors(server: &ServerConfig) -> CorsLayer {
         .max_age(CORS_MAX_AGE)
 }
 
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("the listener has no address: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
 /// A running server: its address, and a way to stop it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -192,7 +184,10 @@ pub struct Server {
 
 impl Server {
     /// Connects to the engine, starts the background tasks and serves on `listener`.
-    pub async fn start(config: Config, listener: TcpListener) -> Result<Server, SandboxError> {
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Server, StartError> {
+        // The settings the domain checks itself, before anything starts.
+        crate::sandbox::policy::validate(&config.sandbox)?;
+        let access = Access::new(&config.rate_limit, &config.auth, &api::route_names())?;
         let job_lifetime_bound = config
             .languages
             .iter()
@@ -242,13 +237,11 @@ impl Server {
             AppState {
                 executor: executor.clone(),
                 sessions: sessions.clone(),
-                access: Access::new(&config.rate_limit, &config.auth),
+                access,
             },
             &config.server,
         );
-        let addr = listener
-            .local_addr()
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
         let limits = connection_limits(&config, executor.metrics().connections_open());

@@ -449,73 +449,6 @@ fn apply_env_overrides(
     Ok(())
 }
 
-fn validate_access(rate_limit: &RateLimitConfig, auth: &AuthConfig) -> Result<(), ConfigError> {
-    let key = |key: String, reason: String| Err(ConfigError::Key { key, reason });
-    let header = &rate_limit.client_ip_header;
-    if !header.is_empty() && axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-        return key(
-            "rate_limit.client_ip_header".into(),
-            "is not a header name".into(),
-        );
-    }
-    let mut seen = BTreeMap::new();
-    for (name, rule) in &rate_limit.rules {
-        if rule.requests == 0 || rule.window_secs == 0 {
-            return key(
-                format!("rate_limit.rules.{name}"),
-                "requests and window_secs must be at least 1".into(),
-            );
-        }
-        for route in &rule.routes {
-            if !crate::access::ROUTES.contains(&route.as_str()) {
-                return key(
-                    format!("rate_limit.rules.{name}.routes"),
-                    format!(
-                        "`{route}` is not a route; routes are {:?}",
-                        crate::access::ROUTES
-                    ),
-                );
-            }
-            if let Some(other) = seen.insert(route.clone(), name.clone()) {
-                return key(
-                    format!("rate_limit.rules.{name}.routes"),
-                    format!("`{route}` is already limited by rule `{other}`"),
-                );
-            }
-        }
-    }
-    if !auth.metrics_token_sha256.is_empty()
-        && crate::access::keys::parse_digest(&auth.metrics_token_sha256).is_none()
-    {
-        return key(
-            "auth.metrics_token_sha256".into(),
-            "must be the token's SHA-256 as 64 hex digits".into(),
-        );
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for (index, api_key) in auth.keys.iter().enumerate() {
-        let at = format!("auth.keys[{index}]");
-        if api_key.name.is_empty() || !names.insert(api_key.name.clone()) {
-            return key(format!("{at}.name"), "must be non-empty and unique".into());
-        }
-        if crate::access::keys::parse_digest(&api_key.sha256).is_none() {
-            return key(
-                format!("{at}.sha256"),
-                "must be the key's SHA-256 as 64 hex digits".into(),
-            );
-        }
-        for (rule, requests) in &api_key.limits {
-            if !rate_limit.rules.contains_key(rule) || *requests == 0 {
-                return key(
-                    format!("{at}.limits.{rule}"),
-                    "must name a rate_limit rule and allow at least 1 request".into(),
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
     let key = |key: &str, reason: &str| {
         Err(ConfigError::Key {
@@ -544,7 +477,6 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
     if raw.server.max_header_bytes < 8192 {
         return key("server.max_header_bytes", "must be at least 8192");
     }
-    validate_access(&raw.rate_limit, &raw.auth)?;
     if raw.server.cors_allowed_origins.is_empty() {
         return key(
             "server.cors_allowed_origins",
@@ -582,12 +514,6 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
         return key(
             "sandbox.user",
             "must be a numeric non-root uid:gid, e.g. \"65534:65534\"",
-        );
-    }
-    if s.user == crate::sandbox::policy::KEEPER_USER {
-        return key(
-            "sandbox.user",
-            "must differ from the keeper of long-lived sandboxes (65533:65533)",
         );
     }
     if s.sweep_interval_secs == 0 {

@@ -102,7 +102,7 @@ impl Language {
         if matches!(&self.repl, Some(c) if c.is_empty()) {
             return fail("repl command must not be empty when given");
         }
-        if crate::executor::files::validate_name(&self.main_file).is_err() {
+        if crate::names::validate_name(&self.main_file).is_err() {
             return fail("main_file must be a safe relative file name");
         }
         if self.timeout_ms == 0 || self.timeout_ms > self.max_timeout_ms {

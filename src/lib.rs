@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file plus `RUNBOX_<SECTION>__<KEY>` overrides, validated.
+//! - [`names`]: the safe relative file name rule (job files, a language's entry file).
 //! - [`languages`]: the language catalogue (`config/languages.toml`), languages as data.
 //! - [`app`]: shared state, the router and its middleware, the server lifecycle.
 //! - [`connections`]: caps on open connections (per address, in total) and their idle deadlines.
@@ -27,5 +28,6 @@ pub mod connections;
 pub mod executor;
 pub mod languages;
 pub mod metrics;
+pub mod names;
 pub mod sandbox;
 pub mod sessions;

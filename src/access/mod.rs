@@ -14,7 +14,7 @@ pub use client::ClientId;
 pub use keys::{ApiKeys, KeyCheck};
 pub use rate::{RateLimited, RateLimiter};
 
-use crate::config::{ApiKeyConfig, AuthConfig, RateLimitConfig};
+use crate::config::{ApiKeyConfig, AuthConfig, ConfigError, RateLimitConfig};
 
 /// The route a metrics token opens, and the client name it stands for.
 const METRICS_PATH: &str = "/metrics";
@@ -40,7 +40,13 @@ pub struct Access {
 }
 
 impl Access {
-    pub fn new(rate_limit: &RateLimitConfig, auth: &AuthConfig) -> Access {
+    /// The edge's policy, once its settings check out against `routes` (see [`validate`]).
+    pub fn new(
+        rate_limit: &RateLimitConfig,
+        auth: &AuthConfig,
+        routes: &[String],
+    ) -> Result<Access, ConfigError> {
+        validate(rate_limit, auth, routes)?;
         let metrics_token = (!auth.metrics_token_sha256.is_empty()).then(|| {
             Arc::new(ApiKeys::new(&[ApiKeyConfig {
                 name: METRICS_CLIENT.to_owned(),
@@ -48,12 +54,12 @@ impl Access {
                 limits: Default::default(),
             }]))
         });
-        Access {
+        Ok(Access {
             keys: Arc::new(ApiKeys::new(&auth.keys)),
             metrics_token,
             limiter: Arc::new(RateLimiter::new(rate_limit, &auth.keys)),
             client_ip_header: rate_limit.client_ip_header.to_ascii_lowercase().into(),
-        }
+        })
     }
 
     /// Who sent a request to `path`: its key's name, or its address when no key is needed
@@ -97,19 +103,130 @@ impl Access {
 /// credentials.
 pub const OPEN_ROUTES: [&str; 1] = ["/healthz"];
 
-/// Every route of the router as `METHOD /path` (the path as routed, with `{id}`): the names
-/// rate-limit rules refer to.
-pub const ROUTES: [&str; 12] = [
-    "POST /run",
-    "GET /run/ws",
-    "POST /sessions",
-    "GET /sessions/{id}",
-    "DELETE /sessions/{id}",
-    "POST /sessions/{id}/run",
-    "GET /sessions/{id}/terminal",
-    "GET /languages",
-    "GET /healthz",
-    "GET /readyz",
-    "GET /metrics",
-    "GET /openapi.json",
-];
+/// Checks the edge's settings against what runbox serves: every rule names routes of `routes`
+/// (`METHOD /path`, from the router's one table), each route in one rule at most, digests are
+/// SHA-256 in hex, key names are unique and their own quotas name rules.
+pub fn validate(
+    rate_limit: &RateLimitConfig,
+    auth: &AuthConfig,
+    routes: &[String],
+) -> Result<(), ConfigError> {
+    let key = |key: String, reason: String| Err(ConfigError::Key { key, reason });
+    let header = &rate_limit.client_ip_header;
+    if !header.is_empty() && http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return key(
+            "rate_limit.client_ip_header".into(),
+            "is not a header name".into(),
+        );
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for (name, rule) in &rate_limit.rules {
+        if rule.requests == 0 || rule.window_secs == 0 {
+            return key(
+                format!("rate_limit.rules.{name}"),
+                "requests and window_secs must be at least 1".into(),
+            );
+        }
+        for route in &rule.routes {
+            if !routes.contains(route) {
+                return key(
+                    format!("rate_limit.rules.{name}.routes"),
+                    format!("`{route}` is not a route; routes are {routes:?}"),
+                );
+            }
+            if let Some(other) = seen.insert(route.clone(), name.clone()) {
+                return key(
+                    format!("rate_limit.rules.{name}.routes"),
+                    format!("`{route}` is already limited by rule `{other}`"),
+                );
+            }
+        }
+    }
+    if !auth.metrics_token_sha256.is_empty()
+        && keys::parse_digest(&auth.metrics_token_sha256).is_none()
+    {
+        return key(
+            "auth.metrics_token_sha256".into(),
+            "must be the token's SHA-256 as 64 hex digits".into(),
+        );
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (index, api_key) in auth.keys.iter().enumerate() {
+        let at = format!("auth.keys[{index}]");
+        if api_key.name.is_empty() || !names.insert(api_key.name.clone()) {
+            return key(format!("{at}.name"), "must be non-empty and unique".into());
+        }
+        if keys::parse_digest(&api_key.sha256).is_none() {
+            return key(
+                format!("{at}.sha256"),
+                "must be the key's SHA-256 as 64 hex digits".into(),
+            );
+        }
+        for (rule, requests) in &api_key.limits {
+            if !rate_limit.rules.contains_key(rule) || *requests == 0 {
+                return key(
+                    format!("{at}.limits.{rule}"),
+                    "must name a rate_limit rule and allow at least 1 request".into(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RateRule;
+
+    fn settings(routes: &[&str], digest: &str) -> (RateLimitConfig, AuthConfig) {
+        let rule = RateRule {
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            requests: 2,
+            window_secs: 60,
+        };
+        let rate_limit = RateLimitConfig {
+            enabled: true,
+            client_ip_header: String::new(),
+            rules: [("runs".to_owned(), rule)].into_iter().collect(),
+        };
+        let auth = AuthConfig {
+            keys: vec![ApiKeyConfig {
+                name: "ci".to_owned(),
+                sha256: digest.to_owned(),
+                limits: Default::default(),
+            }],
+            metrics_token_sha256: String::new(),
+        };
+        (rate_limit, auth)
+    }
+
+    fn refused_key(routes: &[&str], digest: &str) -> String {
+        let served = ["POST /run".to_owned(), "GET /healthz".to_owned()];
+        let (rate_limit, auth) = settings(routes, digest);
+        match Access::new(&rate_limit, &auth, &served) {
+            Err(ConfigError::Key { key, .. }) => key,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_edge_settings_are_checked_against_the_served_routes() {
+        let digest = "ab".repeat(32);
+        let served = ["POST /run".to_owned()];
+        let (rate_limit, auth) = settings(&["POST /run"], &digest);
+        assert!(Access::new(&rate_limit, &auth, &served).is_ok());
+        assert_eq!(
+            refused_key(&["POST /nowhere"], &digest),
+            "rate_limit.rules.runs.routes"
+        );
+        assert_eq!(
+            refused_key(&["POST /run", "POST /run"], &digest),
+            "rate_limit.rules.runs.routes"
+        );
+        assert_eq!(
+            refused_key(&["POST /run"], "not-hex"),
+            "auth.keys[0].sha256"
+        );
+    }
+}

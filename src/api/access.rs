@@ -9,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use super::AppState;
 use crate::access::{ClientId, Refusal};
-use crate::app::AppState;
 
 /// Identifies the client; refuses a request without a valid key where one is needed.
 pub async fn identify_client(

@@ -10,8 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::executor::{JobError, Overloaded, RunError};
-use crate::sandbox::SandboxError;
+use crate::executor::{JobError, Overloaded, RunError, SandboxError};
 use crate::sessions::SessionError;
 use crate::sessions::terminal::InputRefused;
 

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use crate::app::AppState;
+use super::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
-use crate::app::AppState;
+use super::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LanguagesResponse {

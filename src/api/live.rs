@@ -16,13 +16,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::AppState;
 use super::error::{ApiError, REQUEST_ID, current_request_id};
 use super::json::BodyLimit;
 use super::run::{RunRequest, RunResponse};
-use crate::app::AppState;
 use crate::connections::ConnectionHold;
-use crate::executor::{Executor, Job, LiveRun, Phase, RunError, RunEvent, RunOutcome};
-use crate::sandbox::{InputFull, InputSender, Stream};
+use crate::executor::{
+    Executor, InputFull, InputSender, Job, LiveRun, Phase, RunError, RunEvent, RunOutcome, Stream,
+};
 use crate::sessions::terminal::InputRefused;
 
 /// Media type of the streamed answer.
@@ -386,7 +387,7 @@ mod tests {
 
     #[test]
     fn stdin_is_bounded_per_frame_and_in_all() {
-        let (sender, mut receiver) = crate::sandbox::input_channel(STDIN_BACKLOG_BYTES);
+        let (sender, mut receiver) = crate::executor::input_channel(STDIN_BACKLOG_BYTES);
         let mut stdin = LiveStdin {
             sender: Some(sender),
             allowed: MAX_STDIN_FRAME + 10,
@@ -437,7 +438,7 @@ mod tests {
 
     #[test]
     fn client_frames_follow_the_contract() {
-        let (sender, mut receiver) = crate::sandbox::input_channel(2);
+        let (sender, mut receiver) = crate::executor::input_channel(2);
         let mut stdin = LiveStdin {
             sender: None,
             allowed: 100,

@@ -13,3 +13,60 @@ pub mod sessions;
 pub mod terminal;
 
 pub use error::ApiError;
+
+use axum::routing::{MethodRouter, delete, get, post};
+
+use crate::access::Access;
+use crate::executor::Executor;
+use crate::sessions::Sessions;
+
+/// Cheap, clonable handles shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub executor: Executor,
+    pub sessions: Sessions,
+    pub access: Access,
+}
+
+/// One route: its method and path (as routed, with `{id}`) and its handler.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub handler: MethodRouter<AppState>,
+}
+
+/// Every route runbox serves: the one table the router and the rate-limit rules' route names
+/// (`METHOD /path`) are both built from.
+pub fn routes() -> Vec<Route> {
+    let route = |method, path, handler| Route {
+        method,
+        path,
+        handler,
+    };
+    vec![
+        route("POST", "/run", post(run::run_code)),
+        route("GET", "/run/ws", get(live::run_socket)),
+        route("POST", "/sessions", post(sessions::create_session)),
+        route("GET", "/sessions/{id}", get(sessions::get_session)),
+        route("DELETE", "/sessions/{id}", delete(sessions::delete_session)),
+        route("POST", "/sessions/{id}/run", post(sessions::run_in_session)),
+        route(
+            "GET",
+            "/sessions/{id}/terminal",
+            get(terminal::open_terminal),
+        ),
+        route("GET", "/languages", get(languages::list_languages)),
+        route("GET", "/healthz", get(health::get_health)),
+        route("GET", "/readyz", get(health::get_ready)),
+        route("GET", "/metrics", get(metrics::get_metrics)),
+        route("GET", "/openapi.json", get(openapi::get_openapi)),
+    ]
+}
+
+/// The routes' names as rate-limit rules write them: `METHOD /path`.
+pub fn route_names() -> Vec<String> {
+    routes()
+        .iter()
+        .map(|route| format!("{} {}", route.method, route.path))
+        .collect()
+}

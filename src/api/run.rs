@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::live;
-use crate::app::AppState;
 use crate::executor::files::SourceFile;
 use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus, TestCase};
 

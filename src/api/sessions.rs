@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::run::{RunRequest, RunResponse};
-use crate::app::AppState;
 use crate::sessions::SessionView;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -10,8 +10,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::error::{ApiError, REQUEST_ID, current_request_id};
-use crate::app::AppState;
 use crate::connections::ConnectionHold;
 use crate::sessions::attach::{Departure, TerminalClient};
 use crate::sessions::room::RoomEvent;

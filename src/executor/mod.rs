@@ -17,6 +17,8 @@ pub use admission::Overloaded;
 pub use batch::TestOutcome;
 pub use job::{Job, JobError, JobRequest, TestCase};
 pub use live::{LiveRun, Phase, RunEvent};
+// What the layers above see of the sandbox: the executor is their one door to it.
+pub use crate::sandbox::{InputFull, InputSender, SandboxError, Stream, input_channel};
 
 use crate::config::{LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
@@ -26,8 +28,7 @@ use crate::metrics::{LiveSnapshot, LiveState, Metrics};
 use crate::sandbox::pool::{PoolLease, PoolSlot, WarmPool};
 use crate::sandbox::{
     CollectedOutput, ExecEnd, ExecOutcome, ExecSpec, MainProcess, OutputCollector, RunnerJob,
-    SIGKILL_EXIT_CODE, Sandbox, SandboxError, SandboxKind, SandboxSpec, Sandboxes, Usage,
-    unpack_then,
+    SIGKILL_EXIT_CODE, Sandbox, SandboxKind, SandboxSpec, Sandboxes, Usage, unpack_then,
 };
 use admission::Admission;
 use live::StreamingCollector;

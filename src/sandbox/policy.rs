@@ -141,6 +141,18 @@ impl SandboxSpec {
     }
 }
 
+/// Checks the sandbox settings against the policy: the program user must not be the keeper,
+/// or a program could end the process that keeps its session alive.
+pub fn validate(config: &SandboxConfig) -> Result<(), crate::config::ConfigError> {
+    if config.user == KEEPER_USER {
+        return Err(crate::config::ConfigError::Key {
+            key: "sandbox.user".to_owned(),
+            reason: format!("must differ from the keeper of long-lived sandboxes ({KEEPER_USER})"),
+        });
+    }
+    Ok(())
+}
+
 /// The hardened container definition for `spec`.
 pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCreateBody {
     let memory = spec.memory_mb as i64 * MIB;
@@ -347,6 +359,17 @@ pub fn docker_run_flags(body: &ContainerCreateBody, seccomp_file: &std::path::Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_program_user_is_never_the_keeper() {
+        assert!(validate(&config()).is_ok());
+        let keeper = SandboxConfig {
+            user: KEEPER_USER.to_owned(),
+            ..config()
+        };
+        let err = validate(&keeper).unwrap_err().to_string();
+        assert!(err.contains("sandbox.user"), "{err}");
+    }
 
     fn config() -> SandboxConfig {
         SandboxConfig {
