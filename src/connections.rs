@@ -151,6 +151,10 @@ pub fn total_cap(configured: usize, open_files: u64, max_sandboxes: usize) -> us
 
 /// Raises the open-file soft limit to the hard limit (the soft limit is often 1024 while the
 /// hard one is far higher) and returns the limit in force.
+#[expect(
+    unsafe_code,
+    reason = "getrlimit/setrlimit have no safe wrapper in the crates runbox uses"
+)]
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -278,6 +278,7 @@ impl ServerProcess {
         }
         if let Some(limit) = open_files {
             // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            #[expect(unsafe_code, reason = "pre_exec and setrlimit are unsafe by nature")]
             unsafe {
                 command.pre_exec(move || {
                     let rlimit = libc::rlimit {
@@ -308,7 +309,10 @@ impl ServerProcess {
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            #[expect(unsafe_code, reason = "kill(2) has no safe wrapper here")]
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM)
+            };
         }
         let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
     }

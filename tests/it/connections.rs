@@ -45,6 +45,7 @@ fn raise_own_open_file_limit() {
         rlim_max: 0,
     };
     // SAFETY: plain getrlimit/setrlimit on this process.
+    #[expect(unsafe_code, reason = "getrlimit/setrlimit have no safe wrapper here")]
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
         limit.rlim_cur = limit.rlim_max;
