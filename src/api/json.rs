@@ -21,25 +21,59 @@ where
         if !is_json(request.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(usize::MAX, |l| l.0);
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge { limit }
-                } else if timed_out(&rejection) {
-                    ApiError::RequestTimeout
-                } else {
-                    ApiError::InvalidJson("the request body could not be read".to_owned())
-                }
-            })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            ApiError::InvalidJson(format!("the body is not valid JSON for this route: {e}"))
-        })
+        let bytes = read_body(request, state).await?;
+        parse(&bytes).map(ApiJson)
     }
+}
+
+/// Like [`ApiJson`] for a body that may be left out: an empty (or all-whitespace) body is
+/// `T::default()`, whatever its content type; any other body must be JSON, with the same
+/// rejections (`415`, `413`, `408`, `400`) as [`ApiJson`].
+pub struct OptionalApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(request.headers().get(header::CONTENT_TYPE));
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalApiJson(T::default()));
+        }
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse(&bytes).map(OptionalApiJson)
+    }
+}
+
+/// The whole body, within the body cap and the body timeout, or our error for why not.
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(usize::MAX, |l| l.0);
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else if timed_out(&rejection) {
+                ApiError::RequestTimeout
+            } else {
+                ApiError::InvalidJson("the request body could not be read".to_owned())
+            }
+        })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::InvalidJson(format!("the body is not valid JSON for this route: {e}"))
+    })
 }
 
 /// The body's arrival outlasted the server's body timeout (`server.body_timeout_secs`).

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::json::ApiJson;
+use super::json::{ApiJson, OptionalApiJson};
 use super::run::{RunRequest, RunResponse};
 use crate::sessions::SessionView;
 
@@ -49,6 +49,9 @@ pub struct SessionRunResponse {
         (status = 201, description = "The session", body = SessionResponse),
         (status = 400, description = "invalid_json, unknown_language", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: a body that is not application/json", body = ErrorBody),
         (status = 429, description = "rate_limited (too many sessions for this client, or the rate limit)", body = ErrorBody),
         (status = 503, description = "overloaded, sandbox_unavailable", body = ErrorBody),
     )
@@ -56,13 +59,8 @@ pub struct SessionRunResponse {
 pub async fn create_session(
     State(state): State<AppState>,
     Extension(client): Extension<crate::access::ClientId>,
-    body: axum::body::Bytes,
+    OptionalApiJson(request): OptionalApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
-    let request: CreateSessionRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateSessionRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
-    };
     let client = client.to_string();
     let view = state
         .sessions

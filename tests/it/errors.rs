@@ -230,3 +230,37 @@ fn assert_no_container_created() {
         0
     );
 }
+
+#[tokio::test]
+async fn post_sessions_answers_bad_bodies_as_post_run_does() {
+    let app = rejecting_app();
+    let post = |content_type: Option<&'static str>, body: String| async move {
+        let mut request = reqwest::Client::new()
+            .post(app.url("/sessions"))
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.expect("errors are JSON");
+        (status, body["error"]["code"].clone())
+    };
+    let big = json!({ "language": "#".repeat(70_000) }).to_string();
+    assert_eq!(
+        post(Some("application/json"), big).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, json!("payload_too_large"))
+    );
+    assert_eq!(
+        post(Some("text/plain"), r#"{"language":"python"}"#.to_owned()).await,
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!("unsupported_media_type")
+        )
+    );
+    assert_eq!(
+        post(Some("application/json"), "{not json".to_owned()).await,
+        (StatusCode::BAD_REQUEST, json!("invalid_json"))
+    );
+    assert_no_container_created();
+}
