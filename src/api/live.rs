@@ -126,7 +126,8 @@ fn to_json(event: &Event<'_>) -> String {
 pub fn ndjson_response(executor: Executor, job: Job) -> Response {
     let (lines, body) = mpsc::channel::<Bytes>(LINE_BACKLOG);
     let request_id = current_request_id();
-    tokio::spawn(REQUEST_ID.scope(request_id, stream_run(executor, job, lines)));
+    let pump = REQUEST_ID.scope(request_id, stream_run(executor.clone(), job, lines));
+    executor.spawn_tracked(pump);
     let body = futures_util::stream::unfold(body, |mut body| async move {
         body.recv()
             .await

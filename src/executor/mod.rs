@@ -136,6 +136,9 @@ pub struct Executor {
     /// Cancelled when shutdown's grace period ends: every job still waiting or running is
     /// dropped (its sandbox removed by its owner) and answered [`RunError::ShuttingDown`].
     stop_jobs: CancellationToken,
+    /// Tasks that carry a job outside its request (a streamed run's pump); shutdown waits for
+    /// them before it removes the sandboxes.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// What the metrics read at scrape time.
@@ -194,7 +197,16 @@ impl Executor {
             pool: warm,
             metrics,
             stop_jobs: CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Runs `work` (a streamed run's pump) as a task shutdown waits for.
+    pub fn spawn_tracked<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(work);
     }
 
     /// Ends every job still queued or running: shutdown's grace period is over.
@@ -210,8 +222,11 @@ impl Executor {
         self.metrics.clone()
     }
 
-    /// Stops the pool, then removes every sandbox this process still owns.
+    /// Waits for the tracked tasks (their jobs end by now: see [`Executor::stop_jobs`]), stops
+    /// the pool, then removes every sandbox this process still owns.
     pub async fn shutdown(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
         self.pool.shutdown().await;
         self.sandboxes.shutdown().await;
     }
