@@ -156,6 +156,9 @@ fn cors(server: &ServerConfig) -> CorsLayer {
         .expose_headers([
             HeaderName::from_static(REQUEST_ID_HEADER),
             header::RETRY_AFTER,
+            HeaderName::from_static(access::RATELIMIT_LIMIT),
+            HeaderName::from_static(access::RATELIMIT_REMAINING),
+            HeaderName::from_static(access::RATELIMIT_RESET),
         ])
         .max_age(CORS_MAX_AGE)
 }

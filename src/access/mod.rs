@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 
 pub use client::ClientId;
 pub use keys::{ApiKeys, KeyCheck};
-pub use rate::{RateLimited, RateLimiter};
+pub use rate::{Quota, RateLimited, RateLimiter};
 
 use crate::config::{ApiKeyConfig, AuthConfig, ConfigError, RateLimitConfig};
 
@@ -88,8 +88,9 @@ impl Access {
         }
     }
 
-    /// Counts a request of `client` on `route` (`METHOD /path` as routed).
-    pub fn admit(&self, route: &str, client: &ClientId) -> Result<(), Refusal> {
+    /// Counts a request of `client` on `route` (`METHOD /path` as routed): its quota after
+    /// it, when a rule limits the route.
+    pub fn admit(&self, route: &str, client: &ClientId) -> Result<Option<Quota>, Refusal> {
         self.limiter
             .check(route, client, Instant::now())
             .map_err(|(rule, limited)| Refusal::RateLimited {

@@ -15,6 +15,20 @@ use crate::config::{ApiKeyConfig, RateLimitConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimited {
     pub retry_after: Duration,
+    /// The quota as it stands after the refusal (none left).
+    pub quota: Quota,
+}
+
+/// A client's quota on a rule after a request, as the `RateLimit-*` headers (IETF draft)
+/// announce it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests per window.
+    pub limit: u32,
+    /// Requests the client may still make at once.
+    pub remaining: u32,
+    /// Until the whole quota is back.
+    pub reset: Duration,
 }
 
 #[derive(Debug)]
@@ -78,16 +92,17 @@ impl RateLimiter {
         }
     }
 
-    /// Counts a request of `client` on `route` (`METHOD /path`); the name of the rule that
-    /// refused it, and when to retry, if it is over its rule's rate.
+    /// Counts a request of `client` on `route` (`METHOD /path`): the client's quota after it
+    /// (`None` for a route no rule limits), or the name of the rule that refused it and when
+    /// to retry.
     pub fn check(
         &self,
         route: &str,
         client: &ClientId,
         now: Instant,
-    ) -> Result<(), (&str, RateLimited)> {
+    ) -> Result<Option<Quota>, (&str, RateLimited)> {
         let Some(&index) = self.route_rule.get(route) else {
-            return Ok(());
+            return Ok(None);
         };
         let rule = &self.rules[index];
         let requests = match client {
@@ -106,15 +121,29 @@ impl RateLimiter {
                 &rule.name,
                 RateLimited {
                     retry_after: ahead - tolerance,
+                    quota: Quota {
+                        limit: requests,
+                        remaining: 0,
+                        reset: ahead,
+                    },
                 },
             ));
         }
-        buckets.next_free.insert(key, next_free + interval);
+        let taken_until = next_free + interval;
+        buckets.next_free.insert(key, taken_until);
         if buckets.next_free.len() >= buckets.prune_at {
             buckets.next_free.retain(|_, next| *next > now);
             buckets.prune_at = (2 * buckets.next_free.len()).max(PRUNE_FLOOR);
         }
-        Ok(())
+        // Each request taken holds one interval of the bucket until `taken_until`.
+        let held = (taken_until - now)
+            .as_nanos()
+            .div_ceil(interval.as_nanos().max(1));
+        Ok(Some(Quota {
+            limit: requests,
+            remaining: requests.saturating_sub(u32::try_from(held).unwrap_or(u32::MAX)),
+            reset: taken_until - now,
+        }))
     }
 
     /// How many (rule, client) buckets are tracked.
@@ -124,6 +153,56 @@ impl RateLimiter {
             .unwrap_or_else(|p| p.into_inner())
             .next_free
             .len()
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::tests_support::limiter_of;
+    use super::*;
+
+    #[test]
+    fn the_quota_counts_down_and_comes_back() {
+        let limiter = limiter_of(3, 30);
+        let client = ClientId::Address("10.0.0.1".parse().unwrap());
+        let start = Instant::now();
+        let quota = |at| limiter.check("POST /run", &client, at).unwrap().unwrap();
+        assert_eq!(
+            quota(start),
+            Quota {
+                limit: 3,
+                remaining: 2,
+                reset: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(quota(start).remaining, 1);
+        assert_eq!(quota(start).remaining, 0);
+        let (_, refused) = limiter.check("POST /run", &client, start).unwrap_err();
+        assert_eq!(refused.quota.remaining, 0);
+        assert_eq!(refused.quota.reset, Duration::from_secs(30));
+        // One comes back every 10 s.
+        assert_eq!(quota(start + Duration::from_secs(10)).remaining, 0);
+        assert_eq!(quota(start + Duration::from_secs(60)).remaining, 2);
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::*;
+    use crate::config::RateRule;
+
+    pub fn limiter_of(requests: u32, window_secs: u64) -> RateLimiter {
+        let rule = RateRule {
+            routes: vec!["POST /run".to_owned()],
+            requests,
+            window_secs,
+        };
+        let config = RateLimitConfig {
+            enabled: true,
+            client_ip_header: String::new(),
+            rules: [("runs".to_owned(), rule)].into_iter().collect(),
+        };
+        RateLimiter::new(&config, &[])
     }
 }
 

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::AppState;
-use crate::access::{ClientId, Refusal};
+use crate::access::{ClientId, Quota, Refusal};
 
 /// Identifies the client; refuses a request without a valid key where one is needed.
 pub async fn identify_client(
@@ -45,13 +45,51 @@ pub async fn rate_limit(
 ) -> Response {
     let route = format!("{} {}", request.method(), matched.as_str());
     tracing::Span::current().record("route", &route);
-    if let Some(client) = request.extensions().get::<ClientId>() {
-        if let Err(refusal) = state.access.admit(&route, client) {
-            return refuse(&state, refusal);
+    let Some(client) = request.extensions().get::<ClientId>() else {
+        return next.run(request).await;
+    };
+    match state.access.admit(&route, client) {
+        Ok(None) => next.run(request).await,
+        Ok(Some(quota)) => {
+            let mut response = next.run(request).await;
+            quota_headers(&mut response, quota);
+            response
+        }
+        Err(refusal) => {
+            let quota = match &refusal {
+                Refusal::RateLimited { limited, .. } => Some(limited.quota),
+                Refusal::Unauthorized => None,
+            };
+            let mut response = refuse(&state, refusal);
+            if let Some(quota) = quota {
+                quota_headers(&mut response, quota);
+            }
+            response
         }
     }
-    next.run(request).await
 }
+
+/// The `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers (IETF draft,
+/// `draft-ietf-httpapi-ratelimit-headers`): the quota, what is left of it, and the seconds
+/// (rounded up) until all of it is back.
+fn quota_headers(response: &mut Response, quota: Quota) {
+    let reset = quota.reset.as_secs() + u64::from(quota.reset.subsec_nanos() > 0);
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (RATELIMIT_LIMIT, u64::from(quota.limit)),
+        (RATELIMIT_REMAINING, u64::from(quota.remaining)),
+        (RATELIMIT_RESET, reset),
+    ] {
+        headers.insert(
+            axum::http::HeaderName::from_static(name),
+            axum::http::HeaderValue::from(value),
+        );
+    }
+}
+
+pub const RATELIMIT_LIMIT: &str = "ratelimit-limit";
+pub const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
+pub const RATELIMIT_RESET: &str = "ratelimit-reset";
 
 fn refuse(state: &AppState, refusal: Refusal) -> Response {
     let reason = match &refusal {

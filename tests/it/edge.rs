@@ -40,14 +40,23 @@ async fn over_the_rate_limit_is_429_with_retry_after() {
         ("RUNBOX_RATE_LIMIT__ENABLED", "true"),
         ("RUNBOX_RATE_LIMIT__RULES", TWO_RUNS_A_MINUTE),
     ]);
-    for _ in 0..2 {
-        let (status, code) = error_code(post_run(&app, &[]).await).await;
+    let header = |response: &reqwest::Response, name: &str| -> u64 {
+        response.headers()[name].to_str().unwrap().parse().unwrap()
+    };
+    for remaining in [1, 0] {
+        let response = post_run(&app, &[]).await;
+        // The quota is announced on every limited answer (IETF RateLimit-* headers).
+        assert_eq!(header(&response, "ratelimit-limit"), 2);
+        assert_eq!(header(&response, "ratelimit-remaining"), remaining);
+        assert!(header(&response, "ratelimit-reset") <= 60);
+        let (status, code) = error_code(response).await;
         assert_eq!(
             (status, code.as_str()),
             (StatusCode::BAD_REQUEST, "unknown_language")
         );
     }
     let refused = post_run(&app, &[]).await;
+    assert_eq!(header(&refused, "ratelimit-remaining"), 0);
     let retry_after: u64 = refused.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -69,6 +78,7 @@ async fn over_the_rate_limit_is_429_with_retry_after() {
     // Routes outside the rule are not limited by it.
     let languages = reqwest::get(app.url("/languages")).await.unwrap();
     assert_eq!(languages.status(), StatusCode::OK);
+    assert!(!languages.headers().contains_key("ratelimit-limit"));
     // The rejections are counted by rule.
     let metrics = reqwest::get(app.url("/metrics"))
         .await

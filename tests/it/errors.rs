@@ -235,9 +235,7 @@ fn assert_no_container_created() {
 async fn post_sessions_answers_bad_bodies_as_post_run_does() {
     let app = rejecting_app();
     let post = |content_type: Option<&'static str>, body: String| async move {
-        let mut request = reqwest::Client::new()
-            .post(app.url("/sessions"))
-            .body(body);
+        let mut request = reqwest::Client::new().post(app.url("/sessions")).body(body);
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
