@@ -214,8 +214,8 @@ impl Server {
             max: config.limits.max_sandboxes,
             reserved_for_jobs: 2 * config.limits.running_jobs(),
         };
-        let sandboxes =
-            Sandboxes::connect(&config.engine, config.sandbox.clone(), budget, lifetimes).await?;
+        let sandboxes = Sandboxes::connect(&config.engine, config.sandbox.clone(), budget).await?;
+        sandboxes.start_sweep(lifetimes);
         let executor = Executor::new(
             sandboxes,
             config.languages.clone(),

@@ -105,12 +105,6 @@ async fn main() -> anyhow::Result<()> {
                 &config.engine,
                 config.sandbox.clone(),
                 runbox::sandbox::SandboxBudget::unbounded(),
-                // Building images is no place to judge other processes' sandboxes.
-                runbox::sandbox::Lifetimes {
-                    job: std::time::Duration::from_secs(3600),
-                    pool: std::time::Duration::from_secs(3600),
-                    session: std::time::Duration::from_secs(1 << 40),
-                },
             )
             .await
             .context("the Docker engine does not answer; is dockerd running?")?;

@@ -219,12 +219,12 @@ struct Shared {
 
 impl Sandboxes {
     /// Connects to the engine (negotiating the API version) and starts the background tasks:
-    /// the cleanup queue, the OOM event watch and the orphan sweep (see [`Lifetimes`]).
+    /// the cleanup queue and the OOM event watch. The orphan sweep is the server's to start
+    /// ([`Sandboxes::start_sweep`]): a tool sharing the engine must not judge others' sandboxes.
     pub async fn connect(
         engine: &EngineConfig,
         config: SandboxConfig,
         budget: SandboxBudget,
-        lifetimes: Lifetimes,
     ) -> Result<Sandboxes, SandboxError> {
         let docker = connect_docker(engine)?;
         let stop = CancellationToken::new();
@@ -251,8 +251,13 @@ impl Sandboxes {
         if let Err(err) = sandboxes.negotiate().await {
             tracing::warn!(error = %err, "the container engine does not answer yet");
         }
-        cleanup::start_sweeper(sandboxes.clone(), lifetimes);
         Ok(sandboxes)
+    }
+
+    /// Starts the periodic removal of runbox containers no live sandbox owns and that are
+    /// older than any of their kind can be (see [`Lifetimes`]); it stops with the sandboxes.
+    pub fn start_sweep(&self, lifetimes: Lifetimes) {
+        cleanup::start_sweeper(self.clone(), lifetimes);
     }
 
     pub fn config(&self) -> &SandboxConfig {
