@@ -25,10 +25,10 @@ use crate::languages::{Catalogue, Language};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{LiveSnapshot, LiveState, Metrics};
-use crate::sandbox::pool::{PoolLease, PoolSlot, WarmPool};
+use crate::sandbox::pool::{PoolSlot, WarmPool};
 use crate::sandbox::{
     CollectedOutput, ExecEnd, ExecOutcome, ExecSpec, MainProcess, OutputCollector, RunnerJob,
-    SIGKILL_EXIT_CODE, Sandbox, SandboxKind, SandboxSpec, Sandboxes, Usage, unpack_then,
+    SIGKILL_EXIT_CODE, Sandbox, SandboxKind, SandboxSpec, Sandboxes, unpack_then,
 };
 use admission::Admission;
 use live::StreamingCollector;
@@ -362,7 +362,13 @@ impl Executor {
         live: Option<LiveRun>,
     ) -> Result<RunOutcome, SandboxError> {
         let language = job.language.clone();
-        let (mut sandbox, _lease) = self.sandbox_for(&job).await?;
+        let spec = job_sandbox_spec(
+            &job,
+            job.id.clone(),
+            sandbox_memory_mb(&language, job.memory_mb),
+            MainProcess::Runner,
+        );
+        let (sandbox, _lease) = self.pool.lease(&self.sandboxes, &spec).await?;
         let (events, live_stdin, kill) = match live {
             Some(live) => (Some(live.events), live.stdin, live.kill),
             None => (None, None, tokio_util::sync::CancellationToken::new()),
@@ -395,20 +401,18 @@ impl Executor {
                 if phase.status != RunStatus::Success {
                     return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase)));
                 }
-                sandbox = sandbox
-                    .with_memory_limit(&job_sandbox_spec(
-                        &job,
-                        format!("{}.run", job.id),
-                        job.memory_mb,
-                        MainProcess::Runner,
-                    ))
-                    .await?;
                 // The files are in place already.
                 (Some(phase), Bytes::new())
             }
             None => (None, archive),
         };
-        let usage_before = usage_before_run(&sandbox, compile.is_some()).await;
+        // The program runs with its own memory cap (the compiler's may have been larger).
+        let run_cap = job_sandbox_spec(
+            &job,
+            format!("{}.run", job.id),
+            job.memory_mb,
+            MainProcess::Runner,
+        );
         let runner_job = RunnerJob {
             archive,
             argv,
@@ -417,22 +421,16 @@ impl Executor {
             timeout: job.timeout,
             kill,
         };
-        let phase =
-            runner_phase(&mut sandbox, runner_job, output_limit, streamed(Phase::Run)).await?;
-        let usage_after = sandbox.usage().await.ok();
-        // A program that exited was followed by the runner ending every process it left; one
-        // stopped by a limit or a kill is ended here, with everything it started, before its
-        // result goes out.
-        if phase.cut_short
-            && let Err(err) = sandbox.kill().await
-        {
-            tracing::warn!(%err, "could not kill a stopped job's sandbox; its removal will");
-        }
-        // The sandbox is removed now, in the background: the response need not wait for it.
-        drop(sandbox);
+        let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run));
+        // One call: the sandbox is removed as it returns, nothing the program started left.
+        let report = sandbox
+            .run_program(&run_cap, runner_job, &mut output, compile.is_some())
+            .await?;
+        let phase = phase_outcome(&report.outcome, output.finish());
         let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
-        (outcome.cpu_time, outcome.memory_kb) = run_phase_usage(usage_before, usage_after);
-        outcome.memory_kb = memory_kb_at_oom(outcome.status, outcome.memory_kb, job.memory_mb);
+        outcome.cpu_time = report.usage.cpu_time;
+        outcome.memory_kb =
+            memory_kb_at_oom(outcome.status, report.usage.memory_peak_kb, job.memory_mb);
         Ok(outcome)
     }
 
@@ -490,33 +488,25 @@ impl Executor {
                 (None, spec)
             }
         };
-        let usage_before = usage_before_run(sandbox, compile.is_some()).await;
-        let phase = exec_phase(sandbox, run_spec, output_limit, None).await?;
-        let usage_after = sandbox.usage().await.ok();
-        // Before the response: nothing the run started may outlive it. A sandbox whose memory
-        // ran out, or whose programs could not be ended, is not trusted with another run.
-        let unusable =
-            phase.status == RunStatus::MemoryLimitExceeded || sandbox.end_programs().await.is_err();
+        let mut output = StreamingCollector::new(output_limit, None);
+        // One call: the phase, its usage, and every process it started ended (a sandbox whose
+        // memory ran out, or whose programs could not be ended, is not trusted again).
+        let lasting = sandbox
+            .run_lasting_phase(run_spec, &mut output, compile.is_some())
+            .await?;
+        let phase = phase_outcome(&lasting.report.outcome, output.finish());
+        let unusable = phase.status == RunStatus::MemoryLimitExceeded || !lasting.programs_ended;
         let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
-        (outcome.cpu_time, outcome.memory_kb) = run_phase_usage(usage_before, usage_after);
-        outcome.memory_kb = memory_kb_at_oom(outcome.status, outcome.memory_kb, job.memory_mb);
+        outcome.cpu_time = lasting.report.usage.cpu_time;
+        outcome.memory_kb = memory_kb_at_oom(
+            outcome.status,
+            lasting.report.usage.memory_peak_kb,
+            job.memory_mb,
+        );
         Ok(InSandboxRun {
             outcome,
             sandbox_unusable: unusable,
         })
-    }
-
-    /// A started sandbox whose runner waits for `job`: a pooled one when the language's pool
-    /// has one (the hot path: no Engine API call unless the job's memory differs from the
-    /// pool's), else one created now.
-    /// The lease, held while the job runs, tells the pool one of its sandboxes is at work.
-    async fn sandbox_for(&self, job: &Job) -> Result<(Sandbox, Option<PoolLease>), SandboxError> {
-        let memory_mb = sandbox_memory_mb(&job.language, job.memory_mb);
-        let spec = job_sandbox_spec(job, job.id.clone(), memory_mb, MainProcess::Runner);
-        if let Some((sandbox, lease)) = self.pool.take(&job.language.id).await {
-            return Ok((sandbox.with_memory_limit(&spec).await?, Some(lease)));
-        }
-        Ok((self.sandboxes.create(&spec).await?, None))
     }
 
     /// Unpacks the job's files and compiles them (one exec), counted in the metrics.
@@ -609,18 +599,6 @@ async fn exec_phase(
     Ok(phase_outcome(&outcome, output.finish()))
 }
 
-/// Runs the program through the sandbox's runner and says what its end means.
-async fn runner_phase(
-    sandbox: &mut Sandbox,
-    job: RunnerJob,
-    output_limit: usize,
-    streamed: Streamed<'_>,
-) -> Result<PhaseOutcome, SandboxError> {
-    let mut output = StreamingCollector::new(output_limit, streamed);
-    let outcome = sandbox.run_main(job, &mut output).await?;
-    Ok(phase_outcome(&outcome, output.finish()))
-}
-
 fn phase_outcome(outcome: &ExecOutcome, output: OutputCollector) -> PhaseOutcome {
     let (status, exit_code, signal) = classify(outcome);
     PhaseOutcome {
@@ -631,27 +609,6 @@ fn phase_outcome(outcome: &ExecOutcome, output: OutputCollector) -> PhaseOutcome
         duration: outcome.duration,
         cut_short: !matches!(outcome.end, ExecEnd::Exited { .. }),
     }
-}
-
-/// The sandbox's usage right before the program starts, with a fresh peak where the cgroup
-/// allows resetting it (then the run's peak is exact; otherwise it is known only when the run
-/// sets a new one).
-/// After a compile the compiler's page cache is dropped from the account first, and the usage
-/// may be read through an exec where the host's cgroup files are out of sight; before an
-/// interpreted program only the host's files are read (no Engine API call on the hot path).
-async fn usage_before_run(sandbox: &Sandbox, after_compile: bool) -> Option<Usage> {
-    let peak_reset = sandbox.reset_memory_peak(after_compile).await;
-    let usage = if after_compile {
-        sandbox.usage().await.ok()
-    } else {
-        sandbox.usage_on_host().await
-    };
-    usage.map(|mut usage| {
-        if peak_reset {
-            usage.memory_peak_bytes = Some(0);
-        }
-        usage
-    })
 }
 
 /// The contract's meaning of how an exec ended: status, exit code, signal name.
@@ -728,33 +685,6 @@ fn signal_name(code: i64) -> Option<&'static str> {
     debug_assert_eq!(NAMES[(SIGKILL_EXIT_CODE - 129) as usize], "SIGKILL");
     let index = usize::try_from(code.checked_sub(129)?).ok()?;
     NAMES.get(index).copied()
-}
-
-/// CPU time and peak memory of the run phase from cgroup snapshots taken before (compiled
-/// languages only: the compile shares the sandbox) and after it. The cgroup's peak cannot be
-/// reset between phases, so after a compile the run's peak is known only when the run set a
-/// new one; otherwise it is reported as unknown rather than as the compiler's peak.
-fn run_phase_usage(before: Option<Usage>, after: Option<Usage>) -> (Option<Duration>, Option<u64>) {
-    let Some(after) = after else {
-        return (None, None);
-    };
-    let cpu_ns = match before {
-        None => after.cpu_ns,
-        Some(before) => after
-            .cpu_ns
-            .zip(before.cpu_ns)
-            .map(|(a, b)| a.saturating_sub(b)),
-    };
-    let peak = match before {
-        None => after.memory_peak_bytes,
-        Some(before) => after
-            .memory_peak_bytes
-            .filter(|&a| before.memory_peak_bytes.is_none_or(|b| a > b)),
-    };
-    (
-        cpu_ns.map(Duration::from_nanos),
-        peak.map(|bytes| bytes.div_ceil(1024)),
-    )
 }
 
 #[cfg(test)]
@@ -844,31 +774,5 @@ mod tests {
             classify(&stopped),
             (RunStatus::OutputLimitExceeded, None, Some("SIGKILL"))
         );
-    }
-
-    #[test]
-    fn usage_of_the_run_phase() {
-        let u = |cpu, peak| {
-            Some(Usage {
-                cpu_ns: Some(cpu),
-                memory_peak_bytes: Some(peak),
-            })
-        };
-        // Interpreted: everything the sandbox used.
-        assert_eq!(
-            run_phase_usage(None, u(5_000_000, 10 * 1024)),
-            (Some(Duration::from_millis(5)), Some(10))
-        );
-        // Compiled, the run set a new peak: exact.
-        assert_eq!(
-            run_phase_usage(u(100_000_000, 50 << 20), u(103_000_000, 60 << 20)),
-            (Some(Duration::from_millis(3)), Some(60 << 10))
-        );
-        // Compiled, the compiler's peak stands: the run's own peak is unknown.
-        assert_eq!(
-            run_phase_usage(u(100_000_000, 50 << 20), u(101_000_000, 50 << 20)),
-            (Some(Duration::from_millis(1)), None)
-        );
-        assert_eq!(run_phase_usage(u(1, 1), None), (None, None));
     }
 }

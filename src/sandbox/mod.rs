@@ -16,6 +16,7 @@ pub mod input;
 pub mod measure;
 mod oom;
 pub mod output;
+pub mod phase;
 pub mod policy;
 pub mod pool;
 pub mod runner;
@@ -41,6 +42,7 @@ pub use exec::{
 };
 pub use input::{InputFull, InputSender, input_channel};
 pub use output::{CollectedOutput, OutputCollector, Utf8Decoder};
+pub use phase::{LastingPhaseReport, PhaseReport, PhaseUsage};
 pub use policy::{MainProcess, SandboxKind, SandboxSpec};
 pub use runner::RunnerJob;
 

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{MainProcess, Sandbox, SandboxKind, SandboxSpec, Sandboxes};
+use super::{MainProcess, Sandbox, SandboxError, SandboxKind, SandboxSpec, Sandboxes};
 
 /// Pause after a failed creation (engine down, image missing) before the pool tries again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -153,6 +153,20 @@ impl WarmPool {
         WarmPool {
             inner: Arc::new(Inner { pools, stop, tasks }),
         }
+    }
+
+    /// A started sandbox for `spec`: a pooled one of its language (given `spec`'s memory cap;
+    /// the hot path makes no Engine API call when the caps agree), else one created now. The
+    /// lease, held while the job runs, tells the pool one of its sandboxes is at work.
+    pub async fn lease(
+        &self,
+        sandboxes: &Sandboxes,
+        spec: &SandboxSpec,
+    ) -> Result<(Sandbox, Option<PoolLease>), SandboxError> {
+        if let Some((sandbox, lease)) = self.take(&spec.language).await {
+            return Ok((sandbox.with_memory_limit(spec).await?, Some(lease)));
+        }
+        Ok((sandboxes.create(spec).await?, None))
     }
 
     /// A sandbox for `language` from its pool: a ready one, or else the next one the pool
