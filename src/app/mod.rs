@@ -1,0 +1,182 @@
+//! Wiring: builds the parts, serves them, and stops them. The router is in [`router`], the
+//! connection loop in [`serve`].
+
+mod router;
+mod serve;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::access::Access;
+use crate::api;
+use crate::config::Config;
+use crate::executor::Executor;
+use crate::sandbox::{Lifetimes, SandboxBudget, SandboxError, Sandboxes};
+use crate::sessions::Sessions;
+
+pub use crate::api::AppState;
+pub use router::router;
+use serve::{connection_limits, serve};
+
+/// Slack on top of the longest compile + run a job may take: a `job` container older than
+/// that cannot belong to a running job, so the sweep may remove it.
+const JOB_LIFETIME_SLACK: Duration = Duration::from_secs(60);
+/// After the grace period, how long the ended jobs' answers may take to go out.
+const STOPPED_JOBS_ANSWER: Duration = Duration::from_secs(2);
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("the listener has no address: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// A running server: its address, and a way to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub executor: Executor,
+    pub sessions: Sessions,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// How long running jobs may go on after shutdown begins.
+    grace: Duration,
+}
+
+impl Server {
+    /// Connects to the engine, starts the background tasks and serves on `listener`.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Server, StartError> {
+        // The settings the domain checks itself, before anything starts.
+        crate::sandbox::policy::validate(&config.sandbox)?;
+        let access = Access::new(&config.rate_limit, &config.auth, &api::route_names())?;
+        let job_lifetime_bound = config
+            .languages
+            .iter()
+            .map(|l| {
+                Duration::from_millis(l.max_timeout_ms)
+                    + l.compile
+                        .as_ref()
+                        .map_or(Duration::ZERO, |_| l.compile_timeout())
+            })
+            .max()
+            .unwrap_or_default()
+            + JOB_LIFETIME_SLACK;
+        let lifetimes = Lifetimes {
+            job: job_lifetime_bound,
+            pool: config.pool.max_idle() + job_lifetime_bound,
+            session: config.sessions.max_age() + job_lifetime_bound,
+        };
+        // A running job may own two sandboxes for a moment: its own, and the one that takes
+        // over with the run's memory cap under gVisor while the first is being removed.
+        let budget = SandboxBudget {
+            max: config.limits.max_sandboxes,
+            reserved_for_jobs: 2 * config.limits.running_jobs(),
+        };
+        let sandboxes = Sandboxes::connect(&config.engine, config.sandbox.clone(), budget).await?;
+        sandboxes.start_sweep(lifetimes);
+        let executor = Executor::new(
+            sandboxes,
+            config.languages.clone(),
+            &config.limits,
+            &config.pool,
+        );
+        match executor.check_ready().await {
+            Ok(()) => tracing::info!("engine and every language image present"),
+            Err(not_ready) => tracing::warn!(reason = %not_ready, "not ready yet"),
+        }
+        let sessions = Sessions::start(
+            config.sessions.clone(),
+            config.terminal.clone(),
+            executor.sandboxes().clone(),
+            executor.clone(),
+        )
+        .await;
+        executor
+            .metrics()
+            .watch_sessions(std::sync::Arc::new(sessions.clone()));
+        let app = router(
+            AppState {
+                executor: executor.clone(),
+                sessions: sessions.clone(),
+                access,
+            },
+            &config.server,
+        );
+        let addr = listener.local_addr()?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shutdown = stop.clone();
+        let limits = connection_limits(&config, executor.metrics().connections_open());
+        let task = tokio::spawn(serve(
+            listener,
+            app,
+            config.server.clone(),
+            limits,
+            executor.metrics_handle(),
+            shutdown,
+        ));
+        tracing::info!(%addr, "runbox listening");
+        Ok(Server {
+            addr,
+            executor,
+            sessions,
+            stop,
+            task,
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to the grace period, ends the
+    /// jobs still running (503 shutting_down), closes every room, then removes every sandbox
+    /// this process owns (sessions by `sessions.keep_on_shutdown`).
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        self.stop.cancel();
+        let served = match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "grace period over: ending the jobs still running");
+                self.executor.stop_jobs();
+                // Their handlers answer at once now; a response still being written to a
+                // stalled client is not waited for past this.
+                tokio::time::timeout(STOPPED_JOBS_ANSWER, &mut self.task)
+                    .await
+                    .unwrap_or(Ok(Ok(())))
+            }
+        };
+        self.sessions.shutdown().await;
+        self.executor.shutdown().await;
+        served.unwrap_or(Ok(()))
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down as [`Server::shutdown`] does.
+    pub async fn wait_for_signal(self) -> std::io::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
