@@ -262,22 +262,18 @@ async fn a_killed_server_loses_no_session() {
     // A real `runbox serve` process, killed with SIGKILL mid-life: nothing of it runs a
     // shutdown. A new server with the same owner name takes the session back from its labels.
     let owner = format!("killed-{}", uuid::Uuid::new_v4().simple());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbox"))
-        .arg("--config")
-        .arg(crate::common::repo_root().join("config/runbox.toml"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUNBOX_POOL__ENABLED", "false")
-        .env("RUNBOX_SESSIONS__OWNER", &owner)
-        .env("RUNBOX_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let process = crate::common::ServerProcess::start(
+        &[
+            ("RUNBOX_SESSIONS__OWNER", owner.as_str()),
+            ("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "true"),
+            ("RUNBOX_LOG", "warn"),
+        ],
+        None,
+        None,
+    )
+    .await;
+    let base = process.base.clone();
+    let mut child = process.child;
     let started = Instant::now();
     while reqwest::get(format!("{base}/readyz")).await.is_err() {
         assert!(
