@@ -101,24 +101,16 @@ impl Sandbox {
                     Some(Ok(_)) => {}
                     Some(Err(err)) => return Err(SandboxError::from_engine(err)),
                 },
-                frame = unpack_output.next(), if !unpack_done => match frame {
-                    None => unpack_done = true,
-                    Some(Ok(LogOutput::StdErr { message } | LogOutput::StdOut { message })) => {
-                        keep(&message)
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => return Err(SandboxError::from_engine(err)),
-                },
+                frame = unpack_output.next(), if !unpack_done => {
+                    unpack_done = !messages_of(frame, &mut keep)?;
+                }
             }
         }
         let _ = into_target.shutdown().await;
         drop(into_target);
-        while let Some(frame) = unpack_output.next().await {
-            match frame {
-                Ok(LogOutput::StdErr { message } | LogOutput::StdOut { message }) => keep(&message),
-                Ok(_) => {}
-                Err(err) => return Err(SandboxError::from_engine(err)),
-            }
+        // A stream that has ended is not polled again.
+        while !unpack_done {
+            unpack_done = !messages_of(unpack_output.next().await, &mut keep)?;
         }
         let packed = exec::wait_for_exit_code(shared, &pack_id).await?;
         let unpacked = exec::wait_for_exit_code(shared, &unpack_id).await?;
@@ -129,5 +121,21 @@ impl Sandbox {
             ))));
         }
         Ok(())
+    }
+}
+
+/// Keeps the text of one frame of the unpacking tar's output; false once the output ended.
+fn messages_of(
+    frame: Option<Result<LogOutput, bollard::errors::Error>>,
+    keep: &mut impl FnMut(&[u8]),
+) -> Result<bool, SandboxError> {
+    match frame {
+        None => Ok(false),
+        Some(Ok(LogOutput::StdErr { message } | LogOutput::StdOut { message })) => {
+            keep(&message);
+            Ok(true)
+        }
+        Some(Ok(_)) => Ok(true),
+        Some(Err(err)) => Err(SandboxError::from_engine(err)),
     }
 }
