@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
-use super::room::{ClientId, RoomEvent};
+use super::room::{ClientEvents, ClientId, RoomEvent};
 use super::terminal::{InputGate, InputRefused};
 use super::{LiveSession, SessionError, SessionSandbox, Sessions};
 use crate::executor::JobError;
@@ -26,7 +25,7 @@ pub struct TerminalClient {
     session_id: String,
     live: Arc<LiveSession>,
     client: ClientId,
-    events: mpsc::Receiver<RoomEvent>,
+    events: ClientEvents,
     gate: InputGate,
 }
 
@@ -151,7 +150,7 @@ impl TerminalClient {
     /// The next event for this client; `None` once it has left the room (see
     /// [`TerminalClient::departure`]).
     pub async fn next_event(&mut self) -> Option<RoomEvent> {
-        self.events.recv().await
+        self.events.next().await
     }
 
     /// Why the events ended.

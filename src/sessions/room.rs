@@ -8,8 +8,15 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+
+/// Most output bytes in one event. Output already waiting is gathered into one event up to
+/// this size (never waiting for more): a flood of one-line writes would otherwise be one tiny
+/// event per line, and a client's queue of `terminal.client_queue_frames` events would hold
+/// milliseconds of output instead of seconds. With it the queue holds up to 256 × 16 KiB =
+/// 4 MiB per room (events are shared by the room's clients), 2 s of a 2 MiB/s flood.
+pub const MAX_OUTPUT_EVENT_BYTES: usize = 16 * 1024;
 
 /// What a client is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +31,43 @@ pub enum RoomEvent {
 
 /// A client's place in the room.
 pub type ClientId = u64;
+
+/// A client's end of its queue. Output events queued behind each other come out as one, up
+/// to [`MAX_OUTPUT_EVENT_BYTES`]: a socket that was slow for a moment catches up in a few
+/// large frames instead of a frame (and a write) per event.
+#[derive(Debug)]
+pub struct ClientEvents {
+    receiver: mpsc::Receiver<RoomEvent>,
+    /// An event taken from the queue while merging output, to come out next.
+    held: Option<RoomEvent>,
+}
+
+impl ClientEvents {
+    /// The next event; `None` once the client has left the room and taken everything.
+    pub async fn next(&mut self) -> Option<RoomEvent> {
+        let first = match self.held.take() {
+            Some(event) => event,
+            None => self.receiver.recv().await?,
+        };
+        let RoomEvent::Output(first) = first else {
+            return Some(first);
+        };
+        let mut merged: Option<BytesMut> = None;
+        while merged.as_ref().map_or(first.len(), BytesMut::len) < MAX_OUTPUT_EVENT_BYTES {
+            match self.receiver.try_recv() {
+                Ok(RoomEvent::Output(more)) => merged
+                    .get_or_insert_with(|| BytesMut::from(&first[..]))
+                    .extend_from_slice(&more),
+                Ok(other) => {
+                    self.held = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Some(RoomEvent::Output(merged.map_or(first, BytesMut::freeze)))
+    }
+}
 
 #[derive(Debug)]
 pub struct Room {
@@ -52,7 +96,7 @@ impl Room {
 
     /// Adds a client: it first receives the scrollback (and the exit, when the program has
     /// ended), then everyone gets the new count.
-    pub fn join(&mut self) -> (ClientId, mpsc::Receiver<RoomEvent>) {
+    pub fn join(&mut self) -> (ClientId, ClientEvents) {
         let (sender, receiver) = mpsc::channel(self.queue_limit);
         let id = self.next_client;
         self.next_client += 1;
@@ -66,7 +110,11 @@ impl Room {
         }
         self.clients.insert(id, sender);
         self.announce_presence();
-        (id, receiver)
+        let events = ClientEvents {
+            receiver,
+            held: None,
+        };
+        (id, events)
     }
 
     pub fn leave(&mut self, id: ClientId) {
@@ -155,9 +203,10 @@ impl Room {
 mod tests {
     use super::*;
 
-    fn drain(receiver: &mut mpsc::Receiver<RoomEvent>) -> Vec<RoomEvent> {
+    /// What is queued, event by event as the room sent it (no merging).
+    fn drain(client: &mut ClientEvents) -> Vec<RoomEvent> {
         let mut events = Vec::new();
-        while let Ok(event) = receiver.try_recv() {
+        while let Ok(event) = client.receiver.try_recv() {
             events.push(event);
         }
         events
@@ -276,8 +325,37 @@ mod tests {
         let (_, mut a) = room.join();
         room.close();
         drain(&mut a);
-        assert!(a.try_recv().is_err());
-        assert!(a.is_closed());
+        assert!(a.receiver.try_recv().is_err());
+        assert!(a.receiver.is_closed());
+    }
+
+    #[tokio::test]
+    async fn queued_output_comes_out_merged_in_order_and_bounded() {
+        let mut room = Room::new(1024, 16);
+        let (_, mut client) = room.join();
+        assert_eq!(client.next().await, Some(RoomEvent::Presence(1)));
+        room.output(Bytes::from_static(b"a"));
+        room.output(Bytes::from_static(b"b"));
+        room.exit(3);
+        room.output(Bytes::from_static(b"c"));
+        let big = Bytes::from(vec![b'x'; MAX_OUTPUT_EVENT_BYTES - 1]);
+        room.output(big.clone());
+        room.output(big.clone());
+        room.close();
+        assert_eq!(
+            client.next().await,
+            Some(RoomEvent::Output(Bytes::from_static(b"ab")))
+        );
+        assert_eq!(client.next().await, Some(RoomEvent::Exit(3)));
+        // "c" and the first big one reach the bound together; the second comes on its own.
+        let Some(RoomEvent::Output(merged)) = client.next().await else {
+            panic!("expected output")
+        };
+        assert_eq!(merged.len(), 1 + big.len());
+        assert!(merged.starts_with(b"cx"));
+        assert_eq!(client.next().await, Some(RoomEvent::Output(big)));
+        // The room closed: everything sent before is still taken, then the end.
+        assert_eq!(client.next().await, None);
     }
 
     #[test]

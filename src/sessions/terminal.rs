@@ -7,12 +7,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::room::{ClientId, Room, RoomEvent};
+use super::room::{ClientEvents, ClientId, MAX_OUTPUT_EVENT_BYTES, Room};
 use crate::config::TerminalConfig;
 use crate::sandbox::Utf8Decoder;
 use crate::sandbox::terminal::{TerminalInput, TerminalOutput};
@@ -105,7 +106,7 @@ impl SharedTerminal {
         }
     }
 
-    pub fn join(&self) -> (ClientId, mpsc::Receiver<RoomEvent>) {
+    pub fn join(&self) -> (ClientId, ClientEvents) {
         self.lock().room.join()
     }
 
@@ -246,6 +247,7 @@ impl SharedTerminal {
                 chunk = output.read() => chunk,
             };
             let Some(Ok(chunk)) = chunk else { break };
+            let (chunk, ended) = gather_ready(&mut output, chunk);
             // Not reading while over the budget is what slows the program down: its writes
             // block on the full PTY.
             let wait = budget.take(chunk.len() as f64, Instant::now());
@@ -258,6 +260,9 @@ impl SharedTerminal {
             let decoded = text.push(&chunk);
             if !decoded.is_empty() {
                 self.lock().room.output(Bytes::from(decoded));
+            }
+            if ended {
+                break;
             }
         }
         let tail = text.finish();
@@ -279,6 +284,24 @@ impl SharedTerminal {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// `first` and the output already waiting behind it, up to [`MAX_OUTPUT_EVENT_BYTES`]
+/// (taken only when ready: nothing waits for more). True when the output ended on the way.
+fn gather_ready(output: &mut TerminalOutput, first: Bytes) -> (Bytes, bool) {
+    if first.len() >= MAX_OUTPUT_EVENT_BYTES {
+        return (first, false);
+    }
+    let mut gathered = BytesMut::from(first);
+    while gathered.len() < MAX_OUTPUT_EVENT_BYTES {
+        match output.read().now_or_never() {
+            None => break,
+            Some(Some(Ok(more))) => gathered.extend_from_slice(&more),
+            // An error ends the output as the end does: what came before is still sent.
+            Some(Some(Err(_)) | None) => return (gathered.freeze(), true),
+        }
+    }
+    (gathered.freeze(), false)
 }
 
 async fn write_input(
