@@ -177,6 +177,7 @@ impl From<RunError> for ApiError {
             RunError::Overloaded(overloaded) => ApiError::Overloaded(overloaded),
             RunError::Sandbox(err) => err.into(),
             RunError::ShuttingDown => ApiError::ShuttingDown,
+            RunError::FilesNotUnpacked(_) => ApiError::Internal(Box::new(err)),
         }
     }
 }
@@ -208,7 +209,14 @@ impl From<SandboxError> for ApiError {
             }
             SandboxError::AtCapacity => ApiError::SandboxesFull,
             SandboxError::WorkDirNotCopied(_) => ApiError::WorkDirNotMoved,
-            SandboxError::Engine(_) => ApiError::Internal(Box::new(err)),
+            SandboxError::EngineRefused { .. }
+            | SandboxError::EngineAnswer(_)
+            | SandboxError::ExecDetached
+            | SandboxError::RunnerSpent
+            | SandboxError::ProgramsNotEnded(_)
+            | SandboxError::TerminalNotStarted(_)
+            | SandboxError::TerminalInput(_)
+            | SandboxError::CreationTask(_) => ApiError::Internal(Box::new(err)),
         }
     }
 }

@@ -6,10 +6,8 @@
 use bytes::Bytes;
 
 use super::files;
-use super::{Executor, Job, PhaseOutcome, RunOutcome, RunStatus, exec_phase};
-use crate::sandbox::{
-    ExecEnd, ExecSpec, MainProcess, OutputCollector, Sandbox, SandboxError, unpack_then,
-};
+use super::{Executor, Job, PhaseOutcome, RunError, RunOutcome, RunStatus, exec_phase};
+use crate::sandbox::{ExecEnd, ExecSpec, MainProcess, OutputCollector, Sandbox, unpack_then};
 
 /// One input's result.
 #[derive(Debug, Clone)]
@@ -20,7 +18,7 @@ pub struct TestOutcome {
 }
 
 impl Executor {
-    pub(super) async fn run_tests_admitted(&self, job: Job) -> Result<RunOutcome, SandboxError> {
+    pub(super) async fn run_tests_admitted(&self, job: Job) -> Result<RunOutcome, RunError> {
         let (mut sandbox, compile) = self.prepare_batch(&job, &job.id).await?;
         if let Some(phase) = &compile
             && phase.status != RunStatus::Success
@@ -80,7 +78,7 @@ impl Executor {
         &self,
         job: &Job,
         sandbox_id: &str,
-    ) -> Result<(Sandbox, Option<PhaseOutcome>), SandboxError> {
+    ) -> Result<(Sandbox, Option<PhaseOutcome>), RunError> {
         let sandbox = self
             .sandboxes
             .create(&super::job_sandbox_spec(
@@ -109,7 +107,7 @@ impl Executor {
                     )
                     .await?;
                 if unpacked.end != (ExecEnd::Exited { code: 0 }) {
-                    return Err(SandboxError::Engine(format!(
+                    return Err(RunError::FilesNotUnpacked(format!(
                         "unpacking the files failed ({:?}): {}",
                         unpacked.end,
                         messages.finish().stderr_text()

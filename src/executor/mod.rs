@@ -45,6 +45,9 @@ pub enum RunError {
     Overloaded(#[from] Overloaded),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The job's files could not be unpacked into its work dir: tar's messages (for the log).
+    #[error("unpacking the files failed: {0}")]
+    FilesNotUnpacked(String),
     /// runbox is shutting down and its grace period for running jobs is over.
     #[error("runbox is shutting down")]
     ShuttingDown,
@@ -258,10 +261,10 @@ impl Executor {
 
     /// Runs `work` in a running slot (waiting in the queue, or refused when it is full),
     /// counting it in the metrics.
-    async fn admitted<T>(
+    async fn admitted<T, E: Into<RunError>>(
         &self,
         language: &str,
-        work: impl std::future::Future<Output = Result<T, SandboxError>>,
+        work: impl std::future::Future<Output = Result<T, E>>,
         status: impl Fn(&T) -> RunStatus,
     ) -> Result<T, RunError> {
         tokio::select! {
@@ -270,10 +273,10 @@ impl Executor {
         }
     }
 
-    async fn admitted_until_stopped<T>(
+    async fn admitted_until_stopped<T, E: Into<RunError>>(
         &self,
         language: &str,
-        work: impl std::future::Future<Output = Result<T, SandboxError>>,
+        work: impl std::future::Future<Output = Result<T, E>>,
         status: impl Fn(&T) -> RunStatus,
     ) -> Result<T, RunError> {
         let arrived = std::time::Instant::now();
@@ -289,7 +292,7 @@ impl Executor {
         // The request's log line names the job's language and outcome (a no-op outside one).
         let span = tracing::Span::current();
         span.record("language", language);
-        let done = work.await?;
+        let done = work.await.map_err(Into::into)?;
         let outcome = status(&done).as_str();
         span.record("outcome", outcome);
         self.metrics

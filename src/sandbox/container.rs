@@ -114,9 +114,7 @@ impl Sandbox {
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
-            .ok_or_else(|| {
-                SandboxError::Engine("the sandbox's runner has already run a job".to_owned())
-            })?;
+            .ok_or(SandboxError::RunnerSpent)?;
         runner::run(&self.sandboxes.shared, &self.container_id, io, job, sink).await
     }
 
@@ -235,9 +233,7 @@ impl Sandbox {
             .await?;
         match outcome.end {
             ExecEnd::Exited { code: 0 } => Ok(()),
-            other => Err(SandboxError::Engine(format!(
-                "ending the programs of a sandbox did not finish: {other:?}"
-            ))),
+            other => Err(SandboxError::ProgramsNotEnded(format!("{other:?}"))),
         }
     }
 

@@ -3,15 +3,36 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Failures of runbox's own machinery (never of the user's program).
+/// Failures of runbox's own machinery (never of the user's program). The texts are for the
+/// log: the HTTP layer maps each variant to a client-facing error and never sends them.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// The engine cannot be reached (no socket, a broken connection, a timeout).
     #[error("the container engine cannot be reached: {0}")]
     EngineUnavailable(String),
     #[error("image {0} is missing; run `runbox images build`")]
     ImageMissing(String),
-    #[error("container engine error: {0}")]
-    Engine(String),
+    /// The engine refused a call.
+    #[error("the container engine refused a call ({status}): {message}")]
+    EngineRefused { status: u16, message: String },
+    /// The engine's answer is not what the Engine API describes (it could not be decoded).
+    #[error("unexpected answer from the container engine: {0}")]
+    EngineAnswer(String),
+    /// An exec started attached came back detached.
+    #[error("the container engine started an exec detached")]
+    ExecDetached,
+    /// A sandbox's runner was asked for a second job (a sandbox made for one job runs one).
+    #[error("the sandbox's runner has already run a job")]
+    RunnerSpent,
+    /// The script ending a sandbox's programs did not finish: how it ended instead.
+    #[error("ending the programs of a sandbox did not finish: {0}")]
+    ProgramsNotEnded(String),
+    /// The terminal's wrapper did not report its session: what it printed, or why not.
+    #[error("the terminal did not start: {0}")]
+    TerminalNotStarted(String),
+    /// The terminal's program could not be written to.
+    #[error("writing to the terminal failed: {0}")]
+    TerminalInput(#[source] std::io::Error),
     /// A work dir could not be carried into another sandbox (e.g. its files do not fit the
     /// new one's limits); the source sandbox is as it was.
     #[error("the work dir could not be copied: {0}")]
@@ -19,6 +40,9 @@ pub enum SandboxError {
     /// Every sandbox this process may own (`limits.max_sandboxes`) exists already.
     #[error("every sandbox this server may keep is in use; retry later")]
     AtCapacity,
+    /// The task creating a sandbox panicked or was cancelled (what it made is removed).
+    #[error("the sandbox creation task failed: {0}")]
+    CreationTask(#[source] tokio::task::JoinError),
 }
 
 impl SandboxError {
@@ -29,13 +53,16 @@ impl SandboxError {
             E::DockerResponseServerError {
                 status_code,
                 message,
-            } => SandboxError::Engine(format!("{status_code}: {message}")),
+            } => SandboxError::EngineRefused {
+                status: status_code,
+                message,
+            },
             E::IOError { .. }
             | E::HyperResponseError { .. }
             | E::HyperLegacyError { .. }
             | E::RequestTimeoutError
             | E::SocketNotFoundError(_) => SandboxError::EngineUnavailable(err.to_string()),
-            other => SandboxError::Engine(other.to_string()),
+            other => SandboxError::EngineAnswer(other.to_string()),
         }
     }
 

@@ -186,7 +186,7 @@ pub(super) async fn start(
         .await
         .map_err(SandboxError::from_engine)?
     else {
-        return Err(SandboxError::Engine("exec started detached".to_owned()));
+        return Err(SandboxError::ExecDetached);
     };
     Ok(Started {
         exec_id: exec.id,

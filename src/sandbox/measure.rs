@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -129,7 +130,7 @@ impl Sandboxes {
         &self,
         spec: &SandboxSpec,
         argv: Vec<String>,
-    ) -> Result<StepTimes, SandboxError> {
+    ) -> anyhow::Result<StepTimes> {
         self.negotiate().await?;
         let docker = self.docker();
         let mut times = StepTimes::default();
@@ -194,13 +195,14 @@ impl Sandboxes {
                 }
             }
             times.wait = clock.elapsed();
-            Ok::<(), SandboxError>(())
+            anyhow::Ok(())
         }
         .await;
         let clock = Instant::now();
         remove(docker, &id).await?;
         times.remove = clock.elapsed();
-        result.map(|()| times)
+        result?;
+        Ok(times)
     }
 
     /// Create, start and remove one idle sandbox with `variant` of the policy.
@@ -208,7 +210,7 @@ impl Sandboxes {
         &self,
         spec: &SandboxSpec,
         variant: Variant,
-    ) -> Result<(), SandboxError> {
+    ) -> anyhow::Result<()> {
         self.negotiate().await?;
         let docker = self.docker();
         let mut body = policy::container_body(&self.shared.config, spec);
@@ -226,7 +228,7 @@ impl Sandboxes {
             .await
             .map_err(SandboxError::from_engine);
         remove(docker, &id).await?;
-        started
+        Ok(started?)
     }
 
     /// The engine's own ceiling: `concurrency` workers creating, starting and removing idle
@@ -236,7 +238,7 @@ impl Sandboxes {
         make_spec: impl Fn() -> SandboxSpec + Send + Sync + 'static,
         concurrency: usize,
         duration: Duration,
-    ) -> Result<u64, SandboxError> {
+    ) -> anyhow::Result<u64> {
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let make_spec = Arc::new(make_spec);
@@ -253,22 +255,20 @@ impl Sandboxes {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok::<(), SandboxError>(())
+                anyhow::Ok(())
             }));
         }
         tokio::time::sleep(duration).await;
         stop.store(true, Ordering::Relaxed);
         for worker in workers {
-            worker
-                .await
-                .map_err(|e| SandboxError::Engine(e.to_string()))??;
+            worker.await.context("a load worker failed")??;
         }
         Ok(done.load(Ordering::Relaxed))
     }
 
     /// The baseline: the same hardened container running `cmd` as its main process, created,
     /// started, waited for and removed through the Engine API, nothing else.
-    pub async fn bare_run(&self, spec: &SandboxSpec, cmd: Vec<String>) -> Result<(), SandboxError> {
+    pub async fn bare_run(&self, spec: &SandboxSpec, cmd: Vec<String>) -> anyhow::Result<()> {
         self.negotiate().await?;
         let docker = self.docker();
         let mut body = policy::container_body(&self.shared.config, spec);
@@ -302,13 +302,13 @@ impl Sandboxes {
         &self,
         spec: &SandboxSpec,
         cmd: &[String],
-    ) -> Result<Vec<u8>, SandboxError> {
+    ) -> anyhow::Result<Vec<u8>> {
         let seccomp_file =
             std::env::temp_dir().join(format!("runbox-seccomp-{}.json", std::process::id()));
         let kernel = policy::seccomp_kernel(&self.shared.config);
         tokio::fs::write(&seccomp_file, super::seccomp::profile(kernel))
             .await
-            .map_err(|e| SandboxError::Engine(format!("writing the seccomp profile: {e}")))?;
+            .context("writing the seccomp profile")?;
         let flags = policy::docker_run_flags(
             &policy::container_body(&self.shared.config, spec),
             &seccomp_file,
@@ -320,12 +320,12 @@ impl Sandboxes {
             .args(cmd)
             .output()
             .await
-            .map_err(|e| SandboxError::Engine(format!("running the docker CLI: {e}")))?;
+            .context("running the docker CLI")?;
         if !output.status.success() {
-            return Err(SandboxError::Engine(format!(
+            anyhow::bail!(
                 "docker run failed: {}",
                 String::from_utf8_lossy(&output.stderr)
-            )));
+            );
         }
         Ok(output.stdout)
     }
@@ -337,7 +337,7 @@ impl Sandboxes {
     pub async fn memory_of_kind(
         &self,
         kind: super::SandboxKind,
-    ) -> Result<(usize, Option<u64>), SandboxError> {
+    ) -> anyhow::Result<(usize, Option<u64>)> {
         let containers = self.list(Some(kind), &[], false).await?;
         let mut total = Some(0u64);
         for container in &containers {
@@ -365,10 +365,11 @@ pub fn spec_for(image: &str, language: &str, memory_mb: u64, main: MainProcess) 
     }
 }
 
-async fn remove(docker: &bollard::Docker, id: &str) -> Result<(), SandboxError> {
+async fn remove(docker: &bollard::Docker, id: &str) -> anyhow::Result<()> {
     let options = RemoveContainerOptionsBuilder::default().force(true).build();
     docker
         .remove_container(id, Some(options))
         .await
-        .map_err(SandboxError::from_engine)
+        .map_err(SandboxError::from_engine)?;
+    Ok(())
 }

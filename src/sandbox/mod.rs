@@ -204,7 +204,7 @@ impl Sandboxes {
             .creations
             .spawn(async move { sandboxes.create_now(&spec).await })
             .await
-            .map_err(|e| SandboxError::Engine(format!("sandbox creation task failed: {e}")))?
+            .map_err(SandboxError::CreationTask)?
     }
 
     async fn create_now(&self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {

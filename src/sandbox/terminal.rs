@@ -87,7 +87,7 @@ impl Sandbox {
             .await
             .map_err(SandboxError::from_engine)?
         else {
-            return Err(SandboxError::Engine("exec started detached".to_owned()));
+            return Err(SandboxError::ExecDetached);
         };
         let mut terminal_output = TerminalOutput {
             exec_id: exec.id.clone(),
@@ -102,7 +102,7 @@ impl Sandbox {
             read_session_line(&mut terminal_output),
         )
         .await
-        .map_err(|_| SandboxError::Engine("the terminal did not start".to_owned()))??;
+        .map_err(|_| SandboxError::TerminalNotStarted("no session line in time".to_owned()))??;
         terminal_output.session = session;
         terminal_output.pending = (!rest.is_empty()).then(|| Bytes::from(rest));
         self.terminal_session.store(session, Ordering::Release);
@@ -124,8 +124,8 @@ async fn read_session_line(output: &mut TerminalOutput) -> Result<(u32, Vec<u8>)
             Some(Ok(chunk)) => seen.extend_from_slice(&chunk),
             Some(Err(err)) => return Err(err),
             None => {
-                return Err(SandboxError::Engine(format!(
-                    "the terminal ended at once: {}",
+                return Err(SandboxError::TerminalNotStarted(format!(
+                    "it ended at once: {}",
                     String::from_utf8_lossy(&seen)
                 )));
             }
@@ -134,8 +134,8 @@ async fn read_session_line(output: &mut TerminalOutput) -> Result<(u32, Vec<u8>)
             return Ok((session, rest.to_vec()));
         }
         if seen.len() > 64 {
-            return Err(SandboxError::Engine(
-                "the terminal reported no session".to_owned(),
+            return Err(SandboxError::TerminalNotStarted(
+                "it reported no session".to_owned(),
             ));
         }
     }
@@ -157,11 +157,8 @@ impl TerminalInput {
         self.pipe
             .write_all(bytes)
             .await
-            .map_err(|e| SandboxError::Engine(format!("terminal input: {e}")))?;
-        self.pipe
-            .flush()
-            .await
-            .map_err(|e| SandboxError::Engine(format!("terminal input: {e}")))
+            .map_err(SandboxError::TerminalInput)?;
+        self.pipe.flush().await.map_err(SandboxError::TerminalInput)
     }
 
     pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), SandboxError> {

@@ -34,11 +34,9 @@ impl Sandbox {
     /// once, process-wide; each holds one engine frame in memory at a time.
     pub async fn copy_work_dir_into(&self, target: &Sandbox) -> Result<(), SandboxError> {
         let shared = &self.sandboxes.shared;
-        let _turn = shared
-            .copies
-            .acquire()
-            .await
-            .map_err(|_| SandboxError::Engine("the copy queue is closed".to_owned()))?;
+        let _turn = shared.copies.acquire().await.map_err(|_| {
+            SandboxError::WorkDirNotCopied(CopyFailed("the copy queue is closed".to_owned()))
+        })?;
         match tokio::time::timeout(COPY_TIMEOUT, self.stream_work_dir(target)).await {
             Ok(copied) => copied,
             Err(_) => Err(SandboxError::WorkDirNotCopied(CopyFailed(format!(
