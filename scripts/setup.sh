@@ -97,6 +97,8 @@ fi
 #    runc; then the language, limit, hardening and adversarial suites again under gVisor.
 say "running the test suite (runc)"
 cargo test --locked
+say "running the benchmarks' unit tests (feature bench: not part of the service build)"
+cargo test --locked --quiet --features bench --lib bench::
 if docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
   say "running the language, limit, hardening and adversarial suites under gVisor (runsc)"
   RUNBOX_SANDBOX__RUNTIME=runsc cargo test --locked --test it -- \

@@ -17,11 +17,13 @@
 //! - [`sessions`]: sandboxes that live across runs: creation, serialised runs, expiry, reaper;
 //!   rooms: a session's REPL on a PTY shared by every client of its WebSocket.
 //! - [`metrics`]: counters and histograms, and the scrape-time view of live state.
-//! - [`bench`]: the benchmarks behind `runbox bench` (jobs, idle sessions, keystroke echo).
+//! - `bench` (feature `bench`, not in the service): the benchmarks behind `runbox bench`
+//!   (jobs, idle sessions, keystroke echo).
 
 pub mod access;
 pub mod api;
 pub mod app;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod config;
 pub mod connections;

@@ -44,6 +44,7 @@ enum Command {
     },
     /// Measure end-to-end latency of python hello world against `docker run --rm` and the bare
     /// Engine API, on this machine, in one run.
+    #[cfg(feature = "bench")]
     Bench {
         /// Sequential runs per measured path.
         #[arg(long, default_value_t = 50)]
@@ -66,6 +67,13 @@ enum Command {
         /// Only the terminal benchmark: keystroke echo round trips through a room.
         #[arg(long)]
         terminal: bool,
+    },
+    /// The benchmarks are not in this build: it says how to get them.
+    #[cfg(not(feature = "bench"))]
+    #[command(hide = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -125,6 +133,13 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        #[cfg(not(feature = "bench"))]
+        Command::Bench { args } => anyhow::bail!(
+            "this runbox is built without its benchmarks; run them with \
+             `cargo run --release --features bench -- bench {}`",
+            args.join(" ")
+        ),
+        #[cfg(feature = "bench")]
         Command::Bench {
             runs,
             url,

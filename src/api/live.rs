@@ -364,7 +364,7 @@ async fn first_frame_job(
 
 /// Whether reading a frame failed because it was over the socket's message cap.
 fn is_too_big(err: &axum::Error) -> bool {
-    use tokio_tungstenite::tungstenite::Error;
+    use tungstenite::Error;
     matches!(
         std::error::Error::source(err).and_then(|e| e.downcast_ref::<Error>()),
         Some(Error::Capacity(_))

@@ -62,6 +62,7 @@ pub(super) async fn read(container: &str) -> Option<Usage> {
 
 /// Memory the sandbox's cgroup is charged right now (v1 `memory.usage_in_bytes`, v2
 /// `memory.current`).
+#[cfg(feature = "bench")]
 pub(super) async fn memory_usage(container: &str) -> Option<u64> {
     for dir in candidates("memory", container) {
         if let Some(bytes) = read_number(dir.join("memory.usage_in_bytes")).await {

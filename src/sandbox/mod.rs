@@ -16,6 +16,7 @@ mod host_cgroup;
 pub mod images;
 pub mod input;
 mod live_set;
+#[cfg(feature = "bench")]
 pub mod measure;
 mod oom;
 pub mod output;
