@@ -142,6 +142,74 @@ async fn oversized_body() {
     assert_no_container_created();
 }
 
+/// Python's urllib, as published: it writes the whole body before it reads the answer.
+const URLLIB_POST: &str = r#"
+import json, sys, urllib.request, urllib.error
+body = b"{" + b" " * (20 * 1024 * 1024) + b"}"
+request = urllib.request.Request(sys.argv[1], data=body, headers={"content-type": "application/json"})
+try:
+    urllib.request.urlopen(request, timeout=60)
+    print("no error")
+except urllib.error.HTTPError as e:
+    print(e.code, json.load(e)["error"]["code"])
+"#;
+
+#[tokio::test]
+async fn a_client_that_writes_a_whole_oversized_body_first_reads_its_413() {
+    let app = rejecting_app();
+    let url = app.url("/run");
+    let output = tokio::process::Command::new("python3")
+        .args(["-c", URLLIB_POST, &url])
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stdout.trim(), "413 payload_too_large", "stderr: {stderr}");
+
+    // The same without a length (chunked), from a raw socket that writes everything first.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = "POST /run HTTP/1.1\r\nhost: runbox\r\ncontent-type: application/json\r\n\
+                transfer-encoding: chunked\r\n\r\n";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, " ".repeat(1 << 20));
+    for _ in 0..8 {
+        socket
+            .write_all(chunk.as_bytes())
+            .await
+            .expect("the server reads the body");
+    }
+    socket.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""code":"payload_too_large""#), "{answer}");
+    assert_no_container_created();
+}
+
+#[tokio::test]
+async fn a_client_waiting_for_100_continue_gets_its_413_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = rejecting_app();
+    let mut socket = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = "POST /run HTTP/1.1\r\nhost: runbox\r\ncontent-type: application/json\r\n\
+                content-length: 20971520\r\nexpect: 100-continue\r\n\r\n";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("an answer without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
 #[tokio::test]
 async fn bad_file_names() {
     for name in [
