@@ -14,8 +14,10 @@
 //! - [`sandbox`]: the only code that talks to Docker: hardening policy, container lifecycle,
 //!   the runner that takes a job on an attached stdin, the warm pool, the owner that removes
 //!   every container, the orphan sweep, OOM events, images, programs on a PTY.
-//! - [`sessions`]: sandboxes that live across runs: creation, serialised runs, expiry, reaper;
-//!   rooms: a session's REPL on a PTY shared by every client of its WebSocket.
+//! - [`sessions`]: sandboxes that live across runs: creation, serialised runs, expiry, reaper,
+//!   and the start of a session's terminal program.
+//! - [`rooms`]: a session's terminal shared by every client of its WebSocket: the program's
+//!   PTY wired to a fan-out, a bounded queue and an input gate per client.
 //! - [`metrics`]: counters and histograms, and the scrape-time view of live state.
 //! - `bench` (feature `bench`, not in the service): the benchmarks behind `runbox bench`
 //!   (jobs, idle sessions, keystroke echo).
@@ -31,5 +33,6 @@ pub mod executor;
 pub mod languages;
 pub mod metrics;
 pub mod names;
+pub mod rooms;
 pub mod sandbox;
 pub mod sessions;

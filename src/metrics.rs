@@ -51,6 +51,7 @@ pub struct Metrics {
     connections_closed_idle: Family<RejectionLabels, Counter>,
     connections_open: prometheus_client::metrics::gauge::Gauge,
     /// Set once the sessions exist (they start after the executor that owns the metrics).
+    live: Arc<OnceLock<Arc<dyn LiveState>>>,
     sessions: Arc<OnceLock<Arc<dyn SessionsState>>>,
 }
 
@@ -88,8 +89,16 @@ pub trait SessionsState: Send + Sync + std::fmt::Debug + 'static {
     fn sessions_and_clients(&self) -> (usize, usize);
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
-    pub fn new(live: Arc<dyn LiveState>) -> Metrics {
+    /// Built once by the app and handed to every part that counts; the live state (jobs,
+    /// pools, sandboxes, sessions) shows once its parts are watched.
+    pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("runbox");
         let runs = Family::<RunLabels, Counter>::default();
         registry.register(
@@ -146,8 +155,8 @@ impl Metrics {
             "TCP connections open (WebSockets included, until their upgrade)",
             connections_open.clone(),
         );
-        let sessions = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(LiveCollector(live, sessions.clone())));
+        let (live, sessions) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
+        registry.register_collector(Box::new(LiveCollector(live.clone(), sessions.clone())));
         Metrics {
             registry,
             runs,
@@ -159,6 +168,7 @@ impl Metrics {
             connections_refused,
             connections_closed_idle,
             connections_open,
+            live,
             sessions,
         }
     }
@@ -187,6 +197,11 @@ impl Metrics {
                 language: language.to_owned(),
             })
             .inc();
+    }
+
+    /// From now on the scrape shows running and queued jobs, pools and sandboxes.
+    pub fn watch_live(&self, live: Arc<dyn LiveState>) {
+        let _ = self.live.set(live);
     }
 
     /// From now on the scrape shows live sessions and terminal clients.
@@ -248,11 +263,14 @@ fn seconds_histogram() -> Histogram {
 }
 
 #[derive(Debug)]
-struct LiveCollector(Arc<dyn LiveState>, Arc<OnceLock<Arc<dyn SessionsState>>>);
+struct LiveCollector(
+    Arc<OnceLock<Arc<dyn LiveState>>>,
+    Arc<OnceLock<Arc<dyn SessionsState>>>,
+);
 
 impl Collector for LiveCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let live = self.0.snapshot();
+        let live = self.0.get().map(|live| live.snapshot()).unwrap_or_default();
         let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64| {
             let metric = ConstGauge::new(value);
             let metric_encoder =
@@ -436,7 +454,8 @@ mod tests {
 
     #[test]
     fn renders_events_and_live_state() {
-        let metrics = Metrics::new(Arc::new(Fixed));
+        let metrics = Metrics::new();
+        metrics.watch_live(Arc::new(Fixed));
         metrics.job_finished("python", "success", Duration::from_millis(30));
         metrics.overloaded();
         let text = metrics.render();

@@ -17,11 +17,12 @@ const RULE: &[(&str, &[&str])] = &[
         "executor",
         &["sandbox", "metrics", "config", "languages", "names"],
     ),
+    ("rooms", &["executor", "config"]),
     (
         "sessions",
         &[
+            "rooms",
             "executor",
-            "sandbox",
             "metrics",
             "config",
             "languages",
@@ -37,6 +38,8 @@ const RULE: &[(&str, &[&str])] = &[
             "connections",
             "executor",
             "sessions",
+            "rooms",
+            "metrics",
             "config",
             "languages",
             "names",

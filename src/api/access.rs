@@ -96,6 +96,6 @@ fn refuse(state: &AppState, refusal: Refusal) -> Response {
         Refusal::Unauthorized => "unauthorized",
         Refusal::RateLimited { rule, .. } => rule.as_str(),
     };
-    state.executor.metrics().rejected(reason);
+    state.metrics.rejected(reason);
     ApiError::from(refusal).into_response()
 }

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::executor::{JobError, Overloaded, RunError, SandboxError};
+use crate::rooms::{BadSize, InputRefused};
 use crate::sessions::SessionError;
-use crate::sessions::terminal::InputRefused;
 
 /// Seconds a client should wait before retrying when the engine is unavailable.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -179,6 +179,12 @@ impl From<RunError> for ApiError {
             RunError::ShuttingDown => ApiError::ShuttingDown,
             RunError::FilesNotUnpacked(_) => ApiError::Internal(Box::new(err)),
         }
+    }
+}
+
+impl From<BadSize> for ApiError {
+    fn from(err: BadSize) -> Self {
+        ApiError::InvalidRequest(err.to_string())
     }
 }
 

@@ -24,7 +24,7 @@ use crate::connections::ConnectionHold;
 use crate::executor::{
     Executor, InputFull, InputSender, Job, LiveRun, Phase, RunError, RunEvent, RunOutcome, Stream,
 };
-use crate::sessions::terminal::InputRefused;
+use crate::rooms::InputRefused;
 
 /// Media type of the streamed answer.
 pub const NDJSON: &str = "application/x-ndjson";

@@ -15,6 +15,6 @@ const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; cha
 pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, OPENMETRICS_TEXT)],
-        state.executor.metrics().render(),
+        state.metrics.render(),
     )
 }

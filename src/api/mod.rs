@@ -12,6 +12,7 @@ pub mod run;
 pub mod sessions;
 pub mod terminal;
 
+use crate::metrics::Metrics;
 pub use error::ApiError;
 
 use axum::routing::{MethodRouter, delete, get, post};
@@ -26,6 +27,7 @@ pub struct AppState {
     pub executor: Executor,
     pub sessions: Sessions,
     pub access: Access,
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 /// One route: its method and path (as routed, with `{id}`) and its handler.

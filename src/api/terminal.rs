@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::{ApiError, REQUEST_ID, current_request_id};
 use crate::connections::ConnectionHold;
-use crate::sessions::attach::{Departure, TerminalClient};
-use crate::sessions::room::RoomEvent;
+use crate::rooms::{Departure, RoomEvent, TerminalClient};
+use crate::sessions::Sessions;
 
 /// A client that takes longer than this to accept one frame is let go (its room has dropped
 /// it long before: see `terminal.client_queue_frames`).
@@ -56,6 +56,7 @@ pub async fn open_terminal(
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade?;
     let client = state.sessions.attach(&id).await?;
+    let sessions = state.sessions.clone();
     let max_frame = state.sessions.terminal_config().max_input_bytes * FRAME_OVERHEAD_FACTOR + 1024;
     let request_id = current_request_id();
     Ok(upgrade
@@ -63,11 +64,13 @@ pub async fn open_terminal(
         .on_upgrade(move |socket| async move {
             // The connection counts against the caps until the socket ends.
             let _hold = hold;
-            REQUEST_ID.scope(request_id, serve(socket, client)).await
+            REQUEST_ID
+                .scope(request_id, serve(socket, client, &sessions, &id))
+                .await
         }))
 }
 
-async fn serve(mut socket: WebSocket, mut client: TerminalClient) {
+async fn serve(mut socket: WebSocket, mut client: TerminalClient, sessions: &Sessions, id: &str) {
     loop {
         tokio::select! {
             event = client.next_event() => {
@@ -102,7 +105,7 @@ async fn serve(mut socket: WebSocket, mut client: TerminalClient) {
                     // The socket answers pings itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 };
-                if let Err(err) = handle(&mut client, text.as_str()).await
+                if let Err(err) = handle(&mut client, sessions, id, text.as_str()).await
                     && send(&mut socket, error_frame(&err)).await.is_err()
                 {
                     return;
@@ -112,7 +115,14 @@ async fn serve(mut socket: WebSocket, mut client: TerminalClient) {
     }
 }
 
-async fn handle(client: &mut TerminalClient, text: &str) -> Result<(), ApiError> {
+/// One client frame: typing and resizing go to the room, a `start` to the session (it may
+/// need another sandbox).
+async fn handle(
+    client: &mut TerminalClient,
+    sessions: &Sessions,
+    id: &str,
+    text: &str,
+) -> Result<(), ApiError> {
     let frame: ClientFrame = serde_json::from_str(text).map_err(|e| {
         ApiError::InvalidFrame(format!(
             "{e}; expected {{\"type\":\"input\"|\"resize\"|\"start\", …}}"
@@ -121,7 +131,9 @@ async fn handle(client: &mut TerminalClient, text: &str) -> Result<(), ApiError>
     match frame {
         ClientFrame::Input { data } => client.input(data).map_err(ApiError::InputRefused),
         ClientFrame::Resize { cols, rows } => Ok(client.resize(cols, rows)?),
-        ClientFrame::Start { language } => Ok(client.start(language.as_deref()).await?),
+        ClientFrame::Start { language } => {
+            Ok(sessions.start_terminal(id, language.as_deref()).await?)
+        }
     }
 }
 

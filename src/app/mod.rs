@@ -13,6 +13,7 @@ use crate::access::Access;
 use crate::api;
 use crate::config::Config;
 use crate::executor::Executor;
+use crate::metrics::Metrics;
 use crate::sandbox::{Lifetimes, SandboxBudget, SandboxError, Sandboxes};
 use crate::sessions::Sessions;
 
@@ -79,11 +80,14 @@ impl Server {
         };
         let sandboxes = Sandboxes::connect(&config.engine, config.sandbox.clone(), budget).await?;
         sandboxes.start_sweep(lifetimes);
+        // Built here and handed to each part that counts (nothing reaches through another).
+        let metrics = std::sync::Arc::new(Metrics::new());
         let executor = Executor::new(
             sandboxes,
             config.languages.clone(),
             &config.limits,
             &config.pool,
+            metrics.clone(),
         );
         match executor.check_ready().await {
             Ok(()) => tracing::info!("engine and every language image present"),
@@ -92,31 +96,29 @@ impl Server {
         let sessions = Sessions::start(
             config.sessions.clone(),
             config.terminal.clone(),
-            executor.sandboxes().clone(),
             executor.clone(),
         )
         .await;
-        executor
-            .metrics()
-            .watch_sessions(std::sync::Arc::new(sessions.clone()));
+        metrics.watch_sessions(std::sync::Arc::new(sessions.clone()));
         let app = router(
             AppState {
                 executor: executor.clone(),
                 sessions: sessions.clone(),
                 access,
+                metrics: metrics.clone(),
             },
             &config.server,
         );
         let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
-        let limits = connection_limits(&config, executor.metrics().connections_open());
+        let limits = connection_limits(&config, metrics.connections_open());
         let task = tokio::spawn(serve(
             listener,
             app,
             config.server.clone(),
             limits,
-            executor.metrics_handle(),
+            metrics,
             shutdown,
         ));
         tracing::info!(%addr, "runbox listening");

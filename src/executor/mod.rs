@@ -5,6 +5,7 @@ pub mod admission;
 mod batch;
 pub mod files;
 pub mod job;
+pub mod lasting;
 pub mod live;
 mod outcome;
 mod phases;
@@ -15,19 +16,23 @@ use std::sync::{Arc, RwLock};
 pub use admission::Overloaded;
 pub use batch::TestOutcome;
 pub use job::{Job, JobError, JobRequest, TestCase};
+pub use lasting::{Adopted, LABEL_LANGUAGE, LastingSpec, Sandbox};
 pub use live::{LiveRun, Phase, RunEvent};
 pub use outcome::{PhaseOutcome, RunOutcome, RunStatus, classify};
 use phases::{exec_phase, job_sandbox_spec, sandbox_memory_mb};
 // What the layers above see of the sandbox: the executor is their one door to it.
-pub use crate::sandbox::{InputFull, InputSender, SandboxError, Stream, input_channel};
+pub use crate::sandbox::terminal::{TerminalInput, TerminalOutput};
+pub use crate::sandbox::{
+    InputFull, InputSender, SandboxError, Stream, Utf8Decoder, input_channel,
+};
 
 use crate::config::{LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{LiveSnapshot, LiveState, Metrics};
+use crate::sandbox::Sandboxes;
 use crate::sandbox::pool::{PoolSlot, WarmPool};
-use crate::sandbox::{Sandbox, Sandboxes};
 use admission::Admission;
 
 /// A language as `GET /languages` shows it.
@@ -113,6 +118,7 @@ impl Executor {
         catalogue: Catalogue,
         limits: &LimitsConfig,
         pool: &PoolConfig,
+        metrics: Arc<Metrics>,
     ) -> Executor {
         let slots = catalogue
             .iter()
@@ -128,11 +134,11 @@ impl Executor {
             limits.running_jobs(),
             limits.max_queued_jobs,
         ));
-        let metrics = Arc::new(Metrics::new(Arc::new(LiveParts {
+        metrics.watch_live(Arc::new(LiveParts {
             admission: admission.clone(),
             pool: warm.clone(),
             sandboxes: sandboxes.clone(),
-        })));
+        }));
         Executor {
             sandboxes,
             catalogue: Arc::new(catalogue),
@@ -156,14 +162,6 @@ impl Executor {
     /// Ends every job still queued or running: shutdown's grace period is over.
     pub fn stop_jobs(&self) {
         self.stop_jobs.cancel();
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    pub fn metrics_handle(&self) -> Arc<Metrics> {
-        self.metrics.clone()
     }
 
     /// Waits for the tracked tasks (their jobs end by now: see [`Executor::stop_jobs`]), stops

@@ -1,66 +1,56 @@
-//! Clients on a session's terminal (its room): joining, typing, resizing, and starting the
-//! REPL. The first client to join starts the session language's REPL; `start` replaces it,
-//! with another language if asked (the session then moves to that language's image, its files
-//! carried over). Leaving does not end anything: the session lives until it expires, and an
+//! A session's terminal (its room): joining it, and starting the REPL. The first client to
+//! join starts the session language's REPL; `start` replaces it, with another language if
+//! asked (the session then moves to that language's image, its files carried over). Leaving does not end anything: the session lives until it expires, and an
 //! attended session does not go idle.
 
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use bytes::Bytes;
-
-use super::room::{ClientEvents, ClientId, RoomEvent};
-use super::terminal::{InputGate, InputRefused};
 use super::{LiveSession, SessionError, SessionSandbox, Sessions};
 use crate::executor::JobError;
+use crate::rooms::TerminalClient;
 
 /// Program started on the terminal of a language without a REPL.
 const SHELL: &str = "bash";
-/// Largest terminal a client may ask for.
-const MAX_TERMINAL_SIDE: u16 = 1000;
-
-/// One client in a session's room. Dropping it leaves the room.
-pub struct TerminalClient {
-    sessions: Sessions,
-    session_id: String,
-    live: Arc<LiveSession>,
-    client: ClientId,
-    events: ClientEvents,
-    gate: InputGate,
-}
-
-/// Why a client's events ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Departure {
-    /// The session was deleted or expired.
-    SessionEnded,
-    /// runbox is shutting down (a kept session may be joined again after the restart).
-    ShuttingDown,
-    /// The client fell too far behind the room's output and was dropped.
-    TooSlow,
-}
 
 impl Sessions {
     /// Joins the session's room; the first client ever starts the REPL.
     pub async fn attach(&self, id: &str) -> Result<TerminalClient, SessionError> {
         let live = self.live(id)?;
-        let (client, events) = live.terminal.join();
-        let attached = TerminalClient {
-            sessions: self.clone(),
-            session_id: id.to_owned(),
-            live,
-            client,
-            events,
-            gate: InputGate::new(&self.inner.terminal_config, Instant::now()),
-        };
+        let (sessions, session_id) = (self.clone(), id.to_owned());
+        let attached = TerminalClient::join(
+            &live.terminal,
+            live.ended.clone(),
+            self.inner.stop.clone(),
+            move |last| {
+                if last {
+                    // The idle timeout counts from the last client's leaving.
+                    sessions.inner.store.touch(&session_id, SystemTime::now());
+                }
+            },
+        );
         // Not counted against the start rate: joining is rate-limited as a route.
-        if attached.live.terminal.claim_first_start()
-            && let Err(err) = self.start_program(id, &attached.live, None).await
+        if live.terminal.claim_first_start()
+            && let Err(err) = self.start_program(id, &live, None).await
         {
-            attached.live.terminal.release_first_start();
+            live.terminal.release_first_start();
             return Err(err);
         }
         Ok(attached)
+    }
+
+    /// A client's `start`: replaces the REPL (with `language`'s, or the session language's),
+    /// at most `terminal.starts_per_minute` times a minute per terminal.
+    pub async fn start_terminal(
+        &self,
+        id: &str,
+        language: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let live = self.live(id)?;
+        if live.ended.is_cancelled() {
+            return Err(SessionError::NotFound);
+        }
+        live.terminal.admit_start()?;
+        self.start_program(id, &live, language).await
     }
 
     /// Ends the terminal's program (and every process of the program user: no run is in
@@ -142,67 +132,6 @@ impl Sessions {
         match not_moved {
             None => Ok(()),
             Some(err) => Err(err.into()),
-        }
-    }
-}
-
-impl TerminalClient {
-    /// The next event for this client; `None` once it has left the room (see
-    /// [`TerminalClient::departure`]).
-    pub async fn next_event(&mut self) -> Option<RoomEvent> {
-        self.events.next().await
-    }
-
-    /// Why the events ended.
-    pub fn departure(&self) -> Departure {
-        if self.sessions.is_stopping() {
-            Departure::ShuttingDown
-        } else if self.live.ended.is_cancelled() {
-            Departure::SessionEnded
-        } else {
-            Departure::TooSlow
-        }
-    }
-
-    /// Types `data` into the terminal (bounded in size and rate per client).
-    pub fn input(&mut self, data: String) -> Result<(), InputRefused> {
-        self.gate.admit(data.len(), Instant::now())?;
-        self.live.terminal.input(Bytes::from(data))
-    }
-
-    pub fn resize(&self, cols: u16, rows: u16) -> Result<(), SessionError> {
-        let valid = 1..=MAX_TERMINAL_SIDE;
-        if !valid.contains(&cols) || !valid.contains(&rows) {
-            return Err(SessionError::Invalid(format!(
-                "cols and rows must be between 1 and {MAX_TERMINAL_SIDE}"
-            )));
-        }
-        self.live.terminal.resize(cols, rows);
-        Ok(())
-    }
-
-    /// Replaces the REPL (with `language`'s, or the session language's), at most
-    /// `terminal.starts_per_minute` times a minute per terminal.
-    pub async fn start(&self, language: Option<&str>) -> Result<(), SessionError> {
-        if self.live.ended.is_cancelled() {
-            return Err(SessionError::NotFound);
-        }
-        self.live.terminal.admit_start()?;
-        self.sessions
-            .start_program(&self.session_id, &self.live, language)
-            .await
-    }
-}
-
-impl Drop for TerminalClient {
-    fn drop(&mut self) {
-        self.live.terminal.leave(self.client);
-        if self.live.terminal.clients() == 0 {
-            // The idle timeout counts from the last client's leaving.
-            self.sessions
-                .inner
-                .store
-                .touch(&self.session_id, SystemTime::now());
         }
     }
 }

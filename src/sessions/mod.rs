@@ -1,19 +1,18 @@
 //! Sessions: one sandbox that lives across runs (its work dir keeps the files) until it is
 //! deleted, reaches its maximum age, or sits idle too long.
 //!
-//! A session's sandbox is a [`MainProcess::Keeper`] sandbox: after every run, every process the
+//! A session's sandbox is a lasting (keeper) sandbox: after every run, every process the
 //! run started is ended before the response. Runs in one session are serialised (a second run
 //! waits for the first). A sandbox whose memory ran out, or whose programs could not be ended,
 //! is replaced by a fresh one (its files are lost, and the response says so). A reaper task
 //! removes expired sessions; the records sit behind [`store::SessionStore`].
 //!
 //! A session also has a terminal shared by every client attached to it (its room, see
-//! [`attach`]): a REPL on a PTY in the same sandbox, which a run's cleanup spares.
+//! [`crate::rooms`] and [`attach`]): a REPL on a PTY in the same sandbox, which a run's cleanup
+//! spares.
 
 pub mod attach;
-pub mod room;
 pub mod store;
-pub mod terminal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{SessionsConfig, TerminalConfig};
-use crate::executor::{Executor, InSandboxRun, Job, JobError, JobRequest, RunError};
+use crate::executor::{
+    Executor, InSandboxRun, Job, JobError, JobRequest, LABEL_LANGUAGE, LastingSpec, RunError,
+    Sandbox, SandboxError,
+};
 use crate::languages::Language;
-use crate::sandbox::{MainProcess, Sandbox, SandboxError, SandboxKind, SandboxSpec, Sandboxes};
+use crate::rooms::{InputRefused, LOST_WITH_SANDBOX, SharedTerminal};
 use store::{MemoryStore, SessionRecord, SessionStore};
-use terminal::SharedTerminal;
 
 /// Language of a session created without one: a shell.
 const DEFAULT_LANGUAGE: &str = "bash";
@@ -84,7 +85,7 @@ pub enum SessionError {
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
-    Refused(#[from] terminal::InputRefused),
+    Refused(#[from] InputRefused),
 }
 
 /// A session as clients see it.
@@ -115,7 +116,6 @@ struct Inner {
     config: SessionsConfig,
     terminal_config: Arc<TerminalConfig>,
     store: Arc<dyn SessionStore>,
-    sandboxes: Sandboxes,
     executor: Executor,
     /// The sandbox of every live session of this process. The async mutex serialises runs.
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
@@ -161,7 +161,6 @@ impl Sessions {
     pub async fn start(
         config: SessionsConfig,
         terminal_config: TerminalConfig,
-        sandboxes: Sandboxes,
         executor: Executor,
     ) -> Sessions {
         let sessions = Sessions {
@@ -169,7 +168,6 @@ impl Sessions {
                 config,
                 terminal_config: Arc::new(terminal_config),
                 store: Arc::new(MemoryStore::default()),
-                sandboxes,
                 executor,
                 live: Mutex::default(),
                 stop: CancellationToken::new(),
@@ -195,8 +193,8 @@ impl Sessions {
         let owner = format!("{LABEL_SESSION_OWNER}={}", self.inner.config.owner);
         let adopted = self
             .inner
-            .sandboxes
-            .adopt(SandboxKind::Session, &[owner], self.inner.config.memory_mb)
+            .executor
+            .adopt_lasting(&[owner], self.inner.config.memory_mb)
             .await?;
         let now = SystemTime::now();
         let mut taken = 0;
@@ -208,7 +206,7 @@ impl Sessions {
                 .and_then(|s| s.parse::<u64>().ok())
                 .map(|secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs));
             let language = labels
-                .get(crate::sandbox::policy::LABEL_LANGUAGE)
+                .get(LABEL_LANGUAGE)
                 .and_then(|l| self.inner.executor.catalogue().resolve(l).cloned());
             let (Some(id), Some(created_at), Some(language)) = (id, created, language) else {
                 continue; // dropped: removed
@@ -347,7 +345,7 @@ impl Sessions {
             // The old sandbox goes (dropping removes it, the terminal's program with it); the
             // session goes on in a fresh one.
             let language = current.language.clone();
-            live.terminal.program_lost(terminal::LOST_WITH_SANDBOX);
+            live.terminal.program_lost(LOST_WITH_SANDBOX);
             *slot = None;
             let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
             *slot = Some(SessionSandbox { sandbox, language });
@@ -474,16 +472,12 @@ impl Sessions {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.inner
-            .sandboxes
-            .create(&SandboxSpec {
-                kind: SandboxKind::Session,
-                // One container per incarnation: a replacement must not wait for the old name.
-                id: format!("{id}.{}", uuid::Uuid::new_v4().simple()),
-                image: language.image_ref(),
-                language: language.id.clone(),
+            .executor
+            .create_lasting(LastingSpec {
+                name: format!("{id}.{}", uuid::Uuid::new_v4().simple()),
+                language,
                 memory_mb: self.inner.config.memory_mb,
-                main: MainProcess::Keeper,
-                work_dir_mb: Some(self.inner.config.work_dir_mb),
+                work_dir_mb: self.inner.config.work_dir_mb,
                 labels: vec![
                     (LABEL_SESSION_ID.to_owned(), id.to_owned()),
                     (LABEL_SESSION_CREATED.to_owned(), created_secs.to_string()),
