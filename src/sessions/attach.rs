@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use super::{LiveSession, SessionError, SessionSandbox, Sessions};
+use super::{LiveSession, SessionError, Sessions};
 use crate::executor::JobError;
 use crate::rooms::TerminalClient;
 
@@ -83,10 +83,7 @@ impl Sessions {
                 tracing::warn!(session = %super::log_tag(id), error = %err, "terminal start replaces the sandbox");
                 *slot = None;
                 let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
-                *slot = Some(SessionSandbox {
-                    sandbox,
-                    language: language.clone(),
-                });
+                self.install(id, &mut slot, sandbox, language.clone());
             }
         } else {
             // The new sandbox first: when it cannot be made, the REPL goes on untouched.
@@ -100,11 +97,7 @@ impl Sessions {
             match moved {
                 Ok(()) => {
                     // The old sandbox, its REPL with it, is removed as it is dropped here.
-                    *slot = Some(SessionSandbox {
-                        sandbox: fresh,
-                        language: language.clone(),
-                    });
-                    self.inner.store.set_language(id, &language.id);
+                    self.install(id, &mut slot, fresh, language.clone());
                 }
                 Err(err) => {
                     // The files stay where they are, and so does the language: the REPL

@@ -123,9 +123,9 @@ struct Inner {
     tasks: TaskTracker,
 }
 
+/// The part of a session only the process holding its sandbox has; its record is in the
+/// store.
 struct LiveSession {
-    /// Who created it (peer address); `None` for a session taken back after a restart.
-    client: Option<String>,
     /// The sandbox and its language. The async mutex serialises runs and terminal starts.
     slot: tokio::sync::Mutex<Option<SessionSandbox>>,
     /// Cancelled by DELETE and expiry: a run in progress ends at once.
@@ -141,13 +141,8 @@ struct SessionSandbox {
 }
 
 impl LiveSession {
-    fn new(
-        client: Option<String>,
-        slot: Option<SessionSandbox>,
-        terminal: &Arc<TerminalConfig>,
-    ) -> Arc<LiveSession> {
+    fn new(slot: Option<SessionSandbox>, terminal: &Arc<TerminalConfig>) -> Arc<LiveSession> {
         Arc::new(LiveSession {
-            client,
             slot: tokio::sync::Mutex::new(slot),
             ended: CancellationToken::new(),
             terminal: SharedTerminal::new(terminal.clone()),
@@ -214,6 +209,9 @@ impl Sessions {
             let record = SessionRecord {
                 id: id.clone(),
                 language: language.id.clone(),
+                client: None,
+                holder: self.inner.config.owner.clone(),
+                sandbox: Some(found.sandbox.id().to_owned()),
                 created_at,
                 last_used_at: now,
             };
@@ -221,7 +219,6 @@ impl Sessions {
                 continue; // dropped: removed
             }
             let live = LiveSession::new(
-                None,
                 Some(SessionSandbox {
                     sandbox: found.sandbox,
                     language,
@@ -251,7 +248,17 @@ impl Sessions {
             .cloned()
             .ok_or_else(|| JobError::UnknownLanguage(name.chars().take(64).collect()))?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let live = LiveSession::new(Some(client.to_owned()), None, &self.inner.terminal_config);
+        let live = LiveSession::new(None, &self.inner.terminal_config);
+        let now = SystemTime::now();
+        let mut record = SessionRecord {
+            id: id.clone(),
+            language: language.id.clone(),
+            client: Some(client.to_owned()),
+            holder: self.inner.config.owner.clone(),
+            sandbox: None,
+            created_at: now,
+            last_used_at: now,
+        };
         {
             // The place is taken under the lock, so concurrent creations cannot overshoot.
             let mut map = self.lock_live();
@@ -259,35 +266,36 @@ impl Sessions {
                 return Err(SessionError::AtCapacity);
             }
             let cap = self.inner.config.max_per_client;
-            let held = map
-                .values()
-                .filter(|s| s.client.as_deref() == Some(client))
-                .count();
-            if held >= cap {
+            if self.inner.store.held_by(client) >= cap {
                 return Err(SessionError::ClientAtCapacity(cap));
             }
             map.insert(id.clone(), live.clone());
+            self.inner.store.insert(record.clone());
         }
-        let now = SystemTime::now();
         let sandbox = match self.new_sandbox(&id, &language, now).await {
             Ok(sandbox) => sandbox,
             Err(err) => {
                 self.lock_live().remove(&id);
+                self.inner.store.remove(&id);
                 return Err(err.into());
             }
         };
-        *live.slot.lock().await = Some(SessionSandbox {
-            sandbox,
-            language: language.clone(),
-        });
-        let record = SessionRecord {
-            id: id.clone(),
-            language: language.id.clone(),
-            created_at: now,
-            last_used_at: now,
-        };
-        self.inner.store.insert(record.clone());
+        record.sandbox = Some(sandbox.id().to_owned());
+        self.install(&id, &mut *live.slot.lock().await, sandbox, language);
         Ok(self.view(&record))
+    }
+
+    /// Puts `sandbox` in the session's slot (the one there before, if any, is removed as it
+    /// is dropped) and the record says so.
+    fn install(
+        &self,
+        id: &str,
+        slot: &mut Option<SessionSandbox>,
+        sandbox: Sandbox,
+        language: Arc<Language>,
+    ) {
+        self.inner.store.set_sandbox(id, sandbox.id(), &language.id);
+        *slot = Some(SessionSandbox { sandbox, language });
     }
 
     pub fn get(&self, id: &str) -> Result<SessionView, SessionError> {
@@ -348,7 +356,7 @@ impl Sessions {
             live.terminal.program_lost(LOST_WITH_SANDBOX);
             *slot = None;
             let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
-            *slot = Some(SessionSandbox { sandbox, language });
+            self.install(id, &mut slot, sandbox, language);
         }
         Ok(SessionRun { run, restarted })
     }

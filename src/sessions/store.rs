@@ -5,11 +5,20 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-/// What is known of one session, apart from its sandbox (which only its process holds).
+/// Everything known of one session that is not tied to this process: what a shared store
+/// would hold. The live part (the sandbox handle, the run lock, the terminal and its clients)
+/// hangs off it in the process that holds the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub id: String,
     pub language: String,
+    /// Who created it (its client identity); `None` for a session taken back after a restart.
+    pub client: Option<String>,
+    /// The runbox instance (`sessions.owner`) holding its sandbox, on that instance's engine.
+    pub holder: String,
+    /// runbox's id of its current sandbox (the container is `runbox-session-<sandbox>`);
+    /// `None` while the first one is being made.
+    pub sandbox: Option<String>,
     pub created_at: SystemTime,
     pub last_used_at: SystemTime,
 }
@@ -19,10 +28,18 @@ pub trait SessionStore: Send + Sync + 'static {
     fn get(&self, id: &str) -> Option<SessionRecord>;
     /// Moves `last_used_at`; false when there is no such session.
     fn touch(&self, id: &str, at: SystemTime) -> bool;
-    /// The session moved to another language's sandbox; false when there is no such session.
-    fn set_language(&self, id: &str, language: &str) -> bool;
+    /// The session has a new sandbox (a replacement, or another language's image); false
+    /// when there is no such session.
+    fn set_sandbox(&self, id: &str, sandbox: &str, language: &str) -> bool;
     fn remove(&self, id: &str) -> Option<SessionRecord>;
     fn all(&self) -> Vec<SessionRecord>;
+    /// How many sessions `client` holds.
+    fn held_by(&self, client: &str) -> usize {
+        self.all()
+            .iter()
+            .filter(|r| r.client.as_deref() == Some(client))
+            .count()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,9 +75,10 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    fn set_language(&self, id: &str, language: &str) -> bool {
+    fn set_sandbox(&self, id: &str, sandbox: &str, language: &str) -> bool {
         match self.lock().get_mut(id) {
             Some(record) => {
+                record.sandbox = Some(sandbox.to_owned());
                 language.clone_into(&mut record.language);
                 true
             }
@@ -89,9 +107,20 @@ mod tests {
         store.insert(SessionRecord {
             id: "a".into(),
             language: "python".into(),
+            client: Some("10.0.0.1".into()),
+            holder: "runbox".into(),
+            sandbox: None,
             created_at: t0,
             last_used_at: t0,
         });
+        assert_eq!(store.held_by("10.0.0.1"), 1);
+        assert_eq!(store.held_by("10.0.0.2"), 0);
+        assert!(store.set_sandbox("a", "a.1", "ruby"));
+        let record = store.get("a").unwrap();
+        assert_eq!(
+            (record.sandbox.as_deref(), record.language.as_str()),
+            (Some("a.1"), "ruby")
+        );
         assert!(store.touch("a", t0 + Duration::from_secs(5)));
         assert!(!store.touch("b", t0));
         assert_eq!(
