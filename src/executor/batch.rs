@@ -33,8 +33,7 @@ impl Executor {
             .with_memory_limit(&run_spec(format!("{}.run", job.id)))
             .await?;
         let output_limit = self.sandboxes.config().output_limit_bytes;
-        let mut argv = job.command(&job.language.run);
-        argv.extend(job.args.iter().cloned());
+        let argv = job.argv();
         let mut results = Vec::with_capacity(job.tests.len());
         for (index, test) in job.tests.iter().enumerate() {
             let spec = ExecSpec {

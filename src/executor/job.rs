@@ -160,6 +160,13 @@ impl Job {
 
     /// A configured command with `{main}` replaced by the entry file and `{main_stem}` by the
     /// entry file without its extension (`pkg/app.ts` -> `pkg/app`).
+    /// The program's argv: the language's run command, then the job's arguments.
+    pub fn argv(&self) -> Vec<String> {
+        let mut argv = self.command(&self.language.run);
+        argv.extend(self.args.iter().cloned());
+        argv
+    }
+
     pub fn command(&self, template: &[String]) -> Vec<String> {
         let stem = entry_stem(&self.entry);
         template

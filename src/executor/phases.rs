@@ -1,12 +1,13 @@
 //! The phases of a job (unpack, compile, run), each one call into the sandbox; the executor
 //! keeps their meaning (statuses, the compile-error mapping, the usage reported).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::languages::Language;
-
 use crate::sandbox::{
-    ExecSpec, MainProcess, RunnerJob, Sandbox, SandboxKind, SandboxSpec, unpack_then,
+    ExecSpec, LiveInput, MainProcess, RunnerJob, Sandbox, SandboxKind, SandboxSpec, unpack_then,
 };
 
 use super::live::StreamingCollector;
@@ -16,83 +17,77 @@ use super::{
     SandboxError, files,
 };
 
+/// Where a job's phases run: the one thing the sequence does differently for the two kinds of
+/// sandbox.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per job, built once and moved into the sequence: a box would buy nothing"
+)]
+pub(super) enum Place<'a> {
+    /// A fresh job sandbox: the runner takes the program as its one job, with its own memory
+    /// cap (`cap`), and the sandbox is removed as the program's phase returns.
+    Fresh {
+        sandbox: Sandbox,
+        cap: SandboxSpec,
+        live_stdin: Option<LiveInput>,
+        kill: CancellationToken,
+    },
+    /// A lasting sandbox (a session's): every phase is an exec, next to what earlier runs
+    /// left in the work dir, and every process a phase started is ended after it.
+    Lasting(&'a Sandbox),
+}
+
+impl Place<'_> {
+    fn sandbox(&self) -> &Sandbox {
+        match self {
+            Place::Fresh { sandbox, .. } => sandbox,
+            Place::Lasting(sandbox) => sandbox,
+        }
+    }
+}
+
+/// How the phases ended.
+pub(super) struct Sequenced {
+    pub outcome: RunOutcome,
+    /// Whatever the job started has ended and the sandbox can be trusted again (a fresh
+    /// sandbox is gone, so this says nothing of it).
+    pub sandbox_usable: bool,
+}
+
 impl Executor {
     pub(super) async fn run_admitted(
         &self,
         job: Job,
         live: Option<LiveRun>,
     ) -> Result<RunOutcome, SandboxError> {
-        let language = job.language.clone();
         let spec = job_sandbox_spec(
             &job,
             job.id.clone(),
-            sandbox_memory_mb(&language, job.memory_mb),
+            sandbox_memory_mb(&job.language, job.memory_mb),
             MainProcess::Runner,
         );
         let (sandbox, _lease) = self.pool.lease(&self.sandboxes, &spec).await?;
         let (events, live_stdin, kill) = match live {
             Some(live) => (Some(live.events), live.stdin, live.kill),
-            None => (None, None, tokio_util::sync::CancellationToken::new()),
+            None => (None, None, CancellationToken::new()),
         };
         if let Some(events) = &events {
             let _ = events.send(RunEvent::Started { id: job.id.clone() });
         }
-        let streamed = |phase| events.as_ref().map(|e| (e, phase));
-        let output_limit = self.sandboxes.config().output_limit_bytes;
-        let archive = Bytes::from(files::pack(&job.files));
-        let mut argv = job.command(&language.run);
-        argv.extend(job.args.iter().cloned());
-
-        let (compile, archive) = match &language.compile {
-            Some(compile_cmd) => {
-                let compiling = self.compile_phase(
-                    &sandbox,
-                    &job,
-                    compile_cmd,
-                    archive,
-                    streamed(Phase::Compile),
-                );
-                let phase = tokio::select! {
-                    phase = compiling => phase?,
-                    // Killed while compiling: the program never ran.
-                    () = kill.cancelled() => {
-                        return Ok(self.outcome(&job, RunStatus::RuntimeError, None, None));
-                    }
-                };
-                if phase.status != RunStatus::Success {
-                    return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase)));
-                }
-                // The files are in place already.
-                (Some(phase), Bytes::new())
-            }
-            None => (None, archive),
-        };
         // The program runs with its own memory cap (the compiler's may have been larger).
-        let run_cap = job_sandbox_spec(
+        let cap = job_sandbox_spec(
             &job,
             format!("{}.run", job.id),
             job.memory_mb,
             MainProcess::Runner,
         );
-        let runner_job = RunnerJob {
-            archive,
-            argv,
-            stdin: job.input.clone(),
+        let place = Place::Fresh {
+            sandbox,
+            cap,
             live_stdin,
-            timeout: job.timeout,
             kill,
         };
-        let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run));
-        // One call: the sandbox is removed as it returns, nothing the program started left.
-        let report = sandbox
-            .run_program(&run_cap, runner_job, &mut output, compile.is_some())
-            .await?;
-        let phase = phase_outcome(&report.outcome, output.finish());
-        let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
-        outcome.cpu_time = report.usage.cpu_time;
-        outcome.memory_kb =
-            memory_kb_at_oom(outcome.status, report.usage.memory_peak_kb, job.memory_mb);
-        Ok(outcome)
+        Ok(self.run_phases(place, &job, events.as_ref()).await?.outcome)
     }
 
     pub(super) async fn run_in_admitted(
@@ -100,61 +95,123 @@ impl Executor {
         sandbox: &Sandbox,
         job: Job,
     ) -> Result<InSandboxRun, SandboxError> {
-        let language = job.language.clone();
-        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let done = self.run_phases(Place::Lasting(sandbox), &job, None).await?;
+        Ok(InSandboxRun {
+            outcome: done.outcome,
+            sandbox_unusable: !done.sandbox_usable,
+        })
+    }
+
+    /// The one sequence of a job's phases, in either place: unpack (with the compile, or with
+    /// the program), compile when the language does, run the program, and what it all means.
+    /// A failed compile ends it; so does a kill while compiling (the program never runs).
+    async fn run_phases(
+        &self,
+        place: Place<'_>,
+        job: &Job,
+        events: Option<&mpsc::UnboundedSender<RunEvent>>,
+    ) -> Result<Sequenced, SandboxError> {
+        let streamed = |phase| events.map(|e| (e, phase));
         let archive = Bytes::from(files::pack(&job.files));
-        let mut argv = job.command(&language.run);
-        argv.extend(job.args.iter().cloned());
-        let (compile, run_spec) = match &language.compile {
+        let argv = job.argv();
+        let killed = match &place {
+            Place::Fresh { kill, .. } => kill.clone(),
+            Place::Lasting(_) => CancellationToken::new(),
+        };
+        let (compile, archive) = match &job.language.compile {
             Some(compile_cmd) => {
-                let phase = self
-                    .compile_phase(sandbox, &job, compile_cmd, archive, None)
-                    .await?;
+                let sandbox = place.sandbox();
+                let compiling = self.compile_phase(
+                    sandbox,
+                    job,
+                    compile_cmd,
+                    archive,
+                    streamed(Phase::Compile),
+                );
+                let phase = tokio::select! {
+                    phase = compiling => phase?,
+                    () = killed.cancelled() => {
+                        let outcome = self.outcome(job, RunStatus::RuntimeError, None, None);
+                        return Ok(Sequenced { outcome, sandbox_usable: false });
+                    }
+                };
                 if phase.status != RunStatus::Success {
-                    let unusable = phase.status == RunStatus::MemoryLimitExceeded
-                        || sandbox.end_programs().await.is_err();
-                    return Ok(InSandboxRun {
-                        outcome: self.outcome(&job, RunStatus::CompileError, None, Some(phase)),
-                        sandbox_unusable: unusable,
+                    let sandbox_usable = match &place {
+                        Place::Fresh { .. } => false,
+                        Place::Lasting(sandbox) => {
+                            phase.status != RunStatus::MemoryLimitExceeded
+                                && sandbox.end_programs().await.is_ok()
+                        }
+                    };
+                    let outcome = self.outcome(job, RunStatus::CompileError, None, Some(phase));
+                    return Ok(Sequenced {
+                        outcome,
+                        sandbox_usable,
                     });
                 }
-                let spec = ExecSpec {
-                    cmd: argv,
-                    stdin: job.input.clone(),
-                    timeout: job.timeout,
-                };
-                (Some(phase), spec)
+                // The files are in place already.
+                (Some(phase), Bytes::new())
             }
-            None => {
-                let mut stdin = bytes::BytesMut::with_capacity(archive.len() + job.input.len());
-                stdin.extend_from_slice(&archive);
-                stdin.extend_from_slice(&job.input);
-                let spec = ExecSpec {
-                    cmd: unpack_then(archive.len(), &argv),
-                    stdin: stdin.freeze(),
+            None => (None, archive),
+        };
+        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run));
+        let after_compile = compile.is_some();
+        // One call each: the phase, its usage, and nothing the program started left behind.
+        let (report, programs_ended) = match place {
+            Place::Fresh {
+                sandbox,
+                cap,
+                live_stdin,
+                kill,
+            } => {
+                let runner_job = RunnerJob {
+                    archive,
+                    argv,
+                    stdin: job.input.clone(),
+                    live_stdin,
                     timeout: job.timeout,
+                    kill,
                 };
-                (None, spec)
+                let report = sandbox
+                    .run_program(&cap, runner_job, &mut output, after_compile)
+                    .await?;
+                (report, false)
+            }
+            Place::Lasting(sandbox) => {
+                let spec = if archive.is_empty() {
+                    ExecSpec {
+                        cmd: argv,
+                        stdin: job.input.clone(),
+                        timeout: job.timeout,
+                    }
+                } else {
+                    let mut stdin = BytesMut::with_capacity(archive.len() + job.input.len());
+                    stdin.extend_from_slice(&archive);
+                    stdin.extend_from_slice(&job.input);
+                    ExecSpec {
+                        cmd: unpack_then(archive.len(), &argv),
+                        stdin: stdin.freeze(),
+                        timeout: job.timeout,
+                    }
+                };
+                let lasting = sandbox
+                    .run_lasting_phase(spec, &mut output, after_compile)
+                    .await?;
+                (lasting.report, lasting.programs_ended)
             }
         };
-        let mut output = StreamingCollector::new(output_limit, None);
-        // One call: the phase, its usage, and every process it started ended (a sandbox whose
-        // memory ran out, or whose programs could not be ended, is not trusted again).
-        let lasting = sandbox
-            .run_lasting_phase(run_spec, &mut output, compile.is_some())
-            .await?;
-        let phase = phase_outcome(&lasting.report.outcome, output.finish());
-        let unusable = phase.status == RunStatus::MemoryLimitExceeded || !lasting.programs_ended;
-        let mut outcome = self.outcome(&job, phase.status, Some(phase), compile);
-        outcome.cpu_time = lasting.report.usage.cpu_time;
-        outcome.memory_kb = memory_kb_at_oom(
-            outcome.status,
-            lasting.report.usage.memory_peak_kb,
-            job.memory_mb,
-        );
-        Ok(InSandboxRun {
+        let phase = phase_outcome(&report.outcome, output.finish());
+        // A sandbox whose memory ran out, or whose programs could not be ended, is not
+        // trusted again.
+        let sandbox_usable = programs_ended && phase.status != RunStatus::MemoryLimitExceeded;
+        let mut outcome = self.outcome(job, phase.status, Some(phase), compile);
+        outcome.cpu_time = report.usage.cpu_time;
+        outcome.memory_kb =
+            memory_kb_at_oom(outcome.status, report.usage.memory_peak_kb, job.memory_mb);
+        Ok(Sequenced {
             outcome,
-            sandbox_unusable: unusable,
+            sandbox_usable,
         })
     }
 
