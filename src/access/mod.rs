@@ -6,13 +6,12 @@ pub mod keys;
 pub mod rate;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::http::HeaderMap;
 
 pub use client::ClientId;
 pub use keys::{ApiKeys, KeyCheck};
-pub use rate::{Quota, RateLimited, RateLimiter};
+pub use rate::{Limiter, Quota, RateLimited, RateLimiter};
 
 use crate::config::{ApiKeyConfig, AuthConfig, ConfigError, RateLimitConfig};
 
@@ -35,7 +34,7 @@ pub struct Access {
     keys: Arc<ApiKeys>,
     /// The metrics scraper's token, when one is configured.
     metrics_token: Option<Arc<ApiKeys>>,
-    limiter: Arc<RateLimiter>,
+    limiter: Arc<dyn Limiter>,
     client_ip_header: Arc<str>,
 }
 
@@ -90,9 +89,10 @@ impl Access {
 
     /// Counts a request of `client` on `route` (`METHOD /path` as routed): its quota after
     /// it, when a rule limits the route.
-    pub fn admit(&self, route: &str, client: &ClientId) -> Result<Option<Quota>, Refusal> {
+    pub async fn admit(&self, route: &str, client: &ClientId) -> Result<Option<Quota>, Refusal> {
         self.limiter
-            .check(route, client, Instant::now())
+            .check(route, client)
+            .await
             .map_err(|(rule, limited)| Refusal::RateLimited {
                 rule: rule.to_owned(),
                 limited,

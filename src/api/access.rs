@@ -48,7 +48,7 @@ pub async fn rate_limit(
     let Some(client) = request.extensions().get::<ClientId>() else {
         return next.run(request).await;
     };
-    match state.access.admit(&route, client) {
+    match state.access.admit(&route, client).await {
         Ok(None) => next.run(request).await,
         Ok(Some(quota)) => {
             let mut response = next.run(request).await;
