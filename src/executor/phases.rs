@@ -7,7 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::languages::Language;
 use crate::sandbox::{
-    ExecSpec, LiveInput, MainProcess, RunnerJob, Sandbox, SandboxKind, SandboxSpec, unpack_then,
+    ExecSpec, LiveInput, MainProcess, PhaseReport, RunnerJob, Sandbox, SandboxKind, SandboxSpec,
+    unpack_then,
 };
 
 use super::live::StreamingCollector;
@@ -157,50 +158,8 @@ impl Executor {
         let output_limit = self.sandboxes.config().output_limit_bytes;
         let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run));
         let after_compile = compile.is_some();
-        // One call each: the phase, its usage, and nothing the program started left behind.
-        let (report, programs_ended) = match place {
-            Place::Fresh {
-                sandbox,
-                cap,
-                live_stdin,
-                kill,
-            } => {
-                let runner_job = RunnerJob {
-                    archive,
-                    argv,
-                    stdin: job.input.clone(),
-                    live_stdin,
-                    timeout: job.timeout,
-                    kill,
-                };
-                let report = sandbox
-                    .run_program(&cap, runner_job, &mut output, after_compile)
-                    .await?;
-                (report, false)
-            }
-            Place::Lasting(sandbox) => {
-                let spec = if archive.is_empty() {
-                    ExecSpec {
-                        cmd: argv,
-                        stdin: job.input.clone(),
-                        timeout: job.timeout,
-                    }
-                } else {
-                    let mut stdin = BytesMut::with_capacity(archive.len() + job.input.len());
-                    stdin.extend_from_slice(&archive);
-                    stdin.extend_from_slice(&job.input);
-                    ExecSpec {
-                        cmd: unpack_then(archive.len(), &argv),
-                        stdin: stdin.freeze(),
-                        timeout: job.timeout,
-                    }
-                };
-                let lasting = sandbox
-                    .run_lasting_phase(spec, &mut output, after_compile)
-                    .await?;
-                (lasting.report, lasting.programs_ended)
-            }
-        };
+        let (report, programs_ended) =
+            run_program_in(place, job, archive, argv, &mut output, after_compile).await?;
         let phase = phase_outcome(&report.outcome, output.finish());
         // A sandbox whose memory ran out, or whose programs could not be ended, is not
         // trusted again.
@@ -263,6 +222,62 @@ impl Executor {
             cpu_time: None,
             memory_kb: None,
             tests: None,
+        }
+    }
+}
+
+/// The program's phase in `place`, one call down: what it did and used, and whether every
+/// process it started has ended (a fresh sandbox is removed as the call returns). `archive`
+/// is empty when a compile put the files in place.
+async fn run_program_in(
+    place: Place<'_>,
+    job: &Job,
+    archive: Bytes,
+    argv: Vec<String>,
+    output: &mut StreamingCollector<'_>,
+    after_compile: bool,
+) -> Result<(PhaseReport, bool), SandboxError> {
+    match place {
+        Place::Fresh {
+            sandbox,
+            cap,
+            live_stdin,
+            kill,
+        } => {
+            let runner_job = RunnerJob {
+                archive,
+                argv,
+                stdin: job.input.clone(),
+                live_stdin,
+                timeout: job.timeout,
+                kill,
+            };
+            let report = sandbox
+                .run_program(&cap, runner_job, output, after_compile)
+                .await?;
+            Ok((report, false))
+        }
+        Place::Lasting(sandbox) => {
+            let spec = if archive.is_empty() {
+                ExecSpec {
+                    cmd: argv,
+                    stdin: job.input.clone(),
+                    timeout: job.timeout,
+                }
+            } else {
+                let mut stdin = BytesMut::with_capacity(archive.len() + job.input.len());
+                stdin.extend_from_slice(&archive);
+                stdin.extend_from_slice(&job.input);
+                ExecSpec {
+                    cmd: unpack_then(archive.len(), &argv),
+                    stdin: stdin.freeze(),
+                    timeout: job.timeout,
+                }
+            };
+            let lasting = sandbox
+                .run_lasting_phase(spec, output, after_compile)
+                .await?;
+            Ok((lasting.report, lasting.programs_ended))
         }
     }
 }
