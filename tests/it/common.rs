@@ -182,6 +182,19 @@ pub async fn session_id(app: &TestApp, language: &str) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// As [`session_id`], on the server at `base` (e.g. a [`ServerProcess`]).
+pub async fn session_id_at(base: &str, language: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/sessions"))
+        .json(&serde_json::json!({ "language": language }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
 /// GET /sessions/{id}: status and body (`null` when not JSON).
 pub async fn get_session(app: &TestApp, id: &str) -> (StatusCode, Value) {
     let response = reqwest::get(app.url(&format!("/sessions/{id}")))

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::ServerProcess;
+use crate::common::{ServerProcess, session_id_at};
 
 #[tokio::test]
 async fn session_ids_never_reach_the_log() {
@@ -15,16 +15,7 @@ async fn session_ids_never_reach_the_log() {
     let server =
         ServerProcess::start(&[("RUNBOX_LOG", "info,runbox=debug")], None, Some(&log)).await;
     let client = reqwest::Client::new();
-    let created: serde_json::Value = client
-        .post(format!("{}/sessions", server.base))
-        .json(&json!({ "language": "bash" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = session_id_at(&server.base, "bash").await;
     let run = client
         .post(format!("{}/sessions/{id}/run", server.base))
         .json(&json!({ "language": "bash", "code": "echo hi" }))

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::{
     TestApp, create_session as create, get_session as get, run_in_session as run,
-    session_containers as containers_of, session_id, start_on_own_runtime,
+    session_containers as containers_of, session_id, session_id_at, start_on_own_runtime,
     wait_for_session_containers,
 };
 
@@ -283,16 +283,7 @@ async fn a_killed_server_loses_no_session() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{base}/sessions"))
-        .json(&json!({ "language": "python" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = session_id_at(&base, "python").await;
     let written: Value = client
         .post(format!("{base}/sessions/{id}/run"))
         .json(&json!({ "language": "python", "code": "open('data.txt', 'w').write('survived')" }))
