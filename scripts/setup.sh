@@ -28,6 +28,11 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v runsc >/dev/null || missing+=(runsc)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+# The tests run published clients (npm piston-client) with Node.
+if [ "$mode" = test ]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   apt-get update -qq || fail "apt-get update failed: check the network and /etc/apt/sources.list"
@@ -95,14 +100,16 @@ fi
 
 # 4. Tests: unit tests and the integration suite against the real engine and images, under
 #    runc; then the language, limit, hardening and adversarial suites again under gVisor.
+say "installing the published clients the tests run (tests/clients: npm piston-client)"
+npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
 say "running the test suite (runc)"
 cargo test --locked
 say "running the benchmarks' unit tests (feature bench: not part of the service build)"
 cargo test --locked --quiet --features bench --lib bench::
 if docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
-  say "running the language, limit, hardening and adversarial suites under gVisor (runsc)"
+  say "running the language, limit, hardening, adversarial and Piston suites under gVisor (runsc)"
   RUNBOX_SANDBOX__RUNTIME=runsc cargo test --locked --test it -- \
-    languages:: limits:: hardening:: adversarial::
+    languages:: limits:: hardening:: adversarial:: piston::
 else
   fail "the engine has no runsc runtime; see $daemon_json"
 fi

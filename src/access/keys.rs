@@ -1,5 +1,6 @@
 //! API keys: configured as SHA-256 digests (the keys themselves never sit in a config file or
-//! in memory), presented as `Authorization: Bearer <key>`. Keys are long random tokens, so a
+//! in memory), presented as `Authorization: Bearer <key>` (or the raw key, as Piston's
+//! clients send it). Keys are long random tokens, so a
 //! plain digest is enough: there is no password to guess.
 
 use axum::http::{HeaderMap, header};
@@ -68,13 +69,16 @@ impl ApiKeys {
     }
 }
 
+/// `Bearer <key>`, or the raw key alone (Piston's clients send `Authorization: <key>`).
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) => scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())?,
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -134,6 +138,12 @@ mod tests {
         );
         assert_eq!(keys.check(&with_auth("Bearer ")), KeyCheck::Invalid);
         assert_eq!(keys.check(&HeaderMap::new()), KeyCheck::Invalid);
+        // The raw key, as Piston's clients send it.
+        assert_eq!(
+            keys.check(&with_auth("secret-one")),
+            KeyCheck::Valid("ci".into())
+        );
+        assert_eq!(keys.check(&with_auth("secret-two")), KeyCheck::Invalid);
     }
 
     #[test]

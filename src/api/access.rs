@@ -43,7 +43,7 @@ pub async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = format!("{} {}", request.method(), matched.as_str());
+    let route = super::rule_name(request.method().as_str(), matched.as_str());
     tracing::Span::current().record("route", &route);
     let Some(client) = request.extensions().get::<ClientId>() else {
         return next.run(request).await;

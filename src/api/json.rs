@@ -96,6 +96,12 @@ async fn read_body<S: Send + Sync>(request: Request, _state: &S) -> Result<Bytes
     Ok(Bytes::from(bytes))
 }
 
+/// The whole body whatever its content type (a dialect whose clients send JSON as
+/// `text/plain`), with the same cap, timeout and errors as [`ApiJson`].
+pub async fn read_any_body(request: Request) -> Result<Bytes, ApiError> {
+    read_body(request, &()).await
+}
+
 /// Reads what is left of `body` and drops it, up to [`OVERSIZED_DRAIN_BYTES`] in all (the
 /// body timeout still bounds the time).
 async fn drain(body: axum::body::Body, read: u64) {

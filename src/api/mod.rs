@@ -8,6 +8,7 @@ pub mod languages;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod piston;
 pub mod run;
 pub mod sessions;
 pub mod terminal;
@@ -63,12 +64,25 @@ pub fn routes() -> Vec<Route> {
         route("GET", "/metrics", get(metrics::get_metrics)),
         route("GET", "/openapi.json", get(openapi::get_openapi)),
     ]
+    .into_iter()
+    .chain(piston::routes())
+    .collect()
+}
+
+/// The name a rate-limit rule gives a routed request: `METHOD /path` with the path as routed
+/// (`{id}` for an id), a dialect's aliases of one route taken as that route.
+pub fn rule_name(method: &str, routed_path: &str) -> String {
+    format!("{method} {}", piston::rule_path(routed_path))
 }
 
 /// The routes' names as rate-limit rules write them: `METHOD /path`.
 pub fn route_names() -> Vec<String> {
-    routes()
-        .iter()
-        .map(|route| format!("{} {}", route.method, route.path))
-        .collect()
+    let mut names: Vec<String> = Vec::new();
+    for route in routes() {
+        let name = rule_name(route.method, route.path);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }

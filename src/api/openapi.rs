@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use super::{error, health, languages, live, metrics, run, sessions, terminal};
+use super::{error, health, languages, live, metrics, piston, run, sessions, terminal};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,12 +28,18 @@ use super::{error, health, languages, live, metrics, run, sessions, terminal};
         health::get_ready,
         metrics::get_metrics,
         get_openapi,
+        piston::list_runtimes,
+        piston::execute,
+        piston::list_packages,
+        piston::install_package,
+        piston::uninstall_package,
     ),
     components(schemas(error::ErrorBody)),
     tags(
         (name = "runs", description = "Run a program once"),
         (name = "sessions", description = "Sandboxes that live across runs, and their shared terminals"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "piston", description = "Piston v2, drop-in: the same runs in Piston's words (docs/API.md, \"Piston v2\")"),
     )
 )]
 pub struct ApiDoc;

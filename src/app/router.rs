@@ -52,6 +52,8 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
             state,
             access::identify_client,
         ))
+        // Piston's clients read `{"message"}`: every error under its prefix, the edge's too.
+        .layer(middleware::from_fn(api::piston::reshape_errors))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 ApiError::Internal("a handler panicked".into()).into_response()

@@ -18,7 +18,7 @@ pub use batch::TestOutcome;
 pub use job::{Job, JobError, JobRequest, TestCase};
 pub use lasting::{Adopted, LABEL_LANGUAGE, LastingSpec, Sandbox};
 pub use live::{LiveRun, Phase, RunEvent};
-pub use outcome::{PhaseOutcome, RunOutcome, RunStatus, classify};
+pub use outcome::{PhaseOutcome, RunOutcome, RunStatus, classify, signal_number};
 use phases::{exec_phase, job_sandbox_spec, sandbox_memory_mb};
 // What the layers above see of the sandbox: the executor is their one door to it.
 pub use crate::sandbox::terminal::{TerminalInput, TerminalOutput};

@@ -116,44 +116,52 @@ pub(super) fn memory_kb_at_oom(
     }
 }
 
+/// Signal names by number, from 1.
+const SIGNAL_NAMES: [&str; 31] = [
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
+];
+
 /// The engine reports a process killed by signal N as exit code 128 + N.
 fn signal_name(code: i64) -> Option<&'static str> {
-    const NAMES: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    debug_assert_eq!(NAMES[(SIGKILL_EXIT_CODE - 129) as usize], "SIGKILL");
+    debug_assert_eq!(SIGNAL_NAMES[(SIGKILL_EXIT_CODE - 129) as usize], "SIGKILL");
     let index = usize::try_from(code.checked_sub(129)?).ok()?;
-    NAMES.get(index).copied()
+    SIGNAL_NAMES.get(index).copied()
+}
+
+/// The number of signal `name` (`SIGSEGV` → 11).
+pub fn signal_number(name: &str) -> Option<i64> {
+    let index = SIGNAL_NAMES.iter().position(|n| *n == name)?;
+    i64::try_from(index + 1).ok()
 }
 
 #[cfg(test)]

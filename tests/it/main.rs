@@ -15,6 +15,7 @@ mod limits;
 mod live;
 mod logs;
 mod openapi;
+mod piston;
 mod pool;
 mod rooms;
 mod sessions;
