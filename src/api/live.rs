@@ -35,12 +35,12 @@ const LINE_BACKLOG: usize = 64;
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes of stdin waiting for a program that is not reading; past it frames are refused
 /// (`input_backlogged`) until it reads. Four full frames: a paste keeps flowing.
-const STDIN_BACKLOG_BYTES: usize = 4 * MAX_STDIN_FRAME;
+pub(super) const STDIN_BACKLOG_BYTES: usize = 4 * MAX_STDIN_FRAME;
 /// Largest `data` of one stdin frame (a keystroke, a line, a pasted block).
-const MAX_STDIN_FRAME: usize = 64 * 1024;
+pub(super) const MAX_STDIN_FRAME: usize = 64 * 1024;
 /// JSON escaping makes a control character six bytes: a stdin frame's message may be this
 /// much larger than its data.
-const JSON_ESCAPE_FACTOR: usize = 6;
+pub(super) const JSON_ESCAPE_FACTOR: usize = 6;
 
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -222,11 +222,7 @@ async fn interact(mut socket: WebSocket, executor: Executor, body_limit: usize) 
     let (events, mut received) = mpsc::unbounded_channel();
     let (live, sender) = LiveRun::interactive(events, STDIN_BACKLOG_BYTES);
     let kill = live.kill.clone();
-    let mut stdin = LiveStdin {
-        sender: Some(sender),
-        allowed: body_limit.saturating_sub(job.input.len()),
-        cap: body_limit,
-    };
+    let mut stdin = LiveStdin::new(sender, job.input.len(), body_limit);
     let run = executor.run_live(job, live);
     tokio::pin!(run);
     loop {
@@ -268,7 +264,7 @@ async fn interact(mut socket: WebSocket, executor: Executor, body_limit: usize) 
 
 /// The stdin side of an interactive run: everything it may still take, counted against the
 /// same cap as POST /run's body (the job's `input` included).
-struct LiveStdin {
+pub(super) struct LiveStdin {
     /// `None` once the client sent `stdin_close`.
     sender: Option<InputSender>,
     /// Bytes the client may still send.
@@ -277,7 +273,16 @@ struct LiveStdin {
 }
 
 impl LiveStdin {
-    fn send(&mut self, data: String) -> Result<(), ApiError> {
+    /// Stdin for a job whose `input` holds `already` bytes, under the body cap `cap`.
+    pub(super) fn new(sender: InputSender, already: usize, cap: usize) -> LiveStdin {
+        LiveStdin {
+            sender: Some(sender),
+            allowed: cap.saturating_sub(already),
+            cap,
+        }
+    }
+
+    pub(super) fn send(&mut self, data: String) -> Result<(), ApiError> {
         let refused = |why| Err(ApiError::InputRefused(why));
         let Some(sender) = &self.sender else {
             return Err(ApiError::InvalidFrame(
@@ -363,7 +368,7 @@ async fn first_frame_job(
 }
 
 /// Whether reading a frame failed because it was over the socket's message cap.
-fn is_too_big(err: &axum::Error) -> bool {
+pub(super) fn is_too_big(err: &axum::Error) -> bool {
     use tungstenite::Error;
     matches!(
         std::error::Error::source(err).and_then(|e| e.downcast_ref::<Error>()),

@@ -30,6 +30,7 @@ use super::{error, health, languages, live, metrics, piston, run, sessions, term
         get_openapi,
         piston::list_runtimes,
         piston::execute,
+        piston::connect::connect,
         piston::list_packages,
         piston::install_package,
         piston::uninstall_package,

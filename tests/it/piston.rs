@@ -360,3 +360,207 @@ async fn limits_hold_through_piston_as_through_run() {
         through_run["status"] == "success"
     );
 }
+
+/// A client of `GET /api/v2/connect`: sends `frames` (after the server's first answer when
+/// asked), then reads until the close; returns the frames and the close code and reason.
+struct Connect {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Connect {
+    async fn open(path: &str) -> Connect {
+        let url = format!("ws://{}{path}", shared().base.trim_start_matches("http://"));
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Connect { ws }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                frame.to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON frame, or the close (code, reason) as `Err`.
+    async fn next(&mut self) -> Result<Value, (u16, String)> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("the server answers in time");
+            match message {
+                Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Err((u16::from(frame.code), frame.reason.to_string()));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Every frame up to the close, and the close.
+    async fn rest(&mut self) -> (Vec<Value>, (u16, String)) {
+        let mut frames = Vec::new();
+        loop {
+            match self.next().await {
+                Ok(frame) => frames.push(frame),
+                Err(close) => return (frames, close),
+            }
+        }
+    }
+}
+
+fn kinds(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| match f["type"].as_str().unwrap() {
+            "stage" | "exit" => format!(
+                "{}:{}",
+                f["type"].as_str().unwrap(),
+                f["stage"].as_str().unwrap()
+            ),
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn connect_runs_interactively_with_pistons_messages() {
+    let mut client = Connect::open("/api/v2/connect").await;
+    client
+        .send(
+            json!({ "type": "init", "language": "python", "version": "*",
+            "files": [{ "content": "print(input()[::-1])" }] }),
+        )
+        .await;
+    let runtime = client.next().await.unwrap();
+    assert_eq!(
+        (&runtime["type"], &runtime["language"]),
+        (&json!("runtime"), &json!("python"))
+    );
+    client
+        .send(json!({ "type": "data", "stream": "stdin", "data": "olleh\n" }))
+        .await;
+    let (frames, close) = client.rest().await;
+    assert_eq!(close, (4999, "Job Completed".to_owned()));
+    assert_eq!(
+        kinds(&frames),
+        ["stage:run", "data", "exit:run"],
+        "{frames:?}"
+    );
+    assert_eq!(
+        (&frames[1]["stream"], &frames[1]["data"]),
+        (&json!("stdout"), &json!("hello\n"))
+    );
+    assert_eq!(frames[2]["code"], 0);
+
+    // A compiled language: both stages, in order.
+    let mut client = Connect::open("/api/v2/piston/connect").await;
+    client
+        .send(json!({ "type": "init", "language": "c", "version": "*",
+            "files": [{ "content": "#include <stdio.h>\nint main(){puts(\"hi\");return 3;}" }] }))
+        .await;
+    let (frames, close) = client.rest().await;
+    assert_eq!(close.0, 4999);
+    assert_eq!(
+        kinds(&frames),
+        [
+            "runtime",
+            "stage:compile",
+            "exit:compile",
+            "stage:run",
+            "data",
+            "exit:run"
+        ],
+        "{frames:?}"
+    );
+    assert_eq!(frames[5]["code"], 3);
+    assert_eq!(frames[5]["error"], "Exited with error status 3");
+}
+
+#[tokio::test]
+async fn connect_closes_with_pistons_codes() {
+    // Nothing sent: the init deadline.
+    let mut client = Connect::open("/api/v2/connect").await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        client.rest().await.1,
+        (4001, "Initialization Timeout".to_owned())
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Data before the init.
+    let mut client = Connect::open("/api/v2/connect").await;
+    client
+        .send(json!({ "type": "data", "stream": "stdin", "data": "x" }))
+        .await;
+    assert_eq!(client.rest().await.1.0, 4003);
+    // A bad init: the error, then 4002.
+    let mut client = Connect::open("/api/v2/connect").await;
+    client
+        .send(json!({ "type": "init", "language": "html", "version": "5", "files": [] }))
+        .await;
+    let (frames, close) = client.rest().await;
+    assert_eq!(close.0, 4002);
+    assert_eq!(frames[0]["type"], "error");
+    assert!(frames[0]["message"].is_string());
+    // A second init, another stream, a bad signal.
+    let init = json!({ "type": "init", "language": "python", "version": "*",
+        "files": [{ "content": "import time; time.sleep(30)" }] });
+    for (second, code) in [
+        (init.clone(), 4000),
+        (
+            json!({ "type": "data", "stream": "stdout", "data": "x" }),
+            4004,
+        ),
+        (json!({ "type": "signal", "signal": "SIGNOPE" }), 4005),
+    ] {
+        let mut client = Connect::open("/api/v2/connect").await;
+        client.send(init.clone()).await;
+        assert_eq!(client.next().await.unwrap()["type"], "runtime");
+        client.send(second).await;
+        assert_eq!(client.rest().await.1.0, code);
+    }
+    // A valid signal ends the run.
+    let mut client = Connect::open("/api/v2/connect").await;
+    client.send(init).await;
+    assert_eq!(client.next().await.unwrap()["type"], "runtime");
+    client
+        .send(json!({ "type": "signal", "signal": "SIGKILL" }))
+        .await;
+    let (frames, close) = client.rest().await;
+    assert_eq!(close.0, 4999);
+    let exit = frames.last().unwrap();
+    assert_eq!(
+        (&exit["type"], &exit["signal"]),
+        (&json!("exit"), &json!("SIGKILL"))
+    );
+}
+
+#[tokio::test]
+async fn connect_keeps_the_output_cap() {
+    let mut client = Connect::open("/api/v2/connect").await;
+    client
+        .send(
+            json!({ "type": "init", "language": "python", "version": "*",
+            "files": [{ "content": "while True: print('x' * 1000)" }] }),
+        )
+        .await;
+    let (frames, close) = client.rest().await;
+    assert_eq!(close.0, 4999);
+    let sent: usize = frames
+        .iter()
+        .filter(|f| f["type"] == "data")
+        .map(|f| f["data"].as_str().unwrap().len())
+        .sum();
+    // runbox's cap (sandbox.output_limit_bytes, 64 KiB shipped), not unbounded.
+    assert!(sent <= 64 * 1024, "{sent} bytes sent");
+    let exit = frames.last().unwrap();
+    assert_eq!(exit["error"], "stdout length exceeded", "{exit}");
+}

@@ -3,6 +3,7 @@
 //! words differ ([`dialect`]). Errors are Piston's `{"message"}`: [`reshape_errors`] turns
 //! every runbox error under these paths (401, 413, 429, 503, …) into that shape.
 
+pub mod connect;
 pub mod dialect;
 
 use axum::Json;
@@ -20,14 +21,18 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use super::error::ApiError;
 use super::json::read_any_body;
-use crate::executor::{LiveRun, Phase, RunEvent, RunOutcome};
+use crate::executor::{Job, LiveRun, Phase, RunEvent, RunOutcome};
 use dialect::{Limits, Runtime, Stage};
 
 /// Piston's routes under the prefixes its clients use (a self-hosted server's `/api/v2`, the
 /// public instance's `/api/v2/piston`), each also with a trailing slash as Express allows.
 /// Rate-limit rules name them as `/api/v2/…` without the slash (see [`rule_path`]).
 pub fn routes() -> Vec<super::Route> {
-    const PATHS: [&str; 12] = [
+    const PATHS: [&str; 16] = [
+        "/api/v2/connect",
+        "/api/v2/connect/",
+        "/api/v2/piston/connect",
+        "/api/v2/piston/connect/",
         "/api/v2/runtimes",
         "/api/v2/runtimes/",
         "/api/v2/piston/runtimes",
@@ -48,7 +53,9 @@ pub fn routes() -> Vec<super::Route> {
             path,
             handler,
         };
-        if path.contains("/runtimes") {
+        if path.contains("/connect") {
+            routes.push(route("GET", get(connect::connect)));
+        } else if path.contains("/runtimes") {
             routes.push(route("GET", get(list_runtimes)));
         } else if path.contains("/execute") {
             routes.push(route("POST", post(execute)));
@@ -173,21 +180,7 @@ pub async fn execute(
     let body = read_any_body(request).await?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidRequest(format!("the body is not valid JSON: {e}")))?;
-    let read = dialect::read_execute(&body).map_err(ApiError::InvalidRequest)?;
-    let all = runtimes(&state);
-    let runtime = dialect::resolve(&all, &read.language, &read.version)
-        .ok_or_else(|| {
-            ApiError::InvalidRequest(format!(
-                "{}-{} runtime is unknown",
-                read.language, read.version
-            ))
-        })?
-        .clone();
-    let mut job = read.job;
-    job.language = Some(runtime.id.clone());
-    let limits = stage_limits(&state, &runtime.id);
-    dialect::apply_limits(&body, &limits, &mut job).map_err(ApiError::InvalidRequest)?;
-    let job = state.executor.validate(job)?;
+    let (runtime, job) = prepare(&state, &body)?;
     // Streamed to this handler only, to keep stdout and stderr in the order they arrived.
     let (events, mut arrived) = mpsc::unbounded_channel();
     let live = LiveRun {
@@ -215,6 +208,27 @@ pub async fn execute(
         compile_output,
         run_output,
     )))
+}
+
+/// An `execute` body (or a WebSocket `init`) checked as Piston checks it, its runtime
+/// resolved and its limits applied: the runtime and the validated job.
+fn prepare(state: &AppState, body: &Value) -> Result<(Runtime, Job), ApiError> {
+    let read = dialect::read_execute(body).map_err(ApiError::InvalidRequest)?;
+    let all = runtimes(state);
+    let runtime = dialect::resolve(&all, &read.language, &read.version)
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "{}-{} runtime is unknown",
+                read.language, read.version
+            ))
+        })?
+        .clone();
+    let mut job = read.job;
+    job.language = Some(runtime.id.clone());
+    let limits = stage_limits(state, &runtime.id);
+    dialect::apply_limits(body, &limits, &mut job).map_err(ApiError::InvalidRequest)?;
+    let job = state.executor.validate(job)?;
+    Ok((runtime, job))
 }
 
 /// Piston's response: `compile` for a compiled language, and `run` the same as `compile`
