@@ -45,7 +45,10 @@ const RULE: &[(&str, &[&str])] = &[
             "names",
         ],
     ),
-    ("bench", &["sandbox", "config", "languages", "names"]),
+    (
+        "bench",
+        &["api", "executor", "sandbox", "config", "languages", "names"],
+    ),
     (
         "app",
         &[

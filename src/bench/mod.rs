@@ -254,7 +254,12 @@ async fn run_all(
             (None, Some(pool)) => ServerUnderTest::spawn(&options.config_path, pool).await?,
             (None, None) => unreachable!("a spawned server always has a pool setting"),
         };
-        let result = measure_server(&server, name, options).await;
+        let mut result = measure_server(&server, name, options).await;
+        if result.is_ok() && pool != Some(false) {
+            if let Err(err) = measure_dialects(&server, options.runs).await {
+                result = Err(err);
+            }
+        }
         server.stop().await;
         summary.push((name, result?));
     }
@@ -633,6 +638,50 @@ async fn post_run(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::
     if response["status"] != "success" || response["stdout"] != "hello\n" {
         bail!("unexpected run result: {response}");
     }
+    Ok(())
+}
+
+/// What Piston's dialect adds to a run: python hello world through `POST /run` and through
+/// `POST /api/v2/execute`, alternating, each from a full pool (paced: the two sides wait the
+/// same), and the translation alone (request in, stage out) timed in-process.
+async fn measure_dialects(server: &ServerUnderTest, runs: usize) -> anyhow::Result<()> {
+    section("dialects: python hello world, paced from a full pool, alternating");
+    let client = reqwest::Client::new();
+    let pool_target = server.pool_target(&client, "python").await;
+    let native = json!({ "language": "python", "code": "print('hello')" });
+    let piston = json!({ "language": "python", "version": "*",
+        "files": [{ "content": "print('hello')" }] });
+    let (mut through_run, mut through_piston) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        server.wait_pool_full(&client, "python", pool_target).await;
+        let started = Instant::now();
+        post_run(&client, &server.url("/run"), &native).await?;
+        through_run.push(started.elapsed());
+        server.wait_pool_full(&client, "python", pool_target).await;
+        let started = Instant::now();
+        let answer: Value = client
+            .post(server.url("/api/v2/execute"))
+            .json(&piston)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        through_piston.push(started.elapsed());
+        if answer["run"]["stdout"] != "hello\n" {
+            bail!("unexpected Piston answer: {answer}");
+        }
+    }
+    through_run.sort();
+    through_piston.sort();
+    println!("{:<44} {:>9} {:>9} {:>9}", "", "p50", "p95", "p99");
+    print_row("POST /run", &through_run);
+    print_row("POST /api/v2/execute (Piston v2)", &through_piston);
+    let translation = crate::api::piston::translation_cost(10_000);
+    println!(
+        "Piston translation alone (request checks, runtime match, stage and JSON out): {:.1} µs per run",
+        translation.as_secs_f64() * 1e6
+    );
     Ok(())
 }
 

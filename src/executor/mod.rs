@@ -23,7 +23,7 @@ use phases::{exec_phase, job_sandbox_spec, sandbox_memory_mb};
 // What the layers above see of the sandbox: the executor is their one door to it.
 pub use crate::sandbox::terminal::{TerminalInput, TerminalOutput};
 pub use crate::sandbox::{
-    InputFull, InputSender, SandboxError, Stream, Utf8Decoder, input_channel,
+    CollectedOutput, InputFull, InputSender, SandboxError, Stream, Utf8Decoder, input_channel,
 };
 
 use crate::config::{LimitsConfig, PoolConfig};

@@ -334,3 +334,51 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 fn is_piston_path(path: &str) -> bool {
     path == "/api/v2" || path.starts_with("/api/v2/")
 }
+
+/// The mean time Piston's translation takes per run, over `iterations` of a hello world: the
+/// request read and checked, a runtime matched among runbox's 14, the stage built and the
+/// answer serialised. What `runbox bench` reports beside the end-to-end figures.
+#[cfg(feature = "bench")]
+pub fn translation_cost(iterations: u32) -> std::time::Duration {
+    use crate::executor::{PhaseOutcome, RunStatus};
+    let body = json!({ "language": "py3", "version": "3.x", "files": [{ "content": "print('hello')" }],
+        "stdin": "", "args": [], "compile_timeout": 10000, "run_timeout": 3000,
+        "compile_memory_limit": -1, "run_memory_limit": -1 });
+    let all: Vec<Runtime> = dialect::NAMES
+        .iter()
+        .filter_map(|(id, ..)| dialect::runtime(id, Some("3.11.2")))
+        .collect();
+    let limits = Limits {
+        run_timeout_ms: 30_000,
+        compile_timeout_ms: 30_000,
+        run_memory_bytes: 512 << 20,
+        compile_memory_bytes: 512 << 20,
+    };
+    let phase = PhaseOutcome {
+        status: RunStatus::Success,
+        exit_code: Some(0),
+        signal: None,
+        output: crate::executor::CollectedOutput {
+            stdout: b"hello\n".to_vec(),
+            stderr: Vec::new(),
+            truncated: false,
+        },
+        duration: std::time::Duration::from_millis(20),
+        cut_short: false,
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..iterations {
+        let mut read = dialect::read_execute(std::hint::black_box(&body)).expect("valid");
+        let runtime = dialect::resolve(&all, &read.language, &read.version).expect("python");
+        dialect::apply_limits(&body, &limits, &mut read.job).expect("within limits");
+        let run = dialect::stage(&phase, "hello\n".to_owned(), None, Some(4096));
+        let answer = ExecuteResponse {
+            language: runtime.language,
+            version: runtime.version.clone(),
+            run,
+            compile: None,
+        };
+        std::hint::black_box(serde_json::to_vec(&answer).expect("serialises"));
+    }
+    started.elapsed() / iterations
+}
