@@ -37,10 +37,10 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// (`input_backlogged`) until it reads. Four full frames: a paste keeps flowing.
 pub(super) const STDIN_BACKLOG_BYTES: usize = 4 * MAX_STDIN_FRAME;
 /// Largest `data` of one stdin frame (a keystroke, a line, a pasted block).
-pub(super) const MAX_STDIN_FRAME: usize = 64 * 1024;
+const MAX_STDIN_FRAME: usize = 64 * 1024;
 /// JSON escaping makes a control character six bytes: a stdin frame's message may be this
 /// much larger than its data.
-pub(super) const JSON_ESCAPE_FACTOR: usize = 6;
+const JSON_ESCAPE_FACTOR: usize = 6;
 
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -193,21 +193,41 @@ pub async fn run_socket(
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade?;
     let executor = state.executor.clone();
+    Ok(upgrade_live(
+        upgrade,
+        body_limit,
+        hold,
+        move |socket, body_limit| interact(socket, executor, body_limit),
+    ))
+}
+
+/// Upgrades to a live-run socket (`/run/ws`, Piston's `/api/v2/connect`) and serves it with
+/// `serve`, which gets the socket and the body cap.
+pub(super) fn upgrade_live<F, Fut>(
+    upgrade: WebSocketUpgrade,
+    body_limit: Option<axum::Extension<BodyLimit>>,
+    hold: Option<axum::Extension<ConnectionHold>>,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(WebSocket, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let request_id = current_request_id();
     // The run request is the largest frame, and is held to POST /run's body cap; a stdin
     // frame's message is far smaller (checked per frame once the run is going).
     let body_limit = body_limit.map_or(usize::MAX, |limit| limit.0.0);
     let max_message = body_limit.max(MAX_STDIN_FRAME * JSON_ESCAPE_FACTOR + 1024);
-    Ok(upgrade
+    upgrade
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| async move {
             // The connection counts against the caps until the socket ends.
             let _hold = hold;
             REQUEST_ID
-                .scope(request_id, interact(socket, executor, body_limit))
+                .scope(request_id, serve(socket, body_limit))
                 .await
-        }))
+        })
 }
 
 async fn interact(mut socket: WebSocket, executor: Executor, body_limit: usize) {

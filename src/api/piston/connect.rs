@@ -13,11 +13,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::super::AppState;
-use super::super::error::{ApiError, REQUEST_ID, current_request_id};
+use super::super::error::ApiError;
 use super::super::json::BodyLimit;
-use super::super::live::{
-    JSON_ESCAPE_FACTOR, LiveStdin, MAX_STDIN_FRAME, STDIN_BACKLOG_BYTES, is_too_big,
-};
+use super::super::live::{LiveStdin, STDIN_BACKLOG_BYTES, is_too_big, upgrade_live};
 use super::dialect;
 use crate::connections::ConnectionHold;
 use crate::executor::{LiveRun, Phase, RunEvent, RunOutcome, Stream, signal_number};
@@ -46,18 +44,12 @@ pub async fn connect(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade?;
-    let request_id = current_request_id();
-    let body_limit = body_limit.map_or(usize::MAX, |limit| limit.0.0);
-    let max_message = body_limit.max(MAX_STDIN_FRAME * JSON_ESCAPE_FACTOR + 1024);
-    Ok(upgrade
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .on_upgrade(move |socket| async move {
-            let _hold = hold;
-            REQUEST_ID
-                .scope(request_id, serve(socket, state, body_limit))
-                .await
-        }))
+    Ok(upgrade_live(
+        upgrade,
+        body_limit,
+        hold,
+        move |socket, body_limit| serve(socket, state, body_limit),
+    ))
 }
 
 /// A client frame, read loosely as Piston reads it (its `type` decides).
