@@ -32,6 +32,7 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ "$mode" = test ]; then
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
+  python3 -m ensurepip --version >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
@@ -100,16 +101,18 @@ fi
 
 # 4. Tests: unit tests and the integration suite against the real engine and images, under
 #    runc; then the language, limit, hardening and adversarial suites again under gVisor.
-say "installing the published clients the tests run (tests/clients: npm piston-client)"
+say "installing the published clients the tests run (tests/clients: npm piston-client, PyPI judge0)"
 npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+[ -x tests/clients/venv/bin/python ] || python3 -m venv tests/clients/venv
+tests/clients/venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 say "running the test suite (runc)"
 cargo test --locked
 say "running the benchmarks' unit tests (feature bench: not part of the service build)"
 cargo test --locked --quiet --features bench --lib bench::
 if docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
-  say "running the language, limit, hardening, adversarial and Piston suites under gVisor (runsc)"
+  say "running the language, limit, hardening, adversarial, Piston and Judge0 suites under gVisor (runsc)"
   RUNBOX_SANDBOX__RUNTIME=runsc cargo test --locked --test it -- \
-    languages:: limits:: hardening:: adversarial:: piston::
+    languages:: limits:: hardening:: adversarial:: piston:: judge0::
 else
   fail "the engine has no runsc runtime; see $daemon_json"
 fi

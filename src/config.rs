@@ -42,6 +42,7 @@ pub struct Config {
     pub pool: PoolConfig,
     pub sessions: SessionsConfig,
     pub terminal: TerminalConfig,
+    pub submissions: SubmissionsConfig,
     pub rate_limit: RateLimitConfig,
     pub auth: AuthConfig,
     pub images: ImagesConfig,
@@ -123,6 +124,20 @@ pub struct TerminalConfig {
     /// Output the terminal's program may produce per second (in bytes, twice that in a
     /// burst); past it the program is slowed down, its output never buffered without bound.
     pub output_bytes_per_sec: u64,
+}
+
+/// Asynchronous submissions (Judge0's dialect): runs whose results are fetched later by
+/// token, kept in memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionsConfig {
+    /// Submissions waiting or running at once; past it a new one is refused (Judge0's
+    /// `503 queue is full`).
+    pub max_pending: usize,
+    /// Finished submissions kept for their clients to fetch; past it the oldest go first.
+    pub max_kept: usize,
+    /// How long a finished submission is kept.
+    pub keep_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +314,7 @@ struct RawConfig {
     pool: PoolConfig,
     sessions: SessionsConfig,
     terminal: TerminalConfig,
+    submissions: SubmissionsConfig,
     rate_limit: RateLimitConfig,
     auth: AuthConfig,
     images: ImagesConfig,
@@ -318,6 +334,7 @@ impl Config {
             pool = ?self.pool,
             sessions = ?self.sessions,
             terminal = ?self.terminal,
+            submissions = ?self.submissions,
             rate_limit = ?self.rate_limit,
             auth = ?self.auth,
             images = ?self.images,
@@ -408,6 +425,7 @@ impl Config {
             pool: raw.pool,
             sessions: raw.sessions,
             terminal: raw.terminal,
+            submissions: raw.submissions,
             rate_limit: raw.rate_limit,
             auth: raw.auth,
             images,
@@ -518,6 +536,13 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
     }
     if s.sweep_interval_secs == 0 {
         return key("sandbox.sweep_interval_secs", "must be positive");
+    }
+    let sub = &raw.submissions;
+    if sub.max_pending == 0 || sub.max_kept == 0 || sub.keep_secs == 0 {
+        return key(
+            "submissions",
+            "max_pending, max_kept and keep_secs must be positive",
+        );
     }
     let l = &raw.limits;
     if l.max_queued_jobs > 100_000 {

@@ -16,6 +16,8 @@
 //!   every container, the orphan sweep, OOM events, images, programs on a PTY.
 //! - [`sessions`]: sandboxes that live across runs: creation, serialised runs, expiry, reaper,
 //!   and the start of a session's terminal program.
+//! - [`submissions`]: runs fetched later by token (Judge0's asynchronous API), bounded and
+//!   expiring, in memory.
 //! - [`rooms`]: a session's terminal shared by every client of its WebSocket: the program's
 //!   PTY wired to a fan-out, a bounded queue and an input gate per client.
 //! - [`metrics`]: counters and histograms, and the scrape-time view of live state.
@@ -36,3 +38,4 @@ pub mod names;
 pub mod rooms;
 pub mod sandbox;
 pub mod sessions;
+pub mod submissions;

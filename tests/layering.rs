@@ -18,6 +18,7 @@ const RULE: &[(&str, &[&str])] = &[
         &["sandbox", "metrics", "config", "languages", "names"],
     ),
     ("rooms", &["executor", "config"]),
+    ("submissions", &["executor", "config"]),
     (
         "sessions",
         &[
@@ -38,6 +39,7 @@ const RULE: &[(&str, &[&str])] = &[
             "connections",
             "executor",
             "sessions",
+            "submissions",
             "rooms",
             "metrics",
             "config",
@@ -57,6 +59,7 @@ const RULE: &[(&str, &[&str])] = &[
             "connections",
             "executor",
             "sessions",
+            "submissions",
             "metrics",
             "sandbox",
             "config",

@@ -69,9 +69,14 @@ impl ApiKeys {
     }
 }
 
-/// `Bearer <key>`, or the raw key alone (Piston's clients send `Authorization: <key>`).
+/// `Bearer <key>`, or the raw key alone (Piston's clients send `Authorization: <key>`), or
+/// Judge0's `X-Auth-Token: <key>`.
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        let token = headers.get("x-auth-token")?.to_str().ok()?.trim();
+        return (!token.is_empty()).then_some(token);
+    };
+    let value = value.to_str().ok()?.trim();
     let token = match value.split_once(' ') {
         Some((scheme, token)) => scheme
             .eq_ignore_ascii_case("bearer")
@@ -144,6 +149,10 @@ mod tests {
             KeyCheck::Valid("ci".into())
         );
         assert_eq!(keys.check(&with_auth("secret-two")), KeyCheck::Invalid);
+        // Judge0's header.
+        let mut judge0 = HeaderMap::new();
+        judge0.insert("x-auth-token", "secret-one".parse().unwrap());
+        assert_eq!(keys.check(&judge0), KeyCheck::Valid("ci".into()));
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod access;
 pub mod error;
 pub mod health;
 pub mod json;
+pub mod judge0;
 pub mod languages;
 pub mod live;
 pub mod metrics;
@@ -14,6 +15,7 @@ pub mod sessions;
 pub mod terminal;
 
 use crate::metrics::Metrics;
+use crate::submissions::Submissions;
 pub use error::ApiError;
 
 use axum::routing::{MethodRouter, delete, get, post};
@@ -27,6 +29,7 @@ use crate::sessions::Sessions;
 pub struct AppState {
     pub executor: Executor,
     pub sessions: Sessions,
+    pub submissions: Submissions,
     pub access: Access,
     pub metrics: std::sync::Arc<Metrics>,
 }
@@ -66,6 +69,7 @@ pub fn routes() -> Vec<Route> {
     ]
     .into_iter()
     .chain(piston::routes())
+    .chain(judge0::routes())
     .collect()
 }
 

@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use super::{error, health, languages, live, metrics, piston, run, sessions, terminal};
+use super::{error, health, judge0, languages, live, metrics, piston, run, sessions, terminal};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,12 +34,27 @@ use super::{error, health, languages, live, metrics, piston, run, sessions, term
         piston::list_packages,
         piston::install_package,
         piston::uninstall_package,
+        judge0::create,
+        judge0::show,
+        judge0::batch_create,
+        judge0::batch_show,
+        judge0::languages,
+        judge0::all_languages,
+        judge0::language,
+        judge0::statuses,
+        judge0::about,
+        judge0::version,
+        judge0::config_info,
+        judge0::workers,
+        judge0::authenticate,
+        judge0::authorize,
     ),
     components(schemas(error::ErrorBody)),
     tags(
         (name = "runs", description = "Run a program once"),
         (name = "sessions", description = "Sandboxes that live across runs, and their shared terminals"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "judge0", description = "Judge0 CE 1.13.1, drop-in: submissions and the info routes its clients read (docs/API.md, \"Judge0 CE\")"),
         (name = "piston", description = "Piston v2, drop-in: the same runs in Piston's words (docs/API.md, \"Piston v2\")"),
     )
 )]

@@ -16,6 +16,7 @@ use crate::executor::Executor;
 use crate::metrics::Metrics;
 use crate::sandbox::{Lifetimes, SandboxBudget, SandboxError, Sandboxes};
 use crate::sessions::Sessions;
+use crate::submissions::Submissions;
 
 pub use crate::api::AppState;
 pub use router::router;
@@ -43,6 +44,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub executor: Executor,
     pub sessions: Sessions,
+    pub submissions: Submissions,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// How long running jobs may go on after shutdown begins.
@@ -100,10 +102,12 @@ impl Server {
         )
         .await;
         metrics.watch_sessions(std::sync::Arc::new(sessions.clone()));
+        let submissions = Submissions::start(&config.submissions, executor.clone());
         let app = router(
             AppState {
                 executor: executor.clone(),
                 sessions: sessions.clone(),
+                submissions: submissions.clone(),
                 access,
                 metrics: metrics.clone(),
             },
@@ -126,6 +130,7 @@ impl Server {
             addr,
             executor,
             sessions,
+            submissions,
             stop,
             task,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
@@ -149,6 +154,8 @@ impl Server {
                     .unwrap_or(Ok(Ok(())))
             }
         };
+        // Submissions still pending end as failed (they live in this process only).
+        self.submissions.shutdown().await;
         self.sessions.shutdown().await;
         self.executor.shutdown().await;
         served.unwrap_or(Ok(()))

@@ -54,6 +54,8 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
         ))
         // Piston's clients read `{"message"}`: every error under its prefix, the edge's too.
         .layer(middleware::from_fn(api::piston::reshape_errors))
+        // Judge0's clients read `{"error"}` (and Rails' 404): likewise under its prefix.
+        .layer(middleware::from_fn(api::judge0::reshape_errors))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 ApiError::Internal("a handler panicked".into()).into_response()

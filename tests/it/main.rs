@@ -9,6 +9,7 @@ mod edge;
 mod errors;
 mod hardening;
 mod health;
+mod judge0;
 mod keeper;
 mod languages;
 mod limits;

@@ -1,0 +1,828 @@
+//! Judge0 CE 1.13.1 at `/judge0/…`: submissions (synchronous with `wait=true`, else queued and
+//! fetched by token; batches of up to 20), `fields`, `base64_encoded`, and the info routes
+//! its clients read. The runs are `POST /run`'s (the same executor, policy and limits); the
+//! queue is [`crate::submissions`]. Errors are Judge0's shapes ([`reshape_errors`]).
+
+pub mod dialect;
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::read_any_body;
+use crate::executor::{JobRequest, RunOutcome};
+use crate::submissions::{QueueFull, State as Progress, Submission};
+
+/// Where Judge0's routes are mounted (its `/languages` would collide with runbox's own).
+pub const PREFIX: &str = "/judge0";
+/// The Judge0 version runbox answers as (the official SDK picks its language ids by it).
+const VERSION: &str = "1.13.1";
+/// Most submissions in one batch.
+const MAX_BATCH: usize = 20;
+
+/// Judge0's routes, each also with a trailing slash as Rails allows. Rate-limit rules name
+/// them without it.
+pub fn routes() -> Vec<super::Route> {
+    let mut routes = Vec::new();
+    let mut add = |method: &'static str, path: &'static str, handler| {
+        routes.push(super::Route {
+            method,
+            path,
+            handler,
+        })
+    };
+    add("POST", "/judge0/submissions", post(create));
+    add("POST", "/judge0/submissions/", post(create));
+    add("GET", "/judge0/submissions/batch", get(batch_show));
+    add("GET", "/judge0/submissions/batch/", get(batch_show));
+    add("POST", "/judge0/submissions/batch", post(batch_create));
+    add("POST", "/judge0/submissions/batch/", post(batch_create));
+    add("GET", "/judge0/submissions/{token}", get(show));
+    add("GET", "/judge0/submissions/{token}/", get(show));
+    add("GET", "/judge0/languages", get(languages));
+    add("GET", "/judge0/languages/", get(languages));
+    add("GET", "/judge0/languages/all", get(all_languages));
+    add("GET", "/judge0/languages/{id}", get(language));
+    add("GET", "/judge0/statuses", get(statuses));
+    add("GET", "/judge0/about", get(about));
+    add("GET", "/judge0/version", get(version));
+    add("GET", "/judge0/config_info", get(config_info));
+    add("GET", "/judge0/workers", get(workers));
+    add("POST", "/judge0/authenticate", post(authenticate));
+    add("POST", "/judge0/authorize", post(authorize));
+    routes
+}
+
+/// The query parameters of the submission routes.
+fn flag(query: &HashMap<String, String>, name: &str) -> bool {
+    query.get(name).map(String::as_str) == Some("true")
+}
+
+/// `POST /judge0/submissions`: `201 {"token"}` at once, or with `wait=true` the finished
+/// submission's fields.
+#[utoipa::path(post, path = "/judge0/submissions", tag = "judge0", responses((status = 201, description = "Judge0 CE: `{token}`, or with `wait=true` the finished submission (docs/API.md, \"Judge0 CE\")")))]
+pub async fn create(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let base64 = flag(&query, "base64_encoded");
+    let fields = dialect::fields(query.get("fields").map(String::as_str))
+        .map_err(|e| Judge0Error::bad_request(&e))?;
+    let body = read_any_body(request).await?;
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let token = match submit(&state, &body, base64) {
+        Ok(token) => token,
+        Err(Refused::Invalid(errors)) => return Ok(unprocessable(errors)),
+        Err(Refused::Full) => return Err(Judge0Error::queue_full()),
+        Err(Refused::Api(err)) => return Err(err),
+    };
+    if !flag(&query, "wait") {
+        return Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response());
+    }
+    state.submissions.wait(&token).await;
+    let submission = state.submissions.get(&token).ok_or(ApiError::NotFound)?;
+    let answer = serialize(&state, &submission, &fields, base64)?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `GET /judge0/submissions/{token}`.
+#[utoipa::path(get, path = "/judge0/submissions/{token}", tag = "judge0", params(("token" = String, Path, description = "The submission's token")), responses((status = 200, description = "Judge0 CE: the submission's asked `fields`")))]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let fields = dialect::fields(query.get("fields").map(String::as_str))
+        .map_err(|e| Judge0Error::bad_request(&e))?;
+    let submission = state.submissions.get(&token).ok_or(ApiError::NotFound)?;
+    Ok(Json(serialize(
+        &state,
+        &submission,
+        &fields,
+        flag(&query, "base64_encoded"),
+    )?))
+}
+
+/// `POST /judge0/submissions/batch`: one result per submission (`{"token"}` or its errors);
+/// 201 when any was taken, else 422.
+#[utoipa::path(post, path = "/judge0/submissions/batch", tag = "judge0", responses((status = 201, description = "Judge0 CE: `[{token} | {attribute: [errors]}]`")))]
+pub async fn batch_create(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let base64 = flag(&query, "base64_encoded");
+    let body = read_any_body(request).await?;
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let items = body["submissions"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return Err(Judge0Error::bad_request(
+            "there should be at least one submission in a batch",
+        ));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(Judge0Error::bad_request(&format!(
+            "number of submissions in a batch should be less than or equal to {MAX_BATCH}"
+        )));
+    }
+    let mut answers = Vec::with_capacity(items.len());
+    let mut taken = false;
+    for item in &items {
+        answers.push(match submit(&state, item, base64) {
+            Ok(token) => {
+                taken = true;
+                json!({ "token": token })
+            }
+            Err(Refused::Invalid(errors)) => Value::Object(errors),
+            Err(Refused::Full) => json!({ "error": "queue is full" }),
+            Err(Refused::Api(err)) => json!({ "error": err.detail().2 }),
+        });
+    }
+    let status = if taken {
+        StatusCode::CREATED
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((status, Json(Value::Array(answers))).into_response())
+}
+
+/// `GET /judge0/submissions/batch?tokens=a,b`: `{"submissions": [… | null]}`.
+#[utoipa::path(get, path = "/judge0/submissions/batch", tag = "judge0", responses((status = 200, description = "Judge0 CE: `{submissions: [submission | null]}`")))]
+pub async fn batch_show(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let fields = dialect::fields(query.get("fields").map(String::as_str))
+        .map_err(|e| Judge0Error::bad_request(&e))?;
+    let base64 = flag(&query, "base64_encoded");
+    let tokens: Vec<&str> = query
+        .get("tokens")
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if tokens.is_empty() {
+        return Err(Judge0Error::bad_request(
+            "there should be at least one submission in a batch",
+        ));
+    }
+    if tokens.len() > MAX_BATCH {
+        return Err(Judge0Error::bad_request(&format!(
+            "number of submissions in a batch should be less than or equal to {MAX_BATCH}"
+        )));
+    }
+    let mut found = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        found.push(match state.submissions.get(token) {
+            Some(submission) => serialize(&state, &submission, &fields, base64)?,
+            None => Value::Null,
+        });
+    }
+    Ok(Json(json!({ "submissions": found })))
+}
+
+/// Why a submission was not taken.
+enum Refused {
+    /// Judge0's 422: attribute → messages.
+    Invalid(Map<String, Value>),
+    Full,
+    Api(ApiError),
+}
+
+/// Checks one submission's attributes as Judge0 does and queues its run.
+fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refused> {
+    let mut errors = Map::new();
+    let mut fail = |attribute: &str, message: &str| {
+        if let Some(list) = errors
+            .entry(attribute)
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
+            list.push(json!(message));
+        }
+    };
+    let text = |name: &str| -> Option<String> {
+        let value = body.get(name)?;
+        let raw = value
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| (!value.is_null()).then(|| value.to_string()))?;
+        Some(if base64 {
+            String::from_utf8_lossy(&dialect::decode64(&raw)).into_owned()
+        } else {
+            raw
+        })
+    };
+    let number = |name: &str| -> Option<f64> {
+        let value = body.get(name)?;
+        value
+            .as_f64()
+            .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+    };
+    let source = text("source_code").filter(|s| !s.is_empty());
+    if source.is_none() {
+        fail("source_code", "can't be blank");
+    }
+    let language_id = number("language_id");
+    let language = match language_id {
+        None => {
+            fail("language_id", "can't be blank");
+            None
+        }
+        Some(id) => match dialect::language_of(id as u32) {
+            Some(language) if id.fract() == 0.0 => Some(language),
+            _ => {
+                fail(
+                    "language_id",
+                    &format!("language with id {id} doesn't exist"),
+                );
+                None
+            }
+        },
+    };
+    let truthy = |name: &str| matches!(body.get(name), Some(Value::Bool(true)));
+    if truthy("enable_network") {
+        fail("enable_network", "enabling network is not allowed");
+    }
+    if body.get("callback_url").is_some_and(|v| !v.is_null()) {
+        fail("callback_url", "setting callback is not allowed");
+    }
+    if body.get("additional_files").is_some_and(|v| !v.is_null()) {
+        fail("additional_files", "additional files are not allowed");
+    }
+    // Refused rather than ignored: the streams would stay apart, which a client asking for
+    // them merged would not expect.
+    if truthy("redirect_stderr_to_stdout") {
+        fail(
+            "redirect_stderr_to_stdout",
+            "is not supported by this server",
+        );
+    }
+    if body.get("compiler_options").is_some_and(|v| !v.is_null()) {
+        fail(
+            "compiler_options",
+            "setting compiler options is not allowed",
+        );
+    }
+    for flag in [
+        "enable_per_process_and_thread_time_limit",
+        "enable_per_process_and_thread_memory_limit",
+    ] {
+        if truthy(flag) {
+            fail(flag, "this option cannot be enabled");
+        }
+    }
+    // Rails prints the bound as the attribute's type: `15.0` for a float, `2048` for an
+    // integer.
+    let mut bounded = |name: &str, default: f64, min: f64, max: f64, min_inclusive: bool| -> f64 {
+        let integer = !matches!(
+            name,
+            "cpu_time_limit" | "cpu_extra_time" | "wall_time_limit"
+        );
+        let show = |bound: f64| {
+            if integer {
+                format!("{}", bound as i64)
+            } else {
+                float(bound)
+            }
+        };
+        let Some(value) = number(name) else {
+            if body.get(name).is_some_and(|v| !v.is_null()) {
+                fail(name, "is not a number");
+            }
+            return default;
+        };
+        if min_inclusive && value < min {
+            fail(
+                name,
+                &format!("must be greater than or equal to {}", show(min)),
+            );
+        } else if !min_inclusive && value <= min {
+            fail(name, &format!("must be greater than {}", show(min)));
+        }
+        if value > max {
+            fail(
+                name,
+                &format!("must be less than or equal to {}", show(max)),
+            );
+        }
+        value
+    };
+    let cpu = bounded("cpu_time_limit", 5.0, 0.0, 15.0, true);
+    let extra = bounded("cpu_extra_time", 1.0, 0.0, 5.0, true);
+    let wall = bounded("wall_time_limit", 10.0, 1.0, 20.0, true);
+    let memory_kb = bounded("memory_limit", 128_000.0, 2048.0, 512_000.0, true);
+    bounded("stack_limit", 64_000.0, 0.0, 128_000.0, true);
+    bounded("max_processes_and_or_threads", 60.0, 0.0, 120.0, false);
+    bounded("max_file_size", 1024.0, 0.0, 4096.0, true);
+    bounded("number_of_runs", 1.0, 0.0, 20.0, false);
+    if !errors.is_empty() {
+        return Err(Refused::Invalid(errors));
+    }
+    let (Some(source), Some(language)) = (source, language) else {
+        return Err(Refused::Invalid(errors));
+    };
+    let args = text("command_line_arguments")
+        .map(|line| {
+            line.chars()
+                .filter(|c| !"$&;<>|`".contains(*c))
+                .collect::<String>()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    // A program on one CPU cannot use more CPU than wall time: the tighter of the CPU limit
+    // (with its extra time) and the wall limit ends it no later than Judge0 would.
+    let timeout_s = (cpu + extra).min(wall);
+    let catalogue = state.executor.catalogue();
+    let max_timeout = catalogue
+        .resolve(language)
+        .map_or(u64::MAX, |l| l.max_timeout_ms);
+    let job = JobRequest {
+        language: Some(language.to_owned()),
+        code: Some(source),
+        files: Vec::new(),
+        input: text("stdin"),
+        args,
+        timeout_ms: Some(((timeout_s * 1000.0).ceil() as u64).clamp(1, max_timeout)),
+        memory_mb: Some(((memory_kb / 1024.0).ceil() as u64).max(16)),
+        tests: None,
+    };
+    let job = state
+        .executor
+        .validate(job)
+        .map_err(|e| Refused::Api(e.into()))?;
+    // What the answer echoes back, decoded.
+    let mut kept = body.clone();
+    for name in [
+        "source_code",
+        "stdin",
+        "expected_output",
+        "command_line_arguments",
+    ] {
+        if let Some(value) = text(name) {
+            kept[name] = json!(value);
+        }
+    }
+    kept["language_id"] = json!(language_id.map(|id| id as u64));
+    kept["cpu_time_limit"] = json!(cpu);
+    kept["cpu_extra_time"] = json!(extra);
+    kept["wall_time_limit"] = json!(wall);
+    kept["memory_limit"] = json!(memory_kb as u64);
+    state
+        .submissions
+        .submit(job, kept)
+        .map_err(|QueueFull| Refused::Full)
+}
+
+/// A float as Ruby prints it: `15.0`, `0.5`.
+fn float(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.1}")
+    } else {
+        value.to_string()
+    }
+}
+
+fn unprocessable(errors: Map<String, Value>) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(Value::Object(errors)),
+    )
+        .into_response()
+}
+
+/// Judge0's `{"error"}` answers, carried as runbox errors to the one reshaping layer.
+struct Judge0Error;
+
+impl Judge0Error {
+    fn bad_request(message: &str) -> ApiError {
+        ApiError::InvalidRequest(message.to_owned())
+    }
+
+    fn queue_full() -> ApiError {
+        ApiError::Overloaded(crate::executor::Overloaded)
+    }
+}
+
+/// A submission's attributes, as asked: every attribute of 1.13.1 computed, then the asked
+/// ones kept, in the order asked. Text is base64 (Ruby's form) when asked; without it, output
+/// that is not UTF-8 is Judge0's 400.
+fn serialize(
+    state: &AppState,
+    submission: &Submission,
+    fields: &[&str],
+    base64: bool,
+) -> Result<Value, ApiError> {
+    let request = &submission.request;
+    let language_id = request["language_id"].as_u64().unwrap_or(0);
+    let (status, outcome) = match &submission.state {
+        Progress::Queued => (dialect::IN_QUEUE, None),
+        Progress::Processing => (dialect::PROCESSING, None),
+        Progress::Finished(Err(_)) => (dialect::INTERNAL_ERROR, None),
+        Progress::Finished(Ok(outcome)) => {
+            let expected = request["expected_output"].as_str();
+            let status = match &outcome.run {
+                Some(run) => dialect::judged(run, expected).0,
+                None => 6,
+            };
+            (status, Some(outcome.as_ref()))
+        }
+    };
+    let mut texts: Vec<(&str, Option<Vec<u8>>)> = vec![
+        (
+            "source_code",
+            request["source_code"]
+                .as_str()
+                .map(|s| s.as_bytes().to_vec()),
+        ),
+        (
+            "stdin",
+            request["stdin"].as_str().map(|s| s.as_bytes().to_vec()),
+        ),
+        (
+            "expected_output",
+            request["expected_output"]
+                .as_str()
+                .map(|s| s.as_bytes().to_vec()),
+        ),
+    ];
+    let run = outcome.and_then(|o| o.run.as_ref());
+    let nonempty = |bytes: &[u8]| (!bytes.is_empty()).then(|| bytes.to_vec());
+    texts.push(("stdout", run.and_then(|r| nonempty(&r.output.stdout))));
+    texts.push(("stderr", run.and_then(|r| nonempty(&r.output.stderr))));
+    texts.push(("compile_output", outcome.and_then(compile_output)));
+    texts.push((
+        "message",
+        message(submission, outcome).map(String::into_bytes),
+    ));
+    let mut all = Map::new();
+    for (name, bytes) in texts {
+        let value = match bytes {
+            None => Value::Null,
+            Some(bytes) if base64 => json!(dialect::encode64(&bytes)),
+            Some(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => json!(text),
+                Err(_) => {
+                    return Err(Judge0Error::bad_request(
+                        "some attributes for this submission cannot be converted to UTF-8, use base64_encoded=true query parameter",
+                    ));
+                }
+            },
+        };
+        all.insert(name.to_owned(), value);
+    }
+    let (exit_code, exit_signal) = match (run, status) {
+        (Some(run), _) => {
+            let (_, code, signal) = dialect::judged(run, request["expected_output"].as_str());
+            (json!(code), json!(signal))
+        }
+        _ => (Value::Null, Value::Null),
+    };
+    let language_name = state
+        .executor
+        .languages()
+        .into_iter()
+        .find(|info| dialect::language_of(language_id as u32) == Some(info.language.id.as_str()))
+        .map(|info| name_of(&info.language.id, info.version.as_deref().unwrap_or("")));
+    let time = run.map(|_| {
+        outcome
+            .and_then(|o| o.cpu_time)
+            .map_or(Value::Null, |t| json!(dialect::seconds(t)))
+    });
+    let stamp = |at: Option<SystemTime>| at.map_or(Value::Null, |t| json!(dialect::timestamp(t)));
+    let limit = |name: &str, default: f64| json!(float(request[name].as_f64().unwrap_or(default)));
+    let integer = |name: &str, default: i64| json!(request[name].as_i64().unwrap_or(default));
+    let boolean = |name: &str| json!(request[name].as_bool().unwrap_or(false));
+    for (name, value) in [
+        ("token", json!(submission.token)),
+        ("language_id", json!(language_id)),
+        (
+            "language",
+            json!({ "id": language_id, "name": language_name }),
+        ),
+        ("status_id", json!(status)),
+        (
+            "status",
+            json!({ "id": status, "description": dialect::status_description(status) }),
+        ),
+        ("time", time.unwrap_or(Value::Null)),
+        (
+            "wall_time",
+            run.map_or(Value::Null, |r| json!(dialect::seconds(r.duration))),
+        ),
+        (
+            "memory",
+            run.and(outcome.and_then(|o| o.memory_kb))
+                .map_or(Value::Null, |kb| json!(kb)),
+        ),
+        ("exit_code", exit_code),
+        ("exit_signal", exit_signal),
+        ("created_at", stamp(Some(submission.created_at))),
+        ("finished_at", stamp(submission.finished_at)),
+        ("number_of_runs", integer("number_of_runs", 1)),
+        ("cpu_time_limit", limit("cpu_time_limit", 5.0)),
+        ("cpu_extra_time", limit("cpu_extra_time", 1.0)),
+        ("wall_time_limit", limit("wall_time_limit", 10.0)),
+        ("memory_limit", integer("memory_limit", 128_000)),
+        ("stack_limit", integer("stack_limit", 64_000)),
+        (
+            "max_processes_and_or_threads",
+            integer("max_processes_and_or_threads", 60),
+        ),
+        (
+            "enable_per_process_and_thread_time_limit",
+            boolean("enable_per_process_and_thread_time_limit"),
+        ),
+        (
+            "enable_per_process_and_thread_memory_limit",
+            boolean("enable_per_process_and_thread_memory_limit"),
+        ),
+        ("max_file_size", integer("max_file_size", 1024)),
+        (
+            "redirect_stderr_to_stdout",
+            boolean("redirect_stderr_to_stdout"),
+        ),
+        ("enable_network", json!(false)),
+        ("compiler_options", Value::Null),
+        (
+            "command_line_arguments",
+            request
+                .get("command_line_arguments")
+                .cloned()
+                .unwrap_or(Value::Null),
+        ),
+        ("callback_url", Value::Null),
+        ("additional_files", Value::Null),
+    ] {
+        all.insert(name.to_owned(), value);
+    }
+    let mut chosen = Map::new();
+    for field in fields {
+        chosen.insert(
+            (*field).to_owned(),
+            all.get(*field).cloned().unwrap_or(Value::Null),
+        );
+    }
+    Ok(Value::Object(chosen))
+}
+
+/// The compiler's messages, stdout and stderr together, when it printed any.
+fn compile_output(outcome: &RunOutcome) -> Option<Vec<u8>> {
+    let compile = outcome.compile.as_ref()?;
+    let mut bytes = compile.output.stdout.clone();
+    bytes.extend_from_slice(&compile.output.stderr);
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+/// isolate's message for an end that has one, or why the submission could not run.
+fn message(submission: &Submission, outcome: Option<&RunOutcome>) -> Option<String> {
+    if let Progress::Finished(Err(why)) = &submission.state {
+        return Some(why.clone());
+    }
+    let run = outcome?.run.as_ref()?;
+    super::piston::dialect::stage(run, String::new(), None, None)
+        .message
+        .map(|m| m.replace(" (wall clock)", ""))
+}
+
+/// Judge0's name of runbox language `id` at `version`.
+fn name_of(id: &str, version: &str) -> String {
+    let label = dialect::LANGUAGE_IDS
+        .iter()
+        .find(|(ours, ..)| *ours == id)
+        .map_or(id, |(_, label, _)| label);
+    dialect::language_name(label, version)
+}
+
+/// Every Judge0 id runbox serves, with its name, ordered by name then id.
+fn listed(state: &AppState) -> Vec<(u32, String, String)> {
+    let mut all = Vec::new();
+    for info in state.executor.languages() {
+        let Some(version) = info.version.as_deref() else {
+            continue; // image missing: not served now
+        };
+        let Some((_, _, ids)) = dialect::LANGUAGE_IDS
+            .iter()
+            .find(|(ours, ..)| *ours == info.language.id)
+        else {
+            continue;
+        };
+        let name = name_of(&info.language.id, version);
+        for id in *ids {
+            all.push((*id, name.clone(), info.language.id.clone()));
+        }
+    }
+    all.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    all
+}
+
+#[utoipa::path(get, path = "/judge0/languages", tag = "judge0", responses((status = 200, description = "Judge0 CE: `[{id, name}]`")))]
+pub async fn languages(State(state): State<AppState>) -> Json<Value> {
+    Json(Value::Array(
+        listed(&state)
+            .into_iter()
+            .map(|(id, name, _)| json!({ "id": id, "name": name }))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/judge0/languages/all", tag = "judge0", responses((status = 200, description = "Judge0 CE: `[{id, name, is_archived}]`")))]
+pub async fn all_languages(State(state): State<AppState>) -> Json<Value> {
+    Json(Value::Array(
+        listed(&state)
+            .into_iter()
+            .map(|(id, name, _)| json!({ "id": id, "name": name, "is_archived": false }))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/judge0/languages/{id}", tag = "judge0", params(("id" = u32, Path, description = "A Judge0 language id")), responses((status = 200, description = "Judge0 CE: `{id, name, is_archived, source_file, compile_cmd, run_cmd}`")))]
+pub async fn language(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: u32 = id.parse().map_err(|_| ApiError::NotFound)?;
+    let (_, name, ours) = listed(&state)
+        .into_iter()
+        .find(|(i, ..)| *i == id)
+        .ok_or(ApiError::NotFound)?;
+    let language = state
+        .executor
+        .catalogue()
+        .resolve(&ours)
+        .cloned()
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(json!({
+        "id": id,
+        "name": name,
+        "is_archived": false,
+        "source_file": language.main_file,
+        "compile_cmd": language.compile.as_ref().map(|c| c.join(" ")),
+        "run_cmd": language.run.join(" "),
+    })))
+}
+
+#[utoipa::path(get, path = "/judge0/statuses", tag = "judge0", responses((status = 200, description = "Judge0 CE: the 14 statuses")))]
+pub async fn statuses() -> Json<Value> {
+    Json(Value::Array(
+        dialect::STATUSES
+            .iter()
+            .map(|(id, description)| json!({ "id": id, "description": description }))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/judge0/about", tag = "judge0", responses((status = 200, description = "Judge0 CE: `{version, …}`")))]
+pub async fn about() -> Json<Value> {
+    Json(json!({
+        "version": VERSION,
+        "homepage": "https://judge0.com",
+        "source_code": "https://github.com/judge0/judge0",
+        "maintainer": "runbox, serving Judge0 CE's API (Judge0 is Herman Zvonimir Došilović's)",
+    }))
+}
+
+#[utoipa::path(get, path = "/judge0/version", tag = "judge0", responses((status = 200, description = "Judge0 CE: `1.13.1` as text")))]
+pub async fn version() -> &'static str {
+    VERSION
+}
+
+/// Every key of 1.13.1's `/config_info` (the official SDK requires all 39), with runbox's
+/// values: what it allows and the limits it checks.
+#[utoipa::path(get, path = "/judge0/config_info", tag = "judge0", responses((status = 200, description = "Judge0 CE: the 39 configuration keys")))]
+pub async fn config_info(State(state): State<AppState>) -> Json<Value> {
+    let pending = state.submissions.max_pending();
+    Json(json!({
+        "maintenance_mode": false,
+        "enable_wait_result": true,
+        "enable_compiler_options": false,
+        "allowed_languages_for_compile_options": [],
+        "enable_command_line_arguments": true,
+        "enable_submission_delete": false,
+        "enable_callbacks": false,
+        "callbacks_max_tries": 3,
+        "callbacks_timeout": 5.0,
+        "enable_additional_files": false,
+        "max_queue_size": pending,
+        "cpu_time_limit": 5.0,
+        "max_cpu_time_limit": 15.0,
+        "cpu_extra_time": 1.0,
+        "max_cpu_extra_time": 5.0,
+        "wall_time_limit": 10.0,
+        "max_wall_time_limit": 20.0,
+        "memory_limit": 128000,
+        "max_memory_limit": 512000,
+        "stack_limit": 64000,
+        "max_stack_limit": 128000,
+        "max_processes_and_or_threads": 60,
+        "max_max_processes_and_or_threads": 120,
+        "enable_per_process_and_thread_time_limit": false,
+        "allow_enable_per_process_and_thread_time_limit": false,
+        "enable_per_process_and_thread_memory_limit": false,
+        "allow_enable_per_process_and_thread_memory_limit": false,
+        "max_file_size": 1024,
+        "max_max_file_size": 4096,
+        "number_of_runs": 1,
+        "max_number_of_runs": 20,
+        "redirect_stderr_to_stdout": false,
+        "max_extract_size": 10240,
+        "enable_batched_submissions": true,
+        "max_submission_batch_size": MAX_BATCH,
+        "submission_cache_duration": 1.0,
+        "use_docs_as_homepage": false,
+        "allow_enable_network": false,
+        "enable_network": false,
+    }))
+}
+
+/// One "queue" (runbox's submissions), in `/workers`' shape.
+#[utoipa::path(get, path = "/judge0/workers", tag = "judge0", responses((status = 200, description = "Judge0 CE: the queue")))]
+pub async fn workers(State(state): State<AppState>) -> Json<Value> {
+    let pending = state.submissions.pending();
+    Json(json!([{
+        "queue": VERSION,
+        "size": pending,
+        "available": 1,
+        "idle": usize::from(pending == 0),
+        "working": usize::from(pending > 0),
+        "paused": 0,
+        "failed": 0,
+    }]))
+}
+
+/// `POST /judge0/authenticate`: reaching here means the key (if keys are on) passed.
+#[utoipa::path(post, path = "/judge0/authenticate", tag = "judge0", responses((status = 200, description = "Judge0 CE: the key passed")))]
+pub async fn authenticate() -> StatusCode {
+    StatusCode::OK
+}
+
+/// `POST /judge0/authorize`: runbox has no authorization tokens (Judge0 answers 403 when none
+/// is configured).
+#[utoipa::path(post, path = "/judge0/authorize", tag = "judge0", responses((status = 403, description = "Judge0 CE: no authorization tokens are configured")))]
+pub async fn authorize() -> StatusCode {
+    StatusCode::FORBIDDEN
+}
+
+/// Turns runbox's error bodies under `/judge0` into Judge0's: `{"error": message}` with the
+/// status kept; a 404 is Rails' `{"status":404,"error":"Not Found"}`, a 401 is empty, and a
+/// full queue is `503 {"error":"queue is full"}`.
+pub async fn reshape_errors(request: Request, next: Next) -> Response {
+    let judge0 = request.uri().path().starts_with("/judge0/") || request.uri().path() == PREFIX;
+    let response = next.run(request).await;
+    let status = response.status();
+    if !judge0 || status.is_success() || status == StatusCode::UNPROCESSABLE_ENTITY {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let body = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Vec::new(),
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+            parts.status = StatusCode::NOT_FOUND;
+            br#"{"status":404,"error":"Not Found"}"#.to_vec()
+        }
+        StatusCode::SERVICE_UNAVAILABLE
+            if parsed
+                .as_ref()
+                .is_some_and(|v| v["error"]["code"] == "overloaded") =>
+        {
+            br#"{"error":"queue is full"}"#.to_vec()
+        }
+        _ => {
+            let message = parsed
+                .as_ref()
+                .and_then(|v| v["error"]["message"].as_str())
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"));
+            serde_json::to_vec(&json!({ "error": message })).unwrap_or_default()
+        }
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if body.is_empty() {
+        parts.headers.remove(header::CONTENT_TYPE);
+    } else {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    Response::from_parts(parts, Body::from(body))
+}

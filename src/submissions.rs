@@ -1,0 +1,344 @@
+//! Submissions: runs whose results are fetched later, by token (Judge0's asynchronous API).
+//! A submission is queued, then processing (it has its sandbox), then finished with the run's
+//! outcome or why it could not run. The runs are the executor's, admitted like any other.
+//! Records live behind [`SubmissionStore`] (in this process's memory by default), bounded:
+//! at most `max_pending` waiting or running, at most `max_kept` finished, none kept longer
+//! than `keep_secs`. Whatever happens to its task, a submission ends: a task that panics or
+//! is cancelled leaves it finished with an internal error, never "processing" forever.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::SubmissionsConfig;
+use crate::executor::{Executor, Job, LiveRun, RunEvent, RunOutcome};
+
+/// Where a submission is.
+#[derive(Debug, Clone)]
+pub enum State {
+    Queued,
+    Processing,
+    /// The run's outcome, or (for the log-free client message) why there is none.
+    Finished(Result<Box<RunOutcome>, String>),
+}
+
+/// One submission: what its dialect keeps of the request (opaque here), where it is, and
+/// when it was created and finished.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub token: String,
+    pub request: Value,
+    pub state: State,
+    pub created_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
+}
+
+/// Refused: `max_pending` submissions are waiting or running already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("queue is full")]
+pub struct QueueFull;
+
+/// Where submission records live: in memory here, the seam for a shared store.
+pub trait SubmissionStore: Send + Sync + 'static {
+    /// Adds a queued submission unless `max_pending` are pending already.
+    fn insert(&self, submission: Submission) -> Result<(), QueueFull>;
+    fn get(&self, token: &str) -> Option<Submission>;
+    /// Moves a pending submission on; a finished one stays as it is.
+    fn advance(&self, token: &str, state: State, at: SystemTime);
+    /// Drops finished submissions older than `keep` (at `now`).
+    fn expire(&self, now: SystemTime, keep: Duration);
+}
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    max_pending: usize,
+    max_kept: usize,
+    inner: Mutex<Records>,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    by_token: HashMap<String, Submission>,
+    pending: usize,
+    /// Finished tokens, oldest first.
+    finished: VecDeque<String>,
+}
+
+impl MemoryStore {
+    pub fn new(max_pending: usize, max_kept: usize) -> MemoryStore {
+        MemoryStore {
+            max_pending,
+            max_kept,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
+        // Every operation leaves the records whole before it can panic.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SubmissionStore for MemoryStore {
+    fn insert(&self, submission: Submission) -> Result<(), QueueFull> {
+        let mut records = self.lock();
+        if records.pending >= self.max_pending {
+            return Err(QueueFull);
+        }
+        records.pending += 1;
+        records
+            .by_token
+            .insert(submission.token.clone(), submission);
+        Ok(())
+    }
+
+    fn get(&self, token: &str) -> Option<Submission> {
+        self.lock().by_token.get(token).cloned()
+    }
+
+    fn advance(&self, token: &str, state: State, at: SystemTime) {
+        let mut records = self.lock();
+        let Some(submission) = records.by_token.get_mut(token) else {
+            return;
+        };
+        if matches!(submission.state, State::Finished(_)) {
+            return;
+        }
+        let finishing = matches!(state, State::Finished(_));
+        submission.state = state;
+        if finishing {
+            submission.finished_at = Some(at);
+            records.pending -= 1;
+            records.finished.push_back(token.to_owned());
+            while records.finished.len() > self.max_kept {
+                if let Some(oldest) = records.finished.pop_front() {
+                    records.by_token.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn expire(&self, now: SystemTime, keep: Duration) {
+        let mut records = self.lock();
+        while let Some(oldest) = records.finished.front().cloned() {
+            let finished = records
+                .by_token
+                .get(&oldest)
+                .and_then(|s| s.finished_at)
+                .unwrap_or(now);
+            if now.duration_since(finished).unwrap_or_default() < keep {
+                break;
+            }
+            records.finished.pop_front();
+            records.by_token.remove(&oldest);
+        }
+    }
+}
+
+/// The submissions of this process. Cheap to clone.
+#[derive(Clone)]
+pub struct Submissions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    executor: Executor,
+    store: Arc<dyn SubmissionStore>,
+    max_pending: usize,
+    keep: Duration,
+    /// Cancelled at shutdown: submissions still pending end as failed.
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    /// Each pending submission's end, for a client that waits for it (`wait=true`).
+    ends: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+/// How often finished submissions past their keep time are dropped.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Submissions {
+    /// Starts the expiry task.
+    pub fn start(config: &SubmissionsConfig, executor: Executor) -> Submissions {
+        let submissions = Submissions {
+            inner: Arc::new(Inner {
+                executor,
+                store: Arc::new(MemoryStore::new(config.max_pending, config.max_kept)),
+                max_pending: config.max_pending,
+                keep: Duration::from_secs(config.keep_secs),
+                stop: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                ends: Mutex::default(),
+            }),
+        };
+        let expiring = submissions.clone();
+        submissions.inner.tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(EXPIRY_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = expiring.inner.stop.cancelled() => return,
+                }
+                let inner = &expiring.inner;
+                inner.store.expire(SystemTime::now(), inner.keep);
+            }
+        });
+        submissions
+    }
+
+    /// Queues `job` and runs it in the background; returns its token at once.
+    pub fn submit(&self, job: Job, request: Value) -> Result<String, QueueFull> {
+        let token = uuid::Uuid::new_v4().to_string();
+        self.inner.store.insert(Submission {
+            token: token.clone(),
+            request,
+            state: State::Queued,
+            created_at: SystemTime::now(),
+            finished_at: None,
+        })?;
+        let (ended, _) = watch::channel(false);
+        self.lock_ends().insert(token.clone(), ended);
+        let this = self.clone();
+        let running = token.clone();
+        self.inner.tasks.spawn(async move {
+            // Marks the submission failed if this task ends any other way than below.
+            let mut guard = EndGuard {
+                submissions: this.clone(),
+                token: running.clone(),
+                armed: true,
+            };
+            let ended = tokio::select! {
+                ended = this.run(&running, job) => ended,
+                () = this.inner.stop.cancelled() => Err("runbox is shutting down".to_owned()),
+            };
+            this.finish(&running, ended.map(Box::new));
+            guard.armed = false;
+        });
+        Ok(token)
+    }
+
+    async fn run(&self, token: &str, job: Job) -> Result<RunOutcome, String> {
+        let (events, mut started) = mpsc::unbounded_channel();
+        let live = LiveRun {
+            events,
+            stdin: None,
+            kill: CancellationToken::new(),
+        };
+        let store = self.inner.store.clone();
+        let watch_start = async {
+            while let Some(event) = started.recv().await {
+                if matches!(event, RunEvent::Started { .. }) {
+                    store.advance(token, State::Processing, SystemTime::now());
+                }
+            }
+        };
+        let (ended, ()) = tokio::join!(self.inner.executor.run_live(job, live), watch_start);
+        ended.map_err(|err| err.to_string())
+    }
+
+    fn finish(&self, token: &str, ended: Result<Box<RunOutcome>, String>) {
+        self.inner
+            .store
+            .advance(token, State::Finished(ended), SystemTime::now());
+        if let Some(ended) = self.lock_ends().remove(token) {
+            let _ = ended.send(true);
+        }
+    }
+
+    pub fn get(&self, token: &str) -> Option<Submission> {
+        self.inner.store.get(token)
+    }
+
+    /// Submissions waiting or running now.
+    pub fn pending(&self) -> usize {
+        self.lock_ends().len()
+    }
+
+    /// Most submissions waiting or running at once.
+    pub fn max_pending(&self) -> usize {
+        self.inner.max_pending
+    }
+
+    /// Waits until `token` has finished (at once when it has, or is unknown).
+    pub async fn wait(&self, token: &str) {
+        let receiver = self.lock_ends().get(token).map(watch::Sender::subscribe);
+        if let Some(mut receiver) = receiver {
+            let _ = receiver.wait_for(|ended| *ended).await;
+        }
+    }
+
+    /// Ends every pending submission (as failed) and waits for their tasks.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    fn lock_ends(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<bool>>> {
+        self.inner.ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Ends a submission whose task stopped without finishing it (a panic, a dropped runtime).
+struct EndGuard {
+    submissions: Submissions,
+    token: String,
+    armed: bool,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.submissions
+                .finish(&self.token, Err("the run did not finish".to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(token: &str) -> Submission {
+        Submission {
+            token: token.to_owned(),
+            request: Value::Null,
+            state: State::Queued,
+            created_at: SystemTime::UNIX_EPOCH,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn the_store_bounds_pending_and_kept_submissions() {
+        let store = MemoryStore::new(2, 2);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        store.insert(queued("a")).unwrap();
+        store.insert(queued("b")).unwrap();
+        assert_eq!(store.insert(queued("c")), Err(QueueFull));
+        store.advance("a", State::Processing, t0);
+        assert!(matches!(store.get("a").unwrap().state, State::Processing));
+        store.advance("a", State::Finished(Err("x".into())), t0);
+        // A finished one stays finished.
+        store.advance("a", State::Processing, t0);
+        assert!(matches!(store.get("a").unwrap().state, State::Finished(_)));
+        // A place is free again; the kept ones are bounded, the oldest dropped first.
+        store.insert(queued("c")).unwrap();
+        store.advance("b", State::Finished(Err("x".into())), t0);
+        store.advance(
+            "c",
+            State::Finished(Err("x".into())),
+            t0 + Duration::from_secs(5),
+        );
+        assert!(store.get("a").is_none());
+        assert!(store.get("b").is_some());
+        // Expiry by age.
+        store.expire(t0 + Duration::from_secs(10), Duration::from_secs(8));
+        assert!(store.get("b").is_none());
+        assert!(store.get("c").is_some());
+    }
+}

@@ -1,0 +1,365 @@
+//! Judge0 CE 1.13.1, drop-in, at `/judge0`: the official Python SDK as published, and raw HTTP
+//! against the submission routes, fields, encodings, statuses and errors of
+//! `../shared/spec/compat.md` §2 that runbox serves.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, repo_root, shared, start_on_own_runtime};
+
+async fn post(app: &TestApp, path_and_query: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(app.url(path_and_query))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(app: &TestApp, path_and_query: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(app.url(path_and_query)).await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_official_python_sdk_works_unchanged() {
+    let python = repo_root().join("tests/clients/venv/bin/python");
+    let script = repo_root().join("tests/clients/judge0_sdk.py");
+    let output = tokio::process::Command::new(python)
+        .arg(&script)
+        .arg(shared().url("/judge0"))
+        .output()
+        .await
+        .expect("the SDK's venv exists (the test setup installs tests/clients)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let all: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(all["about"]["version"], "1.13.1");
+    assert_eq!(
+        (&all["hello"]["status"], &all["hello"]["stdout"]),
+        (&json!(3), &json!("Hello, World!\n"))
+    );
+    assert_eq!(all["stdin"]["stdout"], "hello\n");
+    let compile = &all["compile_error"];
+    assert_eq!(compile["status"], 6);
+    assert!(
+        compile["compile_output"]
+            .as_str()
+            .unwrap()
+            .contains("undefined_name"),
+        "{compile}"
+    );
+    assert_eq!(all["timeout"]["status"], 5);
+    assert_eq!(
+        (
+            &all["runtime_error"]["status"],
+            &all["runtime_error"]["exit_code"]
+        ),
+        (&json!(11), &json!(3))
+    );
+    assert_eq!(all["expected"]["status"], 4);
+    assert_eq!(
+        (&all["async"]["status"], &all["async"]["stdout"]),
+        (&json!(3), &json!("later\n"))
+    );
+    let batch: Vec<&Value> = all["batch"].as_array().unwrap().iter().collect();
+    let outputs: Vec<&Value> = batch.iter().map(|s| &s["stdout"]).collect();
+    assert_eq!(outputs, [&json!("0\n"), &json!("1\n"), &json!("4\n")]);
+}
+
+#[tokio::test]
+async fn submissions_answer_in_judge0s_shapes() {
+    let app = shared();
+    // wait=true with the default fields: null for empty streams, time as a string.
+    let (status, body) = post(
+        app,
+        "/judge0/submissions?wait=true",
+        json!({ "source_code": "print(input())", "language_id": "71", "stdin": "hi" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = vec![
+        "compile_output",
+        "memory",
+        "message",
+        "status",
+        "stderr",
+        "stdout",
+        "time",
+        "token",
+    ];
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+    assert_eq!(
+        body["status"],
+        json!({ "id": 3, "description": "Accepted" })
+    );
+    assert_eq!(body["stdout"], "hi\n");
+    assert_eq!(body["stderr"], Value::Null);
+    assert!(body["time"].as_str().unwrap().parse::<f64>().is_ok());
+
+    // base64 both ways (Ruby's wrapped form out), a signal, and chosen fields.
+    let (_, body) = post(
+        app,
+        "/judge0/submissions?wait=true&base64_encoded=true&fields=stdout,exit_signal,status_id,message",
+        json!({ "source_code": "aW1wb3J0IG9zOyBwcmludCgnaGknLCBmbHVzaD1UcnVlKTsgb3Mua2lsbChvcy5nZXRwaWQoKSwgMTEp",
+                "language_id": 71 }),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({ "stdout": "aGkK\n", "exit_signal": 11, "status_id": 7,
+                "message": "Q2F1Z2h0IGZhdGFsIHNpZ25hbCAxMQ==\n" })
+    );
+
+    // Asynchronous: a token at once, then the states until the end.
+    let (status, created) = post(
+        app,
+        "/judge0/submissions",
+        json!({ "source_code": "import time; time.sleep(1); print('done')", "language_id": 71 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created.as_object().unwrap().len(), 1);
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&token).is_ok());
+    let mut seen = Vec::new();
+    let body = loop {
+        let (_, body) = get(app, &format!("/judge0/submissions/{token}?fields=*")).await;
+        let id = body["status"]["id"].as_u64().unwrap();
+        if seen.last() != Some(&id) {
+            seen.push(id);
+        }
+        if id > 2 {
+            break body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(seen.last(), Some(&3), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(body.as_object().unwrap().len(), 35, "{body}");
+    assert!(body["finished_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["cpu_time_limit"], "5.0");
+    assert_eq!(body["language"]["id"], 71);
+
+    // Batches: one answer per item, and null for an unknown token.
+    let (status, tokens) = post(
+        app,
+        "/judge0/submissions/batch",
+        json!({ "submissions": [
+            { "source_code": "print(1)", "language_id": 71 },
+            { "source_code": "", "language_id": 71 },
+        ] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(tokens[0]["token"].is_string());
+    assert_eq!(tokens[1], json!({ "source_code": ["can't be blank"] }));
+    let known = tokens[0]["token"].as_str().unwrap();
+    let unknown = uuid::Uuid::new_v4();
+    let (_, shown) = get(
+        app,
+        &format!("/judge0/submissions/batch?tokens={known},{unknown}&fields=token"),
+    )
+    .await;
+    assert_eq!(shown["submissions"][0]["token"], known);
+    assert_eq!(shown["submissions"][1], Value::Null);
+}
+
+#[tokio::test]
+async fn bad_submissions_get_judge0s_errors_and_create_nothing() {
+    let app = start_on_own_runtime(&[]);
+    let (status, body) = post(&app, "/judge0/submissions", json!({ "language_id": 9999 })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body,
+        json!({ "source_code": ["can't be blank"],
+                "language_id": ["language with id 9999 doesn't exist"] })
+    );
+    let (status, body) = post(
+        &app,
+        "/judge0/submissions",
+        json!({ "source_code": "x", "language_id": 71, "cpu_time_limit": 20,
+                "memory_limit": 100, "enable_network": true,
+                "callback_url": "http://169.254.169.254/", "wall_time_limit": "x",
+                "additional_files": "UEsDBAoAAAAAAA==" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["cpu_time_limit"],
+        json!(["must be less than or equal to 15.0"])
+    );
+    assert_eq!(
+        body["memory_limit"],
+        json!(["must be greater than or equal to 2048"])
+    );
+    assert_eq!(
+        body["enable_network"],
+        json!(["enabling network is not allowed"])
+    );
+    assert_eq!(
+        body["callback_url"],
+        json!(["setting callback is not allowed"])
+    );
+    assert_eq!(body["wall_time_limit"], json!(["is not a number"]));
+    assert_eq!(
+        body["additional_files"],
+        json!(["additional files are not allowed"])
+    );
+    let (status, body) = get(&app, "/judge0/submissions/nope").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({ "status": 404, "error": "Not Found" })
+        )
+    );
+    let (status, body) = get(&app, "/judge0/submissions/x?fields=stdout,bogus").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "invalid fields: [bogus]" })
+        )
+    );
+    let many: Vec<Value> = (0..21)
+        .map(|_| json!({ "source_code": "x", "language_id": 71 }))
+        .collect();
+    let (status, body) = post(
+        &app,
+        "/judge0/submissions/batch",
+        json!({ "submissions": many }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["error"],
+        "number of submissions in a batch should be less than or equal to 20"
+    );
+    assert_eq!(app.server.executor.sandboxes().created_count(), 0);
+    app.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_queue_is_judge0s_503_and_every_submission_ends() {
+    let app = start_on_own_runtime(&[("RUNBOX_SUBMISSIONS__MAX_PENDING", "1")]);
+    let slow = json!({ "source_code": "import time; time.sleep(2)", "language_id": 71 });
+    let (status, first) = post(&app, "/judge0/submissions", slow.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = post(&app, "/judge0/submissions", slow).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": "queue is full" })
+        )
+    );
+    // Shutting down ends what is pending: nothing stays "In Queue" or "Processing".
+    let token = first["token"].as_str().unwrap().to_owned();
+    let submissions = app.server.submissions.clone();
+    app.server.shutdown().await.unwrap();
+    let ended = submissions.get(&token).unwrap();
+    assert!(
+        matches!(ended.state, runbox::submissions::State::Finished(_)),
+        "{:?}",
+        ended.state
+    );
+}
+
+#[tokio::test]
+async fn info_routes_answer_what_clients_read() {
+    let app = shared();
+    let (_, languages) = get(app, "/judge0/languages").await;
+    let ids: Vec<u64> = languages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_u64().unwrap())
+        .collect();
+    for id in [46, 50, 51, 52, 54, 62, 63, 71, 72, 74, 105, 113] {
+        assert!(ids.contains(&id), "{id} missing");
+    }
+    assert!(!ids.contains(&70), "Python 2 is not served");
+    let (_, cpp) = get(app, "/judge0/languages/54").await;
+    assert!(
+        cpp["name"].as_str().unwrap().starts_with("C++ (GCC "),
+        "{cpp}"
+    );
+    assert_eq!(cpp["source_file"], "main.cpp");
+    assert_eq!(
+        get(app, "/judge0/languages/70").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, statuses) = get(app, "/judge0/statuses").await;
+    assert_eq!(statuses.as_array().unwrap().len(), 14);
+    assert_eq!(
+        statuses[10],
+        json!({ "id": 11, "description": "Runtime Error (NZEC)" })
+    );
+    let (_, config) = get(app, "/judge0/config_info").await;
+    assert_eq!(config.as_object().unwrap().len(), 39);
+    assert_eq!(config["allow_enable_network"], false);
+    let version = reqwest::get(app.url("/judge0/version"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(version, "1.13.1");
+    let authorize = reqwest::Client::new()
+        .post(app.url("/judge0/authorize"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorize.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn limits_hold_through_judge0_as_through_run() {
+    let app = shared();
+    let hog = "x = bytearray(400 * 1024 * 1024); print(len(x))";
+    let through_run: Value = reqwest::Client::new()
+        .post(app.url("/run"))
+        .json(&json!({ "language": "python", "code": hog, "memory_mb": 64 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, judged) = post(
+        app,
+        "/judge0/submissions?wait=true&fields=status_id,exit_signal",
+        json!({ "source_code": hog, "language_id": 71, "memory_limit": 65536 }),
+    )
+    .await;
+    match through_run["status"].as_str().unwrap() {
+        "memory_limit_exceeded" => {
+            assert_eq!(judged, json!({ "status_id": 12, "exit_signal": 9 }))
+        }
+        // Python may raise MemoryError first: a non-zero exit either way.
+        "runtime_error" => assert_eq!(judged["status_id"], 11, "{judged}"),
+        other => panic!("{other}: {through_run}"),
+    }
+    // Output past runbox's cap ends the run (Judge0's SIGXFSZ status).
+    let (_, flood) = post(
+        app,
+        "/judge0/submissions?wait=true&fields=status_id",
+        json!({ "source_code": "while True: print('x' * 1000)", "language_id": 71 }),
+    )
+    .await;
+    assert_eq!(flood["status_id"], 8, "{flood}");
+}
