@@ -641,17 +641,20 @@ async fn post_run(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::
     Ok(())
 }
 
-/// What Piston's dialect adds to a run: python hello world through `POST /run` and through
-/// `POST /api/v2/execute`, alternating, each from a full pool (paced: the two sides wait the
-/// same), and the translation alone (request in, stage out) timed in-process.
+/// What the dialects add to a run: python hello world through `POST /run`, Piston's
+/// `POST /api/v2/execute` and Judge0's `POST /judge0/submissions?wait=true`, in turn, each
+/// from a full pool (paced: every side waits the same), and Piston's translation alone
+/// (request in, stage out) timed in-process.
 async fn measure_dialects(server: &ServerUnderTest, runs: usize) -> anyhow::Result<()> {
-    section("dialects: python hello world, paced from a full pool, alternating");
+    section("dialects: python hello world, paced from a full pool, in turn");
     let client = reqwest::Client::new();
     let pool_target = server.pool_target(&client, "python").await;
     let native = json!({ "language": "python", "code": "print('hello')" });
     let piston = json!({ "language": "python", "version": "*",
         "files": [{ "content": "print('hello')" }] });
-    let (mut through_run, mut through_piston) = (Vec::new(), Vec::new());
+    let judge0 = json!({ "source_code": "print('hello')", "language_id": 71 });
+    let (mut through_run, mut through_piston, mut through_judge0) =
+        (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         server.wait_pool_full(&client, "python", pool_target).await;
         let started = Instant::now();
@@ -671,12 +674,31 @@ async fn measure_dialects(server: &ServerUnderTest, runs: usize) -> anyhow::Resu
         if answer["run"]["stdout"] != "hello\n" {
             bail!("unexpected Piston answer: {answer}");
         }
+        server.wait_pool_full(&client, "python", pool_target).await;
+        let started = Instant::now();
+        let answer: Value = client
+            .post(server.url("/judge0/submissions?wait=true"))
+            .json(&judge0)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        through_judge0.push(started.elapsed());
+        if answer["stdout"] != "hello\n" {
+            bail!("unexpected Judge0 answer: {answer}");
+        }
     }
     through_run.sort();
     through_piston.sort();
+    through_judge0.sort();
     println!("{:<44} {:>9} {:>9} {:>9}", "", "p50", "p95", "p99");
     print_row("POST /run", &through_run);
     print_row("POST /api/v2/execute (Piston v2)", &through_piston);
+    print_row(
+        "POST /judge0/submissions?wait=true (Judge0)",
+        &through_judge0,
+    );
     let translation = crate::api::piston::translation_cost(10_000);
     println!(
         "Piston translation alone (request checks, runtime match, stage and JSON out): {:.1} µs per run",
