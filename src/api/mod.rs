@@ -74,9 +74,18 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// The name a rate-limit rule gives a routed request: `METHOD /path` with the path as routed
-/// (`{id}` for an id), a dialect's aliases of one route taken as that route.
+/// (`{id}` for an id). A dialect's aliases of one route are that route: a trailing slash
+/// (Express and Rails allow one) and Piston's public-instance prefix make no difference to
+/// a client's quota.
 pub fn rule_name(method: &str, routed_path: &str) -> String {
-    format!("{method} {}", piston::rule_path(routed_path))
+    let path = match routed_path.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => routed_path,
+    };
+    match piston::canonical_path(path) {
+        Some(canonical) => format!("{method} {canonical}"),
+        None => format!("{method} {path}"),
+    }
 }
 
 /// The routes' names as rate-limit rules write them: `METHOD /path`.

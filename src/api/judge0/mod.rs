@@ -77,14 +77,14 @@ pub async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     let base64 = flag(&query, "base64_encoded");
-    let fields = dialect::fields(query.get("fields").map(String::as_str))
-        .map_err(|e| Judge0Error::bad_request(&e))?;
+    let fields =
+        dialect::fields(query.get("fields").map(String::as_str)).map_err(|e| bad_request(&e))?;
     let body = read_any_body(request).await?;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let token = match submit(&state, &body, base64) {
         Ok(token) => token,
         Err(Refused::Invalid(errors)) => return Ok(unprocessable(errors)),
-        Err(Refused::Full) => return Err(Judge0Error::queue_full()),
+        Err(Refused::Full) => return Err(ApiError::Overloaded(crate::executor::Overloaded)),
         Err(Refused::Api(err)) => return Err(err),
     };
     if !flag(&query, "wait") {
@@ -103,8 +103,8 @@ pub async fn show(
     Path(token): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let fields = dialect::fields(query.get("fields").map(String::as_str))
-        .map_err(|e| Judge0Error::bad_request(&e))?;
+    let fields =
+        dialect::fields(query.get("fields").map(String::as_str)).map_err(|e| bad_request(&e))?;
     let submission = state.submissions.get(&token).ok_or(ApiError::NotFound)?;
     Ok(Json(serialize(
         &state,
@@ -127,12 +127,12 @@ pub async fn batch_create(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let items = body["submissions"].as_array().cloned().unwrap_or_default();
     if items.is_empty() {
-        return Err(Judge0Error::bad_request(
+        return Err(bad_request(
             "there should be at least one submission in a batch",
         ));
     }
     if items.len() > MAX_BATCH {
-        return Err(Judge0Error::bad_request(&format!(
+        return Err(bad_request(&format!(
             "number of submissions in a batch should be less than or equal to {MAX_BATCH}"
         )));
     }
@@ -163,8 +163,8 @@ pub async fn batch_show(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let fields = dialect::fields(query.get("fields").map(String::as_str))
-        .map_err(|e| Judge0Error::bad_request(&e))?;
+    let fields =
+        dialect::fields(query.get("fields").map(String::as_str)).map_err(|e| bad_request(&e))?;
     let base64 = flag(&query, "base64_encoded");
     let tokens: Vec<&str> = query
         .get("tokens")
@@ -176,12 +176,12 @@ pub async fn batch_show(
         })
         .unwrap_or_default();
     if tokens.is_empty() {
-        return Err(Judge0Error::bad_request(
+        return Err(bad_request(
             "there should be at least one submission in a batch",
         ));
     }
     if tokens.len() > MAX_BATCH {
-        return Err(Judge0Error::bad_request(&format!(
+        return Err(bad_request(&format!(
             "number of submissions in a batch should be less than or equal to {MAX_BATCH}"
         )));
     }
@@ -203,92 +203,63 @@ enum Refused {
     Api(ApiError),
 }
 
-/// Checks one submission's attributes as Judge0 does and queues its run.
-fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refused> {
-    let mut errors = Map::new();
-    let mut fail = |attribute: &str, message: &str| {
-        if let Some(list) = errors
+/// A submission's attributes as read, with the errors found on the way (Judge0's 422 map:
+/// attribute → messages).
+struct Attributes<'a> {
+    body: &'a Value,
+    base64: bool,
+    errors: Map<String, Value>,
+}
+
+impl Attributes<'_> {
+    fn fail(&mut self, attribute: &str, message: &str) {
+        if let Some(list) = self
+            .errors
             .entry(attribute)
             .or_insert_with(|| json!([]))
             .as_array_mut()
         {
             list.push(json!(message));
         }
-    };
-    let text = |name: &str| -> Option<String> {
-        let value = body.get(name)?;
+    }
+
+    /// A text attribute, decoded when the request is base64 (Ruby's decoder never fails).
+    fn text(&self, name: &str) -> Option<String> {
+        let value = self.body.get(name)?;
         let raw = value
             .as_str()
             .map(str::to_owned)
             .or_else(|| (!value.is_null()).then(|| value.to_string()))?;
-        Some(if base64 {
+        Some(if self.base64 {
             String::from_utf8_lossy(&dialect::decode64(&raw)).into_owned()
         } else {
             raw
         })
-    };
-    let number = |name: &str| -> Option<f64> {
-        let value = body.get(name)?;
+    }
+
+    /// A number, or a string holding one (Rails casts `"4"`).
+    fn number(&self, name: &str) -> Option<f64> {
+        let value = self.body.get(name)?;
         value
             .as_f64()
             .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
-    };
-    let source = text("source_code").filter(|s| !s.is_empty());
-    if source.is_none() {
-        fail("source_code", "can't be blank");
     }
-    let language_id = number("language_id");
-    let language = match language_id {
-        None => {
-            fail("language_id", "can't be blank");
-            None
-        }
-        Some(id) => match dialect::language_of(id as u32) {
-            Some(language) if id.fract() == 0.0 => Some(language),
-            _ => {
-                fail(
-                    "language_id",
-                    &format!("language with id {id} doesn't exist"),
-                );
-                None
-            }
-        },
-    };
-    let truthy = |name: &str| matches!(body.get(name), Some(Value::Bool(true)));
-    if truthy("enable_network") {
-        fail("enable_network", "enabling network is not allowed");
+
+    fn is_set(&self, name: &str) -> bool {
+        self.body
+            .get(name)
+            .is_some_and(|v| !v.is_null() && v != &json!(false))
     }
-    if body.get("callback_url").is_some_and(|v| !v.is_null()) {
-        fail("callback_url", "setting callback is not allowed");
-    }
-    if body.get("additional_files").is_some_and(|v| !v.is_null()) {
-        fail("additional_files", "additional files are not allowed");
-    }
-    // Refused rather than ignored: the streams would stay apart, which a client asking for
-    // them merged would not expect.
-    if truthy("redirect_stderr_to_stdout") {
-        fail(
-            "redirect_stderr_to_stdout",
-            "is not supported by this server",
-        );
-    }
-    if body.get("compiler_options").is_some_and(|v| !v.is_null()) {
-        fail(
-            "compiler_options",
-            "setting compiler options is not allowed",
-        );
-    }
-    for flag in [
-        "enable_per_process_and_thread_time_limit",
-        "enable_per_process_and_thread_memory_limit",
-    ] {
-        if truthy(flag) {
-            fail(flag, "this option cannot be enabled");
-        }
-    }
-    // Rails prints the bound as the attribute's type: `15.0` for a float, `2048` for an
-    // integer.
-    let mut bounded = |name: &str, default: f64, min: f64, max: f64, min_inclusive: bool| -> f64 {
+
+    /// A limit within Judge0's bounds (its default when absent). Rails prints a bound as the
+    /// attribute's type: `15.0` for a float, `2048` for an integer.
+    fn bounded(
+        &mut self,
+        name: &str,
+        default: f64,
+        (min, max): (f64, f64),
+        above_min: bool,
+    ) -> f64 {
         let integer = !matches!(
             name,
             "cpu_time_limit" | "cpu_extra_time" | "wall_time_limit"
@@ -300,43 +271,126 @@ fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refuse
                 float(bound)
             }
         };
-        let Some(value) = number(name) else {
-            if body.get(name).is_some_and(|v| !v.is_null()) {
-                fail(name, "is not a number");
+        let Some(value) = self.number(name) else {
+            if self.body.get(name).is_some_and(|v| !v.is_null()) {
+                self.fail(name, "is not a number");
             }
             return default;
         };
-        if min_inclusive && value < min {
-            fail(
+        if above_min && value <= min {
+            self.fail(name, &format!("must be greater than {}", show(min)));
+        } else if value < min {
+            self.fail(
                 name,
                 &format!("must be greater than or equal to {}", show(min)),
             );
-        } else if !min_inclusive && value <= min {
-            fail(name, &format!("must be greater than {}", show(min)));
         }
         if value > max {
-            fail(
+            self.fail(
                 name,
                 &format!("must be less than or equal to {}", show(max)),
             );
         }
         value
-    };
-    let cpu = bounded("cpu_time_limit", 5.0, 0.0, 15.0, true);
-    let extra = bounded("cpu_extra_time", 1.0, 0.0, 5.0, true);
-    let wall = bounded("wall_time_limit", 10.0, 1.0, 20.0, true);
-    let memory_kb = bounded("memory_limit", 128_000.0, 2048.0, 512_000.0, true);
-    bounded("stack_limit", 64_000.0, 0.0, 128_000.0, true);
-    bounded("max_processes_and_or_threads", 60.0, 0.0, 120.0, false);
-    bounded("max_file_size", 1024.0, 0.0, 4096.0, true);
-    bounded("number_of_runs", 1.0, 0.0, 20.0, false);
-    if !errors.is_empty() {
-        return Err(Refused::Invalid(errors));
     }
-    let (Some(source), Some(language)) = (source, language) else {
-        return Err(Refused::Invalid(errors));
+}
+
+/// What a valid submission asks for.
+struct Checked {
+    source: String,
+    language: &'static str,
+    language_id: u64,
+    /// CPU limit, its extra time and the wall limit, in seconds; memory in KB.
+    cpu: f64,
+    extra: f64,
+    wall: f64,
+    memory_kb: f64,
+}
+
+/// Checks a submission's attributes with Judge0's bounds and texts. What runbox does not do
+/// is refused, never ignored: network, callbacks (so no outbound call, no SSRF), extra
+/// files, compiler options, merged streams.
+fn check(read: &mut Attributes<'_>) -> Option<Checked> {
+    let source = read.text("source_code").filter(|s| !s.is_empty());
+    if source.is_none() {
+        read.fail("source_code", "can't be blank");
+    }
+    let language_id = read.number("language_id");
+    let language = match language_id {
+        None => {
+            read.fail("language_id", "can't be blank");
+            None
+        }
+        Some(id) => match dialect::language_of(id as u32) {
+            Some(language) if id.fract() == 0.0 => Some(language),
+            _ => {
+                read.fail(
+                    "language_id",
+                    &format!("language with id {id} doesn't exist"),
+                );
+                None
+            }
+        },
     };
-    let args = text("command_line_arguments")
+    for (name, refusal) in [
+        ("enable_network", "enabling network is not allowed"),
+        ("callback_url", "setting callback is not allowed"),
+        ("additional_files", "additional files are not allowed"),
+        (
+            "compiler_options",
+            "setting compiler options is not allowed",
+        ),
+        (
+            "redirect_stderr_to_stdout",
+            "is not supported by this server",
+        ),
+        (
+            "enable_per_process_and_thread_time_limit",
+            "this option cannot be enabled",
+        ),
+        (
+            "enable_per_process_and_thread_memory_limit",
+            "this option cannot be enabled",
+        ),
+    ] {
+        if read.is_set(name) {
+            read.fail(name, refusal);
+        }
+    }
+    let cpu = read.bounded("cpu_time_limit", 5.0, (0.0, 15.0), false);
+    let extra = read.bounded("cpu_extra_time", 1.0, (0.0, 5.0), false);
+    let wall = read.bounded("wall_time_limit", 10.0, (1.0, 20.0), false);
+    let memory_kb = read.bounded("memory_limit", 128_000.0, (2048.0, 512_000.0), false);
+    read.bounded("stack_limit", 64_000.0, (0.0, 128_000.0), false);
+    read.bounded("max_processes_and_or_threads", 60.0, (0.0, 120.0), true);
+    read.bounded("max_file_size", 1024.0, (0.0, 4096.0), false);
+    read.bounded("number_of_runs", 1.0, (0.0, 20.0), true);
+    if !read.errors.is_empty() {
+        return None;
+    }
+    Some(Checked {
+        source: source?,
+        language: language?,
+        language_id: language_id? as u64,
+        cpu,
+        extra,
+        wall,
+        memory_kb,
+    })
+}
+
+/// Checks one submission as Judge0 does and queues its run.
+fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refused> {
+    let mut read = Attributes {
+        body,
+        base64,
+        errors: Map::new(),
+    };
+    let Some(checked) = check(&mut read) else {
+        return Err(Refused::Invalid(read.errors));
+    };
+    let args = read
+        .text("command_line_arguments")
         .map(|line| {
             line.chars()
                 .filter(|c| !"$&;<>|`".contains(*c))
@@ -348,26 +402,27 @@ fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refuse
         .unwrap_or_default();
     // A program on one CPU cannot use more CPU than wall time: the tighter of the CPU limit
     // (with its extra time) and the wall limit ends it no later than Judge0 would.
-    let timeout_s = (cpu + extra).min(wall);
-    let catalogue = state.executor.catalogue();
-    let max_timeout = catalogue
-        .resolve(language)
+    let timeout_s = (checked.cpu + checked.extra).min(checked.wall);
+    let max_timeout = state
+        .executor
+        .catalogue()
+        .resolve(checked.language)
         .map_or(u64::MAX, |l| l.max_timeout_ms);
     let job = JobRequest {
-        language: Some(language.to_owned()),
-        code: Some(source),
+        language: Some(checked.language.to_owned()),
+        code: Some(checked.source),
         files: Vec::new(),
-        input: text("stdin"),
+        input: read.text("stdin"),
         args,
         timeout_ms: Some(((timeout_s * 1000.0).ceil() as u64).clamp(1, max_timeout)),
-        memory_mb: Some(((memory_kb / 1024.0).ceil() as u64).max(16)),
+        memory_mb: Some(((checked.memory_kb / 1024.0).ceil() as u64).max(16)),
         tests: None,
     };
     let job = state
         .executor
         .validate(job)
         .map_err(|e| Refused::Api(e.into()))?;
-    // What the answer echoes back, decoded.
+    // What the answer echoes back, decoded, with the limits that apply.
     let mut kept = body.clone();
     for name in [
         "source_code",
@@ -375,15 +430,15 @@ fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refuse
         "expected_output",
         "command_line_arguments",
     ] {
-        if let Some(value) = text(name) {
+        if let Some(value) = read.text(name) {
             kept[name] = json!(value);
         }
     }
-    kept["language_id"] = json!(language_id.map(|id| id as u64));
-    kept["cpu_time_limit"] = json!(cpu);
-    kept["cpu_extra_time"] = json!(extra);
-    kept["wall_time_limit"] = json!(wall);
-    kept["memory_limit"] = json!(memory_kb as u64);
+    kept["language_id"] = json!(checked.language_id);
+    kept["cpu_time_limit"] = json!(checked.cpu);
+    kept["cpu_extra_time"] = json!(checked.extra);
+    kept["wall_time_limit"] = json!(checked.wall);
+    kept["memory_limit"] = json!(checked.memory_kb as u64);
     state
         .submissions
         .submit(job, kept)
@@ -407,17 +462,9 @@ fn unprocessable(errors: Map<String, Value>) -> Response {
         .into_response()
 }
 
-/// Judge0's `{"error"}` answers, carried as runbox errors to the one reshaping layer.
-struct Judge0Error;
-
-impl Judge0Error {
-    fn bad_request(message: &str) -> ApiError {
-        ApiError::InvalidRequest(message.to_owned())
-    }
-
-    fn queue_full() -> ApiError {
-        ApiError::Overloaded(crate::executor::Overloaded)
-    }
+/// Judge0's `400 {"error"}`, carried as runbox's error to the one reshaping layer.
+fn bad_request(message: &str) -> ApiError {
+    ApiError::InvalidRequest(message.to_owned())
 }
 
 /// A submission's attributes, as asked: every attribute of 1.13.1 computed, then the asked
@@ -431,68 +478,15 @@ fn serialize(
 ) -> Result<Value, ApiError> {
     let request = &submission.request;
     let language_id = request["language_id"].as_u64().unwrap_or(0);
-    let (status, outcome) = match &submission.state {
-        Progress::Queued => (dialect::IN_QUEUE, None),
-        Progress::Processing => (dialect::PROCESSING, None),
-        Progress::Finished(Err(_)) => (dialect::INTERNAL_ERROR, None),
-        Progress::Finished(Ok(outcome)) => {
-            let expected = request["expected_output"].as_str();
-            let status = match &outcome.run {
-                Some(run) => dialect::judged(run, expected).0,
-                None => 6,
-            };
-            (status, Some(outcome.as_ref()))
-        }
-    };
-    let mut texts: Vec<(&str, Option<Vec<u8>>)> = vec![
-        (
-            "source_code",
-            request["source_code"]
-                .as_str()
-                .map(|s| s.as_bytes().to_vec()),
-        ),
-        (
-            "stdin",
-            request["stdin"].as_str().map(|s| s.as_bytes().to_vec()),
-        ),
-        (
-            "expected_output",
-            request["expected_output"]
-                .as_str()
-                .map(|s| s.as_bytes().to_vec()),
-        ),
-    ];
+    let (status, outcome) = progress(submission);
     let run = outcome.and_then(|o| o.run.as_ref());
-    let nonempty = |bytes: &[u8]| (!bytes.is_empty()).then(|| bytes.to_vec());
-    texts.push(("stdout", run.and_then(|r| nonempty(&r.output.stdout))));
-    texts.push(("stderr", run.and_then(|r| nonempty(&r.output.stderr))));
-    texts.push(("compile_output", outcome.and_then(compile_output)));
-    texts.push((
-        "message",
-        message(submission, outcome).map(String::into_bytes),
-    ));
-    let mut all = Map::new();
-    for (name, bytes) in texts {
-        let value = match bytes {
-            None => Value::Null,
-            Some(bytes) if base64 => json!(dialect::encode64(&bytes)),
-            Some(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => json!(text),
-                Err(_) => {
-                    return Err(Judge0Error::bad_request(
-                        "some attributes for this submission cannot be converted to UTF-8, use base64_encoded=true query parameter",
-                    ));
-                }
-            },
-        };
-        all.insert(name.to_owned(), value);
-    }
-    let (exit_code, exit_signal) = match (run, status) {
-        (Some(run), _) => {
+    let mut all = text_attributes(submission, outcome, base64)?;
+    let (exit_code, exit_signal) = match run {
+        Some(run) => {
             let (_, code, signal) = dialect::judged(run, request["expected_output"].as_str());
             (json!(code), json!(signal))
         }
-        _ => (Value::Null, Value::Null),
+        None => (Value::Null, Value::Null),
     };
     let language_name = state
         .executor
@@ -580,6 +574,65 @@ fn serialize(
         );
     }
     Ok(Value::Object(chosen))
+}
+
+/// Where a submission is, as Judge0's status, with its outcome once it has one.
+fn progress(submission: &Submission) -> (u8, Option<&RunOutcome>) {
+    match &submission.state {
+        Progress::Queued => (dialect::IN_QUEUE, None),
+        Progress::Processing => (dialect::PROCESSING, None),
+        Progress::Finished(Err(_)) => (dialect::INTERNAL_ERROR, None),
+        Progress::Finished(Ok(outcome)) => {
+            let expected = submission.request["expected_output"].as_str();
+            let status = match &outcome.run {
+                Some(run) => dialect::judged(run, expected).0,
+                None => 6,
+            };
+            (status, Some(outcome.as_ref()))
+        }
+    }
+}
+
+/// The text attributes (the request's and the run's): `null` when empty, base64 in Ruby's
+/// form when asked, else UTF-8 or Judge0's 400.
+fn text_attributes(
+    submission: &Submission,
+    outcome: Option<&RunOutcome>,
+    base64: bool,
+) -> Result<Map<String, Value>, ApiError> {
+    let request = &submission.request;
+    let given = |name: &str| request[name].as_str().map(|s| s.as_bytes().to_vec());
+    let run = outcome.and_then(|o| o.run.as_ref());
+    let nonempty = |bytes: &[u8]| (!bytes.is_empty()).then(|| bytes.to_vec());
+    let texts = [
+        ("source_code", given("source_code")),
+        ("stdin", given("stdin")),
+        ("expected_output", given("expected_output")),
+        ("stdout", run.and_then(|r| nonempty(&r.output.stdout))),
+        ("stderr", run.and_then(|r| nonempty(&r.output.stderr))),
+        ("compile_output", outcome.and_then(compile_output)),
+        (
+            "message",
+            message(submission, outcome).map(String::into_bytes),
+        ),
+    ];
+    let mut all = Map::new();
+    for (name, bytes) in texts {
+        let value = match bytes {
+            None => Value::Null,
+            Some(bytes) if base64 => json!(dialect::encode64(&bytes)),
+            Some(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => json!(text),
+                Err(_) => {
+                    return Err(bad_request(
+                        "some attributes for this submission cannot be converted to UTF-8, use base64_encoded=true query parameter",
+                    ));
+                }
+            },
+        };
+        all.insert(name.to_owned(), value);
+    }
+    Ok(all)
 }
 
 /// The compiler's messages, stdout and stderr together, when it printed any.

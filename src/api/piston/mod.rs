@@ -26,7 +26,7 @@ use dialect::{Limits, Runtime, Stage};
 
 /// Piston's routes under the prefixes its clients use (a self-hosted server's `/api/v2`, the
 /// public instance's `/api/v2/piston`), each also with a trailing slash as Express allows.
-/// Rate-limit rules name them as `/api/v2/…` without the slash (see [`rule_path`]).
+/// Rate-limit rules name them as `/api/v2/…` without the slash (see [`super::rule_name`]).
 pub fn routes() -> Vec<super::Route> {
     const PATHS: [&str; 16] = [
         "/api/v2/connect",
@@ -68,18 +68,11 @@ pub fn routes() -> Vec<super::Route> {
     routes
 }
 
-/// The path a rate-limit rule names for a routed Piston path: the public instance's prefix
-/// and a trailing slash make no difference to a client's quota.
-pub fn rule_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let trimmed = match path.strip_suffix('/') {
-        Some(rest) if !rest.is_empty() => rest,
-        _ => path,
-    };
-    match trimmed.strip_prefix("/api/v2/piston/") {
-        Some(rest) => format!("/api/v2/{rest}").into(),
-        None if trimmed.len() != path.len() => trimmed.into(),
-        None => path.into(),
-    }
+/// A routed Piston path with the public instance's prefix taken as the self-hosted one's
+/// (`/api/v2/piston/execute` is `/api/v2/execute`): the same route for a client's quota.
+pub fn canonical_path(path: &str) -> Option<String> {
+    path.strip_prefix("/api/v2/piston/")
+        .map(|rest| format!("/api/v2/{rest}"))
 }
 
 /// Every runtime runbox serves, in Piston's words (languages whose image is missing are left
