@@ -343,3 +343,25 @@ pub async fn metric(base: &str, sample: &str) -> f64 {
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
         .map_or(0.0, |value| value.trim().parse().unwrap())
 }
+
+/// Runs a published client's script (`program script args…`, from `tests/clients`, which the
+/// test setup installs) and returns the one JSON object it prints.
+pub async fn published_client(program: &std::path::Path, script: &str, args: &[&str]) -> Value {
+    let output = tokio::process::Command::new(program)
+        .arg(repo_root().join("tests/clients").join(script))
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} runs (the test setup installs tests/clients): {e}",
+                program.display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, repo_root, shared, start_on_own_runtime};
+use crate::common::{TestApp, published_client, repo_root, shared, start_on_own_runtime};
 
 async fn post(app: &TestApp, path_and_query: &str, body: Value) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
@@ -27,19 +27,7 @@ async fn get(app: &TestApp, path_and_query: &str) -> (StatusCode, Value) {
 #[tokio::test]
 async fn the_official_python_sdk_works_unchanged() {
     let python = repo_root().join("tests/clients/venv/bin/python");
-    let script = repo_root().join("tests/clients/judge0_sdk.py");
-    let output = tokio::process::Command::new(python)
-        .arg(&script)
-        .arg(shared().url("/judge0"))
-        .output()
-        .await
-        .expect("the SDK's venv exists (the test setup installs tests/clients)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let all: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let all = published_client(&python, "judge0_sdk.py", &[&shared().url("/judge0")]).await;
     assert_eq!(all["about"]["version"], "1.13.1");
     assert_eq!(
         (&all["hello"]["status"], &all["hello"]["stdout"]),

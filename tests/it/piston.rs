@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::common::{TestApp, repo_root, shared, start_on_own_runtime};
+use crate::common::{TestApp, published_client, shared, start_on_own_runtime};
 
 async fn execute_at(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
@@ -36,19 +36,8 @@ fn py(code: &str) -> Value {
 
 #[tokio::test]
 async fn the_published_npm_client_works_unchanged() {
-    let script = repo_root().join("tests/clients/piston.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(&shared().base)
-        .output()
-        .await
-        .expect("node runs (the test setup installs tests/clients)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let all: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let node = std::path::Path::new("node");
+    let all = published_client(node, "piston.mjs", &[&shared().base]).await;
     let runtimes = all["runtimes"].as_array().unwrap();
     assert!(runtimes.iter().any(|r| r["language"] == "c++"));
     assert_eq!(all["hello"]["run"]["stdout"], "Hello, World!\n");

@@ -126,16 +126,7 @@ pub async fn batch_create(
     let body = read_any_body(request).await?;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let items = body["submissions"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return Err(bad_request(
-            "there should be at least one submission in a batch",
-        ));
-    }
-    if items.len() > MAX_BATCH {
-        return Err(bad_request(&format!(
-            "number of submissions in a batch should be less than or equal to {MAX_BATCH}"
-        )));
-    }
+    check_batch_size(items.len())?;
     let mut answers = Vec::with_capacity(items.len());
     let mut taken = false;
     for item in &items {
@@ -175,16 +166,7 @@ pub async fn batch_show(
                 .collect()
         })
         .unwrap_or_default();
-    if tokens.is_empty() {
-        return Err(bad_request(
-            "there should be at least one submission in a batch",
-        ));
-    }
-    if tokens.len() > MAX_BATCH {
-        return Err(bad_request(&format!(
-            "number of submissions in a batch should be less than or equal to {MAX_BATCH}"
-        )));
-    }
+    check_batch_size(tokens.len())?;
     let mut found = Vec::with_capacity(tokens.len());
     for token in tokens {
         found.push(match state.submissions.get(token) {
@@ -193,6 +175,21 @@ pub async fn batch_show(
         });
     }
     Ok(Json(json!({ "submissions": found })))
+}
+
+/// A batch holds 1 to [`MAX_BATCH`] submissions, with Judge0's texts.
+fn check_batch_size(len: usize) -> Result<(), ApiError> {
+    if len == 0 {
+        return Err(bad_request(
+            "there should be at least one submission in a batch",
+        ));
+    }
+    if len > MAX_BATCH {
+        return Err(bad_request(&format!(
+            "number of submissions in a batch should be less than or equal to {MAX_BATCH}"
+        )));
+    }
+    Ok(())
 }
 
 /// Why a submission was not taken.
