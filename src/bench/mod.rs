@@ -661,30 +661,15 @@ async fn measure_dialects(server: &ServerUnderTest, runs: usize) -> anyhow::Resu
         post_run(&client, &server.url("/run"), &native).await?;
         through_run.push(started.elapsed());
         server.wait_pool_full(&client, "python", pool_target).await;
-        let started = Instant::now();
-        let answer: Value = client
-            .post(server.url("/api/v2/execute"))
-            .json(&piston)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        through_piston.push(started.elapsed());
+        let (took, answer) = timed_post(&client, &server.url("/api/v2/execute"), &piston).await?;
+        through_piston.push(took);
         if answer["run"]["stdout"] != "hello\n" {
             bail!("unexpected Piston answer: {answer}");
         }
         server.wait_pool_full(&client, "python", pool_target).await;
-        let started = Instant::now();
-        let answer: Value = client
-            .post(server.url("/judge0/submissions?wait=true"))
-            .json(&judge0)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        through_judge0.push(started.elapsed());
+        let url = server.url("/judge0/submissions?wait=true");
+        let (took, answer) = timed_post(&client, &url, &judge0).await?;
+        through_judge0.push(took);
         if answer["stdout"] != "hello\n" {
             bail!("unexpected Judge0 answer: {answer}");
         }
@@ -705,6 +690,24 @@ async fn measure_dialects(server: &ServerUnderTest, runs: usize) -> anyhow::Resu
         translation.as_secs_f64() * 1e6
     );
     Ok(())
+}
+
+/// POSTs `body` as JSON and reads the answer: how long that took, and the answer.
+async fn timed_post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> anyhow::Result<(std::time::Duration, Value)> {
+    let started = Instant::now();
+    let answer: Value = client
+        .post(url)
+        .json(body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok((started.elapsed(), answer))
 }
 
 /// The server being measured: spawned by the bench (its pid known) or given by URL.
