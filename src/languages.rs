@@ -38,6 +38,9 @@ pub struct Language {
     pub main_file: String,
     /// Compile command (compiled languages only).
     pub compile: Option<Vec<String>>,
+    /// The compile command passes arguments appended to it on to the compiler.
+    #[serde(default)]
+    pub compile_takes_args: bool,
     /// Run command; the request's `args` are appended.
     pub run: Vec<String>,
     /// Prints the language version; run once at image build time.
@@ -95,6 +98,9 @@ impl Language {
         }
         if self.run.is_empty() || self.version.is_empty() {
             return fail("run and version commands must not be empty");
+        }
+        if self.compile_takes_args && self.compile.is_none() {
+            return fail("compile_takes_args needs a compile command");
         }
         if matches!(&self.compile, Some(c) if c.is_empty()) {
             return fail("compile command must not be empty when given");

@@ -25,6 +25,8 @@ pub struct RunRequest {
     pub args: Option<Vec<String>>,
     pub timeout_ms: Option<u64>,
     pub memory_mb: Option<u64>,
+    /// CPU time of the program's processes together, past which it ends as a `timeout`.
+    pub cpu_time_ms: Option<u64>,
     /// Compile once, run against each of these inputs.
     pub tests: Option<Vec<TestRequest>>,
 }
@@ -162,6 +164,7 @@ impl From<RunRequest> for JobRequest {
             args: r.args.unwrap_or_default(),
             timeout_ms: r.timeout_ms,
             memory_mb: r.memory_mb,
+            cpu_time_ms: r.cpu_time_ms,
             tests: r.tests.map(|tests| {
                 tests
                     .into_iter()
@@ -171,6 +174,7 @@ impl From<RunRequest> for JobRequest {
                     })
                     .collect()
             }),
+            ..Default::default()
         }
     }
 }

@@ -40,8 +40,9 @@ impl Executor {
                 cmd: argv.clone(),
                 stdin: test.input.clone(),
                 timeout: job.timeout,
+                cpu_limit: job.cpu_limit,
             };
-            let run = exec_phase(&sandbox, spec, output_limit, None).await?;
+            let run = exec_phase(&sandbox, spec, output_limit, None, job.merge_stderr).await?;
             let passed = test
                 .expected_output
                 .as_ref()
@@ -83,7 +84,7 @@ impl Executor {
             .create(&super::job_sandbox_spec(
                 job,
                 sandbox_id.to_owned(),
-                super::sandbox_memory_mb(&job.language, job.memory_mb),
+                super::sandbox_memory_mb(job),
                 MainProcess::Keeper,
             ))
             .await?;
@@ -100,7 +101,8 @@ impl Executor {
                         ExecSpec {
                             cmd: unpack_then(archive.len(), &["true".to_owned()]),
                             stdin: archive,
-                            timeout: job.language.compile_timeout(),
+                            timeout: job.compile_timeout,
+                            cpu_limit: None,
                         },
                         &mut messages,
                     )

@@ -37,6 +37,16 @@ pub struct JobRequest {
     pub memory_mb: Option<u64>,
     /// Run against each of these instead of `input` (one compile, a run per input).
     pub tests: Option<Vec<TestCase>>,
+    /// CPU time the program may use, all its processes together (the wall clock is
+    /// `timeout_ms`); `None`: only the wall clock.
+    pub cpu_time_ms: Option<u64>,
+    /// Appended to the language's compile command (compiled languages only).
+    pub compile_args: Vec<String>,
+    /// The compile's wall clock and memory, at most the language's own (its own by default).
+    pub compile_timeout_ms: Option<u64>,
+    pub compile_memory_mb: Option<u64>,
+    /// The program's stderr is collected as stdout, in the order written.
+    pub merge_stderr: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +74,13 @@ pub struct Job {
     /// Inputs to run against, each in a run of its own with the limits above; empty: one run
     /// with `input`.
     pub tests: Vec<TestCase>,
+    /// CPU time of the program's processes together past which it is ended as a timeout.
+    pub cpu_limit: Option<Duration>,
+    /// The compile command's extra arguments, after the language's own.
+    pub compile_args: Vec<String>,
+    pub compile_timeout: Duration,
+    pub compile_memory_mb: u64,
+    pub merge_stderr: bool,
 }
 
 impl Job {
@@ -90,19 +107,10 @@ impl Job {
         files::validate_set(&files).map_err(JobError::Invalid)?;
         let entry = files[0].name.clone();
 
-        if request.args.len() > MAX_ARGS {
-            return invalid(format!("at most {MAX_ARGS} `args` are accepted"));
-        }
-        for arg in &request.args {
-            // The engine accepts a NUL at create time and fails the exec later: refuse it here.
-            if arg.contains('\0') {
-                return invalid("`args` must not contain NUL bytes".to_owned());
-            }
-            if arg.len() > MAX_ARG_BYTES {
-                return invalid(format!(
-                    "each of `args` must be at most {MAX_ARG_BYTES} bytes"
-                ));
-            }
+        check_args("args", &request.args).map_err(JobError::Invalid)?;
+        check_args("compile_args", &request.compile_args).map_err(JobError::Invalid)?;
+        if !request.compile_args.is_empty() && !language.compile_takes_args {
+            return invalid(format!("{} takes no compiler options", language.id));
         }
 
         let timeout_ms = request.timeout_ms.unwrap_or(language.timeout_ms);
@@ -118,6 +126,33 @@ impl Job {
             return invalid(format!(
                 "`memory_mb` must be between {MIN_MEMORY_MB} and {} for {}",
                 language.max_memory_mb, language.id
+            ));
+        }
+
+        let cpu_limit = match request.cpu_time_ms {
+            None => None,
+            Some(ms) if ms == 0 || ms > language.max_timeout_ms => {
+                return invalid(format!(
+                    "`cpu_time_ms` must be between 1 and {} for {}",
+                    language.max_timeout_ms, language.id
+                ));
+            }
+            Some(ms) => Some(Duration::from_millis(ms)),
+        };
+        let most_compile_ms = language.compile_timeout().as_millis() as u64;
+        let compile_timeout_ms = request.compile_timeout_ms.unwrap_or(most_compile_ms);
+        if compile_timeout_ms == 0 || compile_timeout_ms > most_compile_ms {
+            return invalid(format!(
+                "`compile_timeout_ms` must be between 1 and {most_compile_ms} for {}",
+                language.id
+            ));
+        }
+        let most_compile_mb = language.compile_memory_mb();
+        let compile_memory_mb = request.compile_memory_mb.unwrap_or(most_compile_mb);
+        if compile_memory_mb < MIN_MEMORY_MB || compile_memory_mb > most_compile_mb {
+            return invalid(format!(
+                "`compile_memory_mb` must be between {MIN_MEMORY_MB} and {most_compile_mb} for {}",
+                language.id
             ));
         }
 
@@ -144,6 +179,11 @@ impl Job {
             timeout: Duration::from_millis(timeout_ms),
             memory_mb,
             tests,
+            cpu_limit,
+            compile_args: request.compile_args,
+            compile_timeout: Duration::from_millis(compile_timeout_ms),
+            compile_memory_mb,
+            merge_stderr: request.merge_stderr,
         })
     }
 
@@ -158,8 +198,6 @@ impl Job {
         }
     }
 
-    /// A configured command with `{main}` replaced by the entry file and `{main_stem}` by the
-    /// entry file without its extension (`pkg/app.ts` -> `pkg/app`).
     /// The program's argv: the language's run command, then the job's arguments.
     pub fn argv(&self) -> Vec<String> {
         let mut argv = self.command(&self.language.run);
@@ -167,6 +205,8 @@ impl Job {
         argv
     }
 
+    /// A configured command with `{main}` replaced by the entry file and `{main_stem}` by the
+    /// entry file without its extension (`pkg/app.ts` -> `pkg/app`).
     pub fn command(&self, template: &[String]) -> Vec<String> {
         let stem = entry_stem(&self.entry);
         template
@@ -177,6 +217,25 @@ impl Job {
             })
             .collect()
     }
+}
+
+/// Arguments within [`MAX_ARGS`] and [`MAX_ARG_BYTES`], without NUL bytes (the engine accepts
+/// a NUL at create time and fails the exec later).
+fn check_args(field: &str, args: &[String]) -> Result<(), String> {
+    if args.len() > MAX_ARGS {
+        return Err(format!("at most {MAX_ARGS} `{field}` are accepted"));
+    }
+    for arg in args {
+        if arg.contains('\0') {
+            return Err(format!("`{field}` must not contain NUL bytes"));
+        }
+        if arg.len() > MAX_ARG_BYTES {
+            return Err(format!(
+                "each of `{field}` must be at most {MAX_ARG_BYTES} bytes"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `name` without the extension of its last segment; a dot-file keeps its name.
@@ -240,6 +299,9 @@ mod tests {
         assert_eq!(job.timeout, Duration::from_millis(job.language.timeout_ms));
         assert_eq!(job.memory_mb, job.language.memory_mb);
         assert_eq!(job.command(&job.language.run), ["python3", "main.py"]);
+        assert_eq!(job.cpu_limit, None);
+        assert_eq!(job.compile_timeout, job.language.compile_timeout());
+        assert_eq!(job.compile_memory_mb, job.language.compile_memory_mb());
     }
 
     #[test]
@@ -330,6 +392,41 @@ mod tests {
                     ..request("python", "")
                 },
                 "twice",
+            ),
+            (
+                JobRequest {
+                    cpu_time_ms: Some(0),
+                    ..request("python", "")
+                },
+                "cpu_time_ms",
+            ),
+            (
+                JobRequest {
+                    compile_args: vec!["-O2".into()],
+                    ..request("python", "")
+                },
+                "takes no compiler options",
+            ),
+            (
+                JobRequest {
+                    compile_args: vec!["-D\0".into()],
+                    ..request("c", "")
+                },
+                "NUL",
+            ),
+            (
+                JobRequest {
+                    compile_timeout_ms: Some(10_000_000),
+                    ..request("c", "")
+                },
+                "compile_timeout_ms",
+            ),
+            (
+                JobRequest {
+                    compile_memory_mb: Some(1),
+                    ..request("c", "")
+                },
+                "compile_memory_mb",
             ),
         ];
         for (r, fragment) in cases {

@@ -64,6 +64,8 @@ pub(super) struct StreamingCollector<'a> {
     collector: OutputCollector,
     events: Option<(&'a mpsc::UnboundedSender<RunEvent>, Phase)>,
     text: [Utf8Decoder; 2],
+    /// stderr is kept (and streamed) as stdout, in the order written.
+    merged: bool,
 }
 
 impl<'a> StreamingCollector<'a> {
@@ -75,7 +77,14 @@ impl<'a> StreamingCollector<'a> {
             collector: OutputCollector::new(limit),
             events,
             text: Default::default(),
+            merged: false,
         }
+    }
+
+    /// The same collector, keeping stderr as stdout when `merged`.
+    pub(super) fn merging_stderr(mut self, merged: bool) -> Self {
+        self.merged = merged;
+        self
     }
 
     /// The collected output; a character left unfinished at the end is sent as U+FFFD.
@@ -103,6 +112,7 @@ impl<'a> StreamingCollector<'a> {
 
 impl OutputSink for StreamingCollector<'_> {
     fn push(&mut self, stream: Stream, chunk: &[u8]) -> Push {
+        let stream = if self.merged { Stream::Stdout } else { stream };
         let before = self.collector.kept(stream).len();
         let push = self.collector.push(stream, chunk);
         if self.events.is_some() {
@@ -141,6 +151,17 @@ mod tests {
                 output(Stream::Stderr, "wor")
             ]
         );
+    }
+
+    #[test]
+    fn merged_stderr_is_stdout_in_the_order_written() {
+        let mut sink = StreamingCollector::new(64, None).merging_stderr(true);
+        sink.push(Stream::Stdout, b"a");
+        sink.push(Stream::Stderr, b"b");
+        sink.push(Stream::Stdout, b"c");
+        let collected = sink.finish().finish();
+        assert_eq!(collected.stdout, b"abc");
+        assert!(collected.stderr.is_empty());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use job::{Job, JobError, JobRequest, TestCase};
 pub use lasting::{Adopted, LABEL_LANGUAGE, LastingSpec, Sandbox};
 pub use live::{LiveRun, Phase, RunEvent};
 pub use outcome::{PhaseOutcome, RunOutcome, RunStatus, classify, signal_number};
-use phases::{exec_phase, job_sandbox_spec, sandbox_memory_mb};
+use phases::{exec_phase, job_sandbox_spec, sandbox_memory_mb, starting_memory_mb};
 // What the layers above see of the sandbox: the executor is their one door to it.
 pub use crate::sandbox::terminal::{TerminalInput, TerminalOutput};
 pub use crate::sandbox::{
@@ -125,7 +125,11 @@ impl Executor {
             .map(|language| PoolSlot {
                 language: language.id.clone(),
                 image: language.image_ref(),
-                memory_mb: sandbox_memory_mb(language, language.memory_mb),
+                memory_mb: starting_memory_mb(
+                    language,
+                    language.compile_memory_mb(),
+                    language.memory_mb,
+                ),
                 size: pool.size(&language.id),
             })
             .collect();

@@ -64,7 +64,7 @@ impl Executor {
         let spec = job_sandbox_spec(
             &job,
             job.id.clone(),
-            sandbox_memory_mb(&job.language, job.memory_mb),
+            sandbox_memory_mb(&job),
             MainProcess::Runner,
         );
         let (sandbox, _lease) = self.pool.lease(&self.sandboxes, &spec).await?;
@@ -156,7 +156,8 @@ impl Executor {
             None => (None, archive),
         };
         let output_limit = self.sandboxes.config().output_limit_bytes;
-        let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run));
+        let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run))
+            .merging_stderr(job.merge_stderr);
         let after_compile = compile.is_some();
         let (report, programs_ended) =
             run_program_in(place, job, archive, argv, &mut output, after_compile).await?;
@@ -183,14 +184,17 @@ impl Executor {
         archive: Bytes,
         streamed: Streamed<'_>,
     ) -> Result<PhaseOutcome, SandboxError> {
+        let mut cmd = job.command(compile_cmd);
+        cmd.extend(job.compile_args.iter().cloned());
         let spec = ExecSpec {
-            cmd: unpack_then(archive.len(), &job.command(compile_cmd)),
+            cmd: unpack_then(archive.len(), &cmd),
             stdin: archive,
-            timeout: job.language.compile_timeout(),
+            timeout: job.compile_timeout,
+            cpu_limit: None,
         };
         self.metrics.compiled(&job.language.id);
         let output_limit = self.sandboxes.config().output_limit_bytes;
-        let mut phase = exec_phase(sandbox, spec, output_limit, streamed).await?;
+        let mut phase = exec_phase(sandbox, spec, output_limit, streamed, false).await?;
         if phase.status == RunStatus::RuntimeError {
             // The compiler itself failed: that is what a compile error is.
             phase.status = RunStatus::CompileError;
@@ -250,6 +254,7 @@ async fn run_program_in(
                 stdin: job.input.clone(),
                 live_stdin,
                 timeout: job.timeout,
+                cpu_limit: job.cpu_limit,
                 kill,
             };
             let report = sandbox
@@ -263,6 +268,7 @@ async fn run_program_in(
                     cmd: argv,
                     stdin: job.input.clone(),
                     timeout: job.timeout,
+                    cpu_limit: job.cpu_limit,
                 }
             } else {
                 let mut stdin = BytesMut::with_capacity(archive.len() + job.input.len());
@@ -272,6 +278,7 @@ async fn run_program_in(
                     cmd: unpack_then(archive.len(), &argv),
                     stdin: stdin.freeze(),
                     timeout: job.timeout,
+                    cpu_limit: job.cpu_limit,
                 }
             };
             let lasting = sandbox
@@ -303,9 +310,19 @@ pub(super) fn job_sandbox_spec(
 
 /// The memory a job's sandbox starts with: the compiler's when it needs more than the program
 /// (the cap is lowered to the program's before it starts).
-pub(super) fn sandbox_memory_mb(language: &Language, run_memory_mb: u64) -> u64 {
+pub(super) fn sandbox_memory_mb(job: &Job) -> u64 {
+    starting_memory_mb(&job.language, job.compile_memory_mb, job.memory_mb)
+}
+
+/// [`sandbox_memory_mb`] of a job of `language` whose compile may use `compile_memory_mb`
+/// and whose program `run_memory_mb`.
+pub(super) fn starting_memory_mb(
+    language: &Language,
+    compile_memory_mb: u64,
+    run_memory_mb: u64,
+) -> u64 {
     match &language.compile {
-        Some(_) => language.compile_memory_mb().max(run_memory_mb),
+        Some(_) => compile_memory_mb.max(run_memory_mb),
         None => run_memory_mb,
     }
 }
@@ -319,8 +336,9 @@ pub(super) async fn exec_phase(
     spec: ExecSpec,
     output_limit: usize,
     streamed: Streamed<'_>,
+    merge_stderr: bool,
 ) -> Result<PhaseOutcome, SandboxError> {
-    let mut output = StreamingCollector::new(output_limit, streamed);
+    let mut output = StreamingCollector::new(output_limit, streamed).merging_stderr(merge_stderr);
     let outcome = sandbox.exec(spec, &mut output).await?;
     Ok(phase_outcome(&outcome, output.finish()))
 }

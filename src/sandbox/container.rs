@@ -164,6 +164,7 @@ impl Sandbox {
                     cmd: ["sh", "-c", CGROUP_USAGE_SCRIPT].map(String::from).to_vec(),
                     stdin: bytes::Bytes::new(),
                     timeout: Duration::from_secs(5),
+                    cpu_limit: None,
                 },
                 &mut output,
             )
@@ -227,6 +228,7 @@ impl Sandbox {
                     ],
                     stdin: bytes::Bytes::new(),
                     timeout: END_PROGRAMS_TIMEOUT,
+                    cpu_limit: None,
                 },
                 &mut output,
             )

@@ -12,7 +12,7 @@ use futures_util::{Stream as FuturesStream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::policy::{ENVIRONMENT, WORK_DIR};
-use super::{SandboxError, Shared};
+use super::{SandboxError, Shared, host_cgroup};
 
 /// The engine can report an OOM kill a little after the killed process's exit.
 const OOM_EVENT_GRACE: Duration = Duration::from_millis(500);
@@ -50,6 +50,9 @@ pub struct ExecSpec {
     pub stdin: Bytes,
     /// Wall-clock limit from start to exit.
     pub timeout: Duration,
+    /// CPU time of the sandbox's processes together, from the start, past which the command
+    /// is ended as [`ExecEnd::TimedOut`]; `None`: the wall clock only.
+    pub cpu_limit: Option<Duration>,
 }
 
 /// How an exec ended.
@@ -224,9 +227,14 @@ pub(super) async fn run(
             }
         }
     };
-    let (end, duration) = match tokio::time::timeout(spec.timeout, timed).await {
-        Ok(result) => result?,
-        Err(_) => (ExecEnd::TimedOut, started.elapsed()),
+    let (end, duration) = tokio::select! {
+        timed = tokio::time::timeout(spec.timeout, timed) => match timed {
+            Ok(result) => result?,
+            Err(_) => (ExecEnd::TimedOut, started.elapsed()),
+        },
+        () = host_cgroup::cpu_spent(container, spec.cpu_limit) => {
+            (ExecEnd::TimedOut, started.elapsed())
+        }
     };
     Ok(ExecOutcome {
         end,

@@ -4,6 +4,7 @@
 //! falls back to reading from inside the sandbox.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::Usage;
 
@@ -58,6 +59,58 @@ pub(super) async fn read(container: &str) -> Option<Usage> {
         }
     }
     None
+}
+
+/// CPU time the sandbox's processes have used so far, in nanoseconds.
+async fn cpu_ns(container: &str) -> Option<u64> {
+    for dir in candidates("cpuacct", container) {
+        if let Some(ns) = read_number(dir.join("cpuacct.usage")).await {
+            return Some(ns);
+        }
+    }
+    for dir in candidates("", container) {
+        if let Ok(stat) = tokio::fs::read_to_string(dir.join("cpu.stat")).await {
+            return stat
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|us| us * 1000);
+        }
+    }
+    None
+}
+
+/// How often a CPU-time limit is checked: a program overshoots its limit by at most this
+/// (reading the one cgroup file costs a few microseconds).
+const CPU_POLL: Duration = Duration::from_millis(10);
+
+/// Completes once the sandbox's processes have used `limit` of CPU time from now, all of them
+/// together (a per-process `RLIMIT_CPU` would let each child have its own). gVisor's sandbox
+/// is charged to the same host cgroup. Never completes without a limit, or where the host's
+/// cgroup files are out of sight (runbox on another machine than the engine): there the wall
+/// clock alone ends the program.
+pub(super) async fn cpu_spent(container: &str, limit: Option<Duration>) {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
+    let Some(start) = cpu_ns(container).await else {
+        tracing::debug!(
+            "the sandbox's CPU time cannot be read here: only the wall clock limits it"
+        );
+        return std::future::pending().await;
+    };
+    let limit_ns = limit.as_nanos() as u64;
+    let mut tick = tokio::time::interval(CPU_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match cpu_ns(container).await {
+            Some(now) if now.saturating_sub(start) >= limit_ns => return,
+            Some(_) => {}
+            // The cgroup is gone with the sandbox: the program's end is being reported.
+            None => return std::future::pending().await,
+        }
+    }
 }
 
 /// Memory the sandbox's cgroup is charged right now (v1 `memory.usage_in_bytes`, v2

@@ -354,6 +354,7 @@ impl Sandboxes {
                     cmd: language.version.clone(),
                     stdin: Bytes::new(),
                     timeout: VERSION_PROBE_TIMEOUT,
+                    cpu_limit: None,
                 },
                 &mut output,
             )

@@ -182,6 +182,7 @@ impl Sandboxes {
                 stdin: bytes::Bytes::new(),
                 live_stdin: None,
                 timeout: Duration::from_secs(10),
+                cpu_limit: None,
                 kill: Default::default(),
             };
             let mut output = OutputCollector::new(4096);

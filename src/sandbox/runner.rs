@@ -27,7 +27,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
 use super::exec::{self, Flow, LiveInput, Pumped};
-use super::{ExecEnd, ExecOutcome, OutputSink, Push, SandboxError, Shared, Stream};
+use super::{ExecEnd, ExecOutcome, OutputSink, Push, SandboxError, Shared, Stream, host_cgroup};
 
 /// The runner, run by bash (present in every Debian image, minbase and slim included) as the
 /// container's command under the engine's init. `read` reads a pipe byte by byte and `head -c`
@@ -94,6 +94,9 @@ pub struct RunnerJob {
     pub live_stdin: Option<LiveInput>,
     /// Wall-clock limit from sending the job to the program's end.
     pub timeout: Duration,
+    /// CPU time of the sandbox's processes together past which the program is ended as a
+    /// timeout; `None`: the wall clock only.
+    pub cpu_limit: Option<Duration>,
     /// Cancelled to end the run at once ([`ExecEnd::Killed`]).
     pub kill: CancellationToken,
 }
@@ -246,6 +249,16 @@ pub struct RunnerIo {
     pub(super) input: exec::InputPipe,
 }
 
+/// How the wait for a runner's program ended.
+enum Waited {
+    /// The output was pumped to its end (`None`: the wall clock ran out first).
+    Pumped(Option<Result<Pumped, SandboxError>>),
+    /// The caller's kill.
+    Killed,
+    /// The CPU-time limit was reached.
+    CpuSpent,
+}
+
 /// Sends `job` to the runner and collects the program's output until both trailers are in
 /// (or the limit passes, or the sink stops).
 pub(super) async fn run(
@@ -263,6 +276,7 @@ pub(super) async fn run(
     let RunnerJob {
         live_stdin,
         timeout,
+        cpu_limit,
         kill,
         ..
     } = job;
@@ -286,18 +300,19 @@ pub(super) async fn run(
         };
         let pump = exec::pump(&mut output, input, payload, live_stdin, on_frame);
         tokio::select! {
-            pumped = tokio::time::timeout(timeout, pump) => Some(pumped),
-            () = kill.cancelled() => None,
+            pumped = tokio::time::timeout(timeout, pump) => Waited::Pumped(pumped.ok()),
+            () = kill.cancelled() => Waited::Killed,
+            () = host_cgroup::cpu_spent(container, cpu_limit) => Waited::CpuSpent,
         }
     };
     let duration = started.elapsed();
     let end = match pumped {
-        None => ExecEnd::Killed,
-        Some(Err(_)) => ExecEnd::TimedOut,
-        Some(Ok(Err(err))) => return Err(err),
-        Some(Ok(Ok(Pumped::Stopped))) => ExecEnd::Stopped,
-        Some(Ok(Ok(Pumped::Finished(code)))) => ExecEnd::Exited { code },
-        Some(Ok(Ok(Pumped::Eof))) => {
+        Waited::Killed => ExecEnd::Killed,
+        Waited::CpuSpent | Waited::Pumped(None) => ExecEnd::TimedOut,
+        Waited::Pumped(Some(Err(err))) => return Err(err),
+        Waited::Pumped(Some(Ok(Pumped::Stopped))) => ExecEnd::Stopped,
+        Waited::Pumped(Some(Ok(Pumped::Finished(code)))) => ExecEnd::Exited { code },
+        Waited::Pumped(Some(Ok(Pumped::Eof))) => {
             // The runner itself ended without a trailer (killed, e.g. by the OOM killer):
             // what was held back is output, and the container's exit code is the answer.
             for (index, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
@@ -406,6 +421,7 @@ mod tests {
             stdin: Bytes::from_static(b"input"),
             live_stdin: None,
             timeout: Duration::from_secs(1),
+            cpu_limit: None,
             kill: Default::default(),
         };
         let encoded = encode(NONCE, &job);

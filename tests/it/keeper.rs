@@ -18,6 +18,7 @@ async fn sh(sandbox: &Sandbox, script: &str) -> String {
                 cmd: vec!["sh".into(), "-c".into(), script.into()],
                 stdin: Bytes::new(),
                 timeout: Duration::from_secs(10),
+                cpu_limit: None,
             },
             &mut output,
         )

@@ -33,6 +33,45 @@ async fn busy_loop_times_out_near_its_limit() {
 }
 
 #[tokio::test]
+async fn a_cpu_time_limit_ends_busy_processes_together_and_spares_a_sleeper() {
+    // Two processes spinning share one CPU-time budget: the limit is the sandbox's, not each
+    // process's (a per-process RLIMIT_CPU would let each run its full limit).
+    let started = Instant::now();
+    let r = run_and_clean(json!({
+        "language": "python",
+        "code": "import os\nos.fork()\nwhile True: pass",
+        "timeout_ms": 10000,
+        "cpu_time_ms": 700,
+    }))
+    .await;
+    assert_eq!(r["status"], "timeout", "{r}");
+    assert_eq!(r["signal"], "SIGKILL", "{r}");
+    let cpu = r["cpu_time_ms"].as_u64().unwrap();
+    assert!(
+        (700..1500).contains(&cpu),
+        "cpu {cpu} ms for a 700 ms limit: {r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended by the CPU limit, not the 10 s wall clock: {:?}",
+        started.elapsed()
+    );
+    // Sleeping uses no CPU: a CPU limit far below the wall time it sleeps does not end it.
+    // (Under gVisor the sandbox's own kernel is charged too: python's start alone costs about
+    // 400 ms of CPU there, so the limit leaves room for it.)
+    let r = run_and_clean(json!({
+        "language": "python",
+        "code": "import time\ntime.sleep(2.5)\nprint('awake')",
+        "timeout_ms": 6000,
+        "cpu_time_ms": 1200,
+    }))
+    .await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["stdout"], "awake\n");
+    assert!(r["duration_ms"].as_u64().unwrap() >= 2500, "{r}");
+}
+
+#[tokio::test]
 async fn output_before_a_timeout_is_kept() {
     let r = run_and_clean(json!({
         "language": "python",

@@ -414,6 +414,7 @@ fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refuse
         timeout_ms: Some(((timeout_s * 1000.0).ceil() as u64).clamp(1, max_timeout)),
         memory_mb: Some(((checked.memory_kb / 1024.0).ceil() as u64).max(16)),
         tests: None,
+        ..Default::default()
     };
     let job = state
         .executor

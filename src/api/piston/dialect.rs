@@ -234,6 +234,7 @@ pub fn read_execute(body: &Value) -> Result<Execute, String> {
             timeout_ms: None,
             memory_mb: None,
             tests: None,
+            ..Default::default()
         },
     })
 }
