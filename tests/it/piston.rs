@@ -366,6 +366,49 @@ async fn limits_hold_through_piston_as_through_run() {
     );
 }
 
+#[tokio::test]
+async fn cpu_time_and_compile_limits_are_enforced_as_pistons() {
+    // The CPU-time limit, all processes together, apart from the wall clock.
+    let started = std::time::Instant::now();
+    let (_, body) = execute(json!({
+        "language": "python", "version": "*", "run_timeout": 8000, "run_cpu_time": 600,
+        "files": [{ "content": "import os\nos.fork()\nwhile True: pass" }]
+    }))
+    .await;
+    let run = &body["run"];
+    assert_eq!(
+        (&run["status"], &run["signal"], &run["message"]),
+        (
+            &json!("TO"),
+            &json!("SIGKILL"),
+            &json!("Time limit exceeded")
+        ),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{body}"
+    );
+    // The wall clock, with CPU time to spare.
+    let (_, body) = execute(json!({
+        "language": "python", "version": "*", "run_timeout": 1000, "run_cpu_time": 3000,
+        "files": [{ "content": "import time\ntime.sleep(5)" }]
+    }))
+    .await;
+    assert_eq!(
+        body["run"]["message"], "Time limit exceeded (wall clock)",
+        "{body}"
+    );
+    // The compile's own wall clock, as asked: no compiler finishes in a millisecond.
+    let (_, body) = execute(json!({
+        "language": "c", "version": "*", "compile_timeout": 1,
+        "files": [{ "content": "int main(void) { return 0; }" }]
+    }))
+    .await;
+    assert_eq!(body["compile"]["status"], "TO", "{body}");
+    assert_eq!(body["run"], body["compile"], "{body}");
+}
+
 /// A client of `GET /api/v2/connect`: sends `frames` (after the server's first answer when
 /// asked), then reads until the close; returns the frames and the close code and reason.
 struct Connect {

@@ -241,9 +241,10 @@ pub fn read_execute(body: &Value) -> Result<Execute, String> {
 
 /// Applies the stage limits of `body` to `job` after Piston's checks against `limits`: a
 /// value may be absent or falsy (the default), `-1` for a memory limit (the default), else a
-/// number at most the limit. The run's wall clock is the tighter of `run_timeout` and
-/// `run_cpu_time` (a program on one CPU cannot use more CPU than wall time). Compile limits
-/// are checked; the compile runs with runbox's own per-language limits.
+/// number at most the limit. The run gets Piston's two limits: its wall clock (`run_timeout`)
+/// and its CPU time (`run_cpu_time`), each 3 s by default. The compile gets its wall clock,
+/// the tighter of `compile_timeout` and `compile_cpu_time` (a compiler on one CPU cannot use
+/// more CPU than wall time), and its memory; absent, the language's own.
 pub fn apply_limits(body: &Value, limits: &Limits, job: &mut JobRequest) -> Result<(), String> {
     let check = |name: &str, limit: u64| -> Result<Option<u64>, String> {
         let value = match body.get(name) {
@@ -269,20 +270,23 @@ pub fn apply_limits(body: &Value, limits: &Limits, job: &mut JobRequest) -> Resu
         }
         Ok(Some(value.ceil() as u64))
     };
-    check("compile_timeout", limits.compile_timeout_ms)?;
-    check("compile_cpu_time", limits.compile_timeout_ms)?;
-    check("compile_memory_limit", limits.compile_memory_bytes)?;
+    let compile_wall = check("compile_timeout", limits.compile_timeout_ms)?;
+    let compile_cpu = check("compile_cpu_time", limits.compile_timeout_ms)?;
+    let compile_memory = check("compile_memory_limit", limits.compile_memory_bytes)?;
     let wall = check("run_timeout", limits.run_timeout_ms)?;
     let cpu = check("run_cpu_time", limits.run_timeout_ms)?;
     let memory = check("run_memory_limit", limits.run_memory_bytes)?;
-    let timeout = match (wall, cpu) {
-        (Some(w), Some(c)) => w.min(c),
-        (Some(t), None) | (None, Some(t)) => t,
-        (None, None) => DEFAULT_TIMEOUT_MS.min(limits.run_timeout_ms),
+    let default = DEFAULT_TIMEOUT_MS.min(limits.run_timeout_ms);
+    job.timeout_ms = Some(wall.unwrap_or(default));
+    job.cpu_time_ms = Some(cpu.unwrap_or(default));
+    job.compile_timeout_ms = match (compile_wall, compile_cpu) {
+        (Some(w), Some(c)) => Some(w.min(c)),
+        (w, c) => w.or(c),
     };
-    job.timeout_ms = Some(timeout);
     // runbox's smallest sandbox is 16 MB.
-    job.memory_mb = memory.map(|bytes| bytes.div_ceil(1024 * 1024).max(16));
+    let mb = |bytes: u64| bytes.div_ceil(1024 * 1024).max(16);
+    job.memory_mb = memory.map(mb);
+    job.compile_memory_mb = compile_memory.map(mb);
     Ok(())
 }
 
@@ -295,6 +299,17 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// isolate's words for a time limit: "(wall clock)" unless the CPU-time limit ended it.
+pub fn name_cpu_limit(stage: &mut Stage, cpu_limit: Option<Duration>) {
+    let spent = stage
+        .cpu_time
+        .zip(cpu_limit)
+        .is_some_and(|(used, limit)| used as u128 >= limit.as_millis());
+    if stage.status == Some("TO") && spent {
+        stage.message = Some("Time limit exceeded".to_owned());
+    }
 }
 
 /// A stage (compile or run) as Piston reports it.
@@ -486,22 +501,36 @@ mod tests {
                 "files": [{"content": ""}]}))
             .unwrap()
             .job;
-            apply_limits(&body, &limits, &mut job).map(|()| (job.timeout_ms, job.memory_mb))
+            apply_limits(&body, &limits, &mut job).map(|()| {
+                (
+                    job.timeout_ms,
+                    job.cpu_time_ms,
+                    job.memory_mb,
+                    job.compile_timeout_ms,
+                    job.compile_memory_mb,
+                )
+            })
         };
         // What the clients send on every call.
         assert_eq!(
             apply(json!({"compile_timeout": 10000, "run_timeout": 3000,
                 "compile_memory_limit": -1, "run_memory_limit": -1})),
-            Ok((Some(3000), None))
+            Ok((Some(3000), Some(3000), None, Some(10000), None))
         );
-        assert_eq!(apply(json!({})), Ok((Some(3000), None)));
+        assert_eq!(
+            apply(json!({})),
+            Ok((Some(3000), Some(3000), None, None, None))
+        );
         assert_eq!(
             apply(json!({"run_timeout": 5000, "run_cpu_time": 2000})),
-            Ok((Some(2000), None))
+            Ok((Some(5000), Some(2000), None, None, None))
         );
         assert_eq!(
-            apply(json!({"run_memory_limit": 100_000_000})),
-            Ok((Some(3000), Some(96)))
+            apply(
+                json!({"run_memory_limit": 100_000_000, "compile_timeout": 9000,
+                "compile_cpu_time": 4000, "compile_memory_limit": 300_000_000})
+            ),
+            Ok((Some(3000), Some(3000), Some(96), Some(4000), Some(287)))
         );
         assert_eq!(
             apply(json!({"run_timeout": "3000"})),

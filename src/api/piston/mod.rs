@@ -174,6 +174,7 @@ pub async fn execute(
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidRequest(format!("the body is not valid JSON: {e}")))?;
     let (runtime, job) = prepare(&state, &body)?;
+    let cpu_limit = job.cpu_limit;
     // Streamed to this handler only, to keep stdout and stderr in the order they arrived.
     let (events, mut arrived) = mpsc::unbounded_channel();
     let live = LiveRun {
@@ -195,12 +196,9 @@ pub async fn execute(
         (compile, run)
     };
     let (outcome, (compile_output, run_output)) = tokio::join!(running, interleave);
-    Ok(Json(response(
-        &runtime,
-        outcome?,
-        compile_output,
-        run_output,
-    )))
+    let mut answer = response(&runtime, outcome?, compile_output, run_output);
+    dialect::name_cpu_limit(&mut answer.run, cpu_limit);
+    Ok(Json(answer))
 }
 
 /// An `execute` body (or a WebSocket `init`) checked as Piston checks it, its runtime
