@@ -16,15 +16,42 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::SubmissionsConfig;
-use crate::executor::{Executor, Job, LiveRun, RunEvent, RunOutcome};
+use crate::executor::{Executor, Job, LiveRun, RunError, RunEvent, RunOutcome, RunStatus};
 
 /// Where a submission is.
 #[derive(Debug, Clone)]
 pub enum State {
     Queued,
     Processing,
-    /// The run's outcome, or (for the log-free client message) why there is none.
-    Finished(Result<Box<RunOutcome>, String>),
+    /// The run's outcome, or why there is none.
+    Finished(Result<Box<RunOutcome>, Failure>),
+}
+
+/// Why a submission has no outcome, in words fit for its client (the cause itself, which may
+/// name engine internals, is logged when it happens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("runbox is shutting down")]
+    ShuttingDown,
+    #[error("runbox was overloaded and could not start the run")]
+    Overloaded,
+    #[error("runbox could not complete the run (an internal error, logged)")]
+    Internal,
+    #[error("the run did not finish")]
+    Abandoned,
+}
+
+impl From<RunError> for Failure {
+    fn from(err: RunError) -> Self {
+        match err {
+            RunError::ShuttingDown => Failure::ShuttingDown,
+            RunError::Overloaded(_) => Failure::Overloaded,
+            err @ (RunError::Sandbox(_) | RunError::FilesNotUnpacked(_)) => {
+                tracing::error!(error = %err, "a submission's run failed");
+                Failure::Internal
+            }
+        }
+    }
 }
 
 /// One submission: what its dialect keeps of the request (opaque here), where it is, and
@@ -190,8 +217,11 @@ impl Submissions {
         submissions
     }
 
-    /// Queues `job` and runs it in the background; returns its token at once.
-    pub fn submit(&self, job: Job, request: Value) -> Result<String, QueueFull> {
+    /// Queues `job` and runs it in the background `runs` times (at least once), stopping at
+    /// the first that does not succeed; returns its token at once. The outcome kept is the
+    /// last run's, with the CPU time, wall time and memory of the runs averaged (Judge0's
+    /// `number_of_runs`).
+    pub fn submit(&self, job: Job, request: Value, runs: u32) -> Result<String, QueueFull> {
         let token = uuid::Uuid::new_v4().to_string();
         self.inner.store.insert(Submission {
             token: token.clone(),
@@ -212,8 +242,8 @@ impl Submissions {
                 armed: true,
             };
             let ended = tokio::select! {
-                ended = this.run(&running, job) => ended,
-                () = this.inner.stop.cancelled() => Err("runbox is shutting down".to_owned()),
+                ended = this.run_times(&running, job, runs.max(1)) => ended,
+                () = this.inner.stop.cancelled() => Err(Failure::ShuttingDown),
             };
             this.finish(&running, ended.map(Box::new));
             guard.armed = false;
@@ -221,7 +251,20 @@ impl Submissions {
         Ok(token)
     }
 
-    async fn run(&self, token: &str, job: Job) -> Result<RunOutcome, String> {
+    async fn run_times(&self, token: &str, job: Job, runs: u32) -> Result<RunOutcome, Failure> {
+        let mut outcomes = Vec::with_capacity(runs as usize);
+        for _ in 0..runs {
+            let outcome = self.run(token, job.again()).await?;
+            let succeeded = outcome.status == RunStatus::Success;
+            outcomes.push(outcome);
+            if !succeeded {
+                break;
+            }
+        }
+        Ok(averaged(outcomes))
+    }
+
+    async fn run(&self, token: &str, job: Job) -> Result<RunOutcome, Failure> {
         let (events, mut started) = mpsc::unbounded_channel();
         let live = LiveRun {
             events,
@@ -237,10 +280,10 @@ impl Submissions {
             }
         };
         let (ended, ()) = tokio::join!(self.inner.executor.run_live(job, live), watch_start);
-        ended.map_err(|err| err.to_string())
+        ended.map_err(Failure::from)
     }
 
-    fn finish(&self, token: &str, ended: Result<Box<RunOutcome>, String>) {
+    fn finish(&self, token: &str, ended: Result<Box<RunOutcome>, Failure>) {
         self.inner
             .store
             .advance(token, State::Finished(ended), SystemTime::now());
@@ -283,6 +326,26 @@ impl Submissions {
     }
 }
 
+/// The last of `outcomes` (at least one), with the averages of what every run measured.
+fn averaged(mut outcomes: Vec<RunOutcome>) -> RunOutcome {
+    let count = outcomes.len() as u32;
+    let cpu: Option<Vec<Duration>> = outcomes.iter().map(|o| o.cpu_time).collect();
+    let memory: Option<Vec<u64>> = outcomes.iter().map(|o| o.memory_kb).collect();
+    let wall: Option<Vec<Duration>> = outcomes
+        .iter()
+        .map(|o| o.run.as_ref().map(|r| r.duration))
+        .collect();
+    let mut last = outcomes.pop().expect("at least one run");
+    if count > 1 {
+        last.cpu_time = cpu.map(|all| all.iter().sum::<Duration>() / count);
+        last.memory_kb = memory.map(|all| all.iter().sum::<u64>() / u64::from(count));
+        if let (Some(all), Some(run)) = (wall, last.run.as_mut()) {
+            run.duration = all.iter().sum::<Duration>() / count;
+        }
+    }
+    last
+}
+
 /// Ends a submission whose task stopped without finishing it (a panic, a dropped runtime).
 struct EndGuard {
     submissions: Submissions,
@@ -294,7 +357,7 @@ impl Drop for EndGuard {
     fn drop(&mut self) {
         if self.armed {
             self.submissions
-                .finish(&self.token, Err("the run did not finish".to_owned()));
+                .finish(&self.token, Err(Failure::Abandoned));
         }
     }
 }
@@ -322,16 +385,16 @@ mod tests {
         assert_eq!(store.insert(queued("c")), Err(QueueFull));
         store.advance("a", State::Processing, t0);
         assert!(matches!(store.get("a").unwrap().state, State::Processing));
-        store.advance("a", State::Finished(Err("x".into())), t0);
+        store.advance("a", State::Finished(Err(Failure::Internal)), t0);
         // A finished one stays finished.
         store.advance("a", State::Processing, t0);
         assert!(matches!(store.get("a").unwrap().state, State::Finished(_)));
         // A place is free again; the kept ones are bounded, the oldest dropped first.
         store.insert(queued("c")).unwrap();
-        store.advance("b", State::Finished(Err("x".into())), t0);
+        store.advance("b", State::Finished(Err(Failure::Internal)), t0);
         store.advance(
             "c",
-            State::Finished(Err("x".into())),
+            State::Finished(Err(Failure::Internal)),
             t0 + Duration::from_secs(5),
         );
         assert!(store.get("a").is_none());

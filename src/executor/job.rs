@@ -198,6 +198,14 @@ impl Job {
         }
     }
 
+    /// The same job again, under an id of its own (each run's sandbox is named by its job).
+    pub fn again(&self) -> Job {
+        Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            ..self.clone()
+        }
+    }
+
     /// The program's argv: the language's run command, then the job's arguments.
     pub fn argv(&self) -> Vec<String> {
         let mut argv = self.command(&self.language.run);

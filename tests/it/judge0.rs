@@ -166,6 +166,132 @@ async fn submissions_answer_in_judge0s_shapes() {
     assert_eq!(shown["submissions"][1], Value::Null);
 }
 
+/// A zip archive holding `entries` (name, content), deflated.
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, content) in entries {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(content).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+fn zip_link(name: &str, target: &str) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer
+        .add_symlink(name, target, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    writer.finish().unwrap().into_inner()
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn judge0s_run_attributes_do_what_judge0_does() {
+    let app = shared();
+    let run = |body: Value| async move {
+        let (status, answer) = post(app, "/judge0/submissions?wait=true&fields=*", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        answer
+    };
+    // additional_files: unpacked next to the source before it runs; the source is not replaced.
+    let archive = zip_of(&[
+        ("data/in.txt", b"from the zip\n".as_slice()),
+        ("helper.py", b"def shout(s): return s.upper()".as_slice()),
+        (
+            "script.py",
+            b"print('the zip must not replace the source')".as_slice(),
+        ),
+    ]);
+    let answer = run(json!({
+        "language_id": 71,
+        "source_code": "from helper import shout\nprint(shout(open('data/in.txt').read().strip()))",
+        "additional_files": base64_of(&archive),
+    }))
+    .await;
+    assert_eq!(answer["stdout"], "FROM THE ZIP\n", "{answer}");
+    assert_eq!(answer["additional_files"], base64_of(&archive));
+    // compiler_options reach the compiler, split as Judge0's shell splits them.
+    let answer = run(json!({
+        "language_id": 50,
+        "source_code": "#include <stdio.h>\nint main(void) { printf(\"%d %s\\n\", VALUE, WORDS); return 0; }",
+        "compiler_options": "-DVALUE=42 '-DWORDS=\"two words\"'",
+    }))
+    .await;
+    assert_eq!(answer["stdout"], "42 two words\n", "{answer}");
+    assert_eq!(
+        answer["compiler_options"],
+        "-DVALUE=42 '-DWORDS=\"two words\"'"
+    );
+    // command_line_arguments, quoted words kept whole, nothing expanded.
+    let answer = run(json!({
+        "language_id": 71,
+        "source_code": "import sys\nprint(sys.argv[1:])",
+        "command_line_arguments": "'a b' c $HOME",
+    }))
+    .await;
+    assert_eq!(answer["stdout"], "['a b', 'c', 'HOME']\n", "{answer}");
+    // redirect_stderr_to_stdout: one stream, in the order written.
+    let answer = run(json!({
+        "language_id": 71,
+        "source_code": "import sys\nprint('out 1', flush=True)\nprint('err', file=sys.stderr, flush=True)\nprint('out 2')",
+        "redirect_stderr_to_stdout": true,
+    }))
+    .await;
+    assert_eq!(answer["stdout"], "out 1\nerr\nout 2\n", "{answer}");
+    assert_eq!(answer["stderr"], Value::Null, "{answer}");
+    assert_eq!(answer["redirect_stderr_to_stdout"], true);
+    // number_of_runs: the runs one after another, the time an average of theirs.
+    let started = std::time::Instant::now();
+    let answer = run(json!({
+        "language_id": 71, "number_of_runs": 3,
+        "source_code": "import time\ntime.sleep(0.4)\nprint('again')",
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        (&answer["status"]["id"], &answer["stdout"]),
+        (&json!(3), &json!("again\n")),
+        "{answer}"
+    );
+    assert_eq!(answer["number_of_runs"], 3);
+    let wall: f64 = answer["wall_time"].as_str().unwrap().parse().unwrap();
+    assert!(
+        elapsed.as_secs_f64() >= 1.2 && (0.4..1.0).contains(&wall),
+        "{elapsed:?}: {answer}"
+    );
+    // The CPU-time limit ends a busy program long before the wall clock; a sleeper is left be.
+    let started = std::time::Instant::now();
+    let answer = run(json!({
+        "language_id": 71, "source_code": "while True: pass",
+        "cpu_time_limit": 0.5, "cpu_extra_time": 0.2, "wall_time_limit": 15,
+    }))
+    .await;
+    assert_eq!(answer["status"]["id"], 5, "{answer}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{answer}"
+    );
+    let answer = run(json!({
+        "language_id": 71, "source_code": "import time\ntime.sleep(2)\nprint('rested')",
+        "cpu_time_limit": 1, "wall_time_limit": 5,
+    }))
+    .await;
+    assert_eq!(
+        (&answer["status"]["id"], &answer["stdout"]),
+        (&json!(3), &json!("rested\n")),
+        "{answer}"
+    );
+    let wall: f64 = answer["wall_time"].as_str().unwrap().parse().unwrap();
+    assert!(wall >= 2.0, "{answer}");
+}
+
 #[tokio::test]
 async fn bad_submissions_get_judge0s_errors_and_create_nothing() {
     let app = start_on_own_runtime(&[]);
@@ -205,8 +331,59 @@ async fn bad_submissions_get_judge0s_errors_and_create_nothing() {
     assert_eq!(body["wall_time_limit"], json!(["is not a number"]));
     assert_eq!(
         body["additional_files"],
-        json!(["additional files are not allowed"])
+        json!(["is not a valid zip archive"])
     );
+    // Archives that escape the work dir, link out of it or unpack past the cap, and compiler
+    // options that would run another program: Judge0's 422, before any sandbox exists.
+    let bombs = [
+        (
+            zip_of(&[("../../etc/cron.d/x", b"x".as_slice())]),
+            "outside the work dir",
+        ),
+        (
+            zip_of(&[("/etc/passwd", b"x".as_slice())]),
+            "outside the work dir",
+        ),
+        (
+            zip_of(&[("zeros", &vec![0u8; 64 << 20])]),
+            "unpacks to more than",
+        ),
+        (zip_link("passwd", "/etc/passwd"), "links are not allowed"),
+    ];
+    for (archive, why) in bombs {
+        let (status, body) = post(
+            &app,
+            "/judge0/submissions?wait=true",
+            json!({ "source_code": "print(1)", "language_id": 71,
+                    "additional_files": base64_of(&archive) }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{why}: {body}");
+        let message = body["additional_files"][0].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{why}: {body}");
+    }
+    for (language_id, options, why) in [
+        (50, "-O2 -wrapper /bin/sh,-c,id", "-wrapper is not allowed"),
+        (50, "-fplugin=./evil.so", "is not allowed"),
+        (73, "-C linker=/bin/sh", "-C is not allowed"),
+        (71, "-O2", "only allowed for compiled languages"),
+        (62, "-Xlint", "not supported for Java"),
+    ] {
+        let (status, body) = post(
+            &app,
+            "/judge0/submissions",
+            json!({ "source_code": "x", "language_id": language_id,
+                    "compiler_options": options }),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{options}: {body}"
+        );
+        let message = body["compiler_options"][0].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{options}: {body}");
+    }
     let (status, body) = get(&app, "/judge0/submissions/nope").await;
     assert_eq!(
         (status, body),

@@ -64,6 +64,7 @@ pub const STATUSES: [(u8, &str); 14] = [
 
 pub const IN_QUEUE: u8 = 1;
 pub const PROCESSING: u8 = 2;
+pub const TIME_LIMIT_EXCEEDED: u8 = 5;
 pub const INTERNAL_ERROR: u8 = 13;
 
 pub fn status_description(id: u8) -> &'static str {
@@ -98,6 +99,51 @@ pub fn judged(run: &PhaseOutcome, expected: Option<&str>) -> (u8, Option<i64>, O
             None => (11, run.exit_code, None),
         },
     }
+}
+
+/// A command line as Judge0's shell splits it, after Judge0 has stripped `$&;<>|` and the
+/// backtick (so no expansion is left): words apart at whitespace, `'…'` literal, `"…"` with
+/// `\` escaping `"` and `\`, and `\` outside quotes taking the next character as it is. An
+/// unclosed quote runs to the end.
+pub fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars().filter(|c| !"$&;<>|`".contains(*c));
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => words.extend(word.take()),
+            '\'' => {
+                let current = word.get_or_insert_with(String::new);
+                current.extend(chars.by_ref().take_while(|&c| c != '\''));
+            }
+            '"' => {
+                let current = word.get_or_insert_with(String::new);
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => match chars.next() {
+                            Some(next @ ('"' | '\\')) => current.push(next),
+                            Some(next) => {
+                                current.push('\\');
+                                current.push(next);
+                            }
+                            None => current.push('\\'),
+                        },
+                        c => current.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                let current = word.get_or_insert_with(String::new);
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words
 }
 
 /// Judge0's comparison: trailing whitespace of every line and of the whole is ignored;
@@ -264,6 +310,21 @@ mod tests {
     use super::*;
     use crate::executor::CollectedOutput;
     use std::time::Duration;
+
+    #[test]
+    fn command_lines_split_as_the_shell_splits_them_without_expansions() {
+        let words = |line: &str| shell_words(line);
+        assert_eq!(words("  a  b\tc "), ["a", "b", "c"]);
+        assert_eq!(words("'a b' \"c \\\" d\" e\\ f"), ["a b", "c \" d", "e f"]);
+        assert_eq!(words("x''y \"\""), ["xy", ""]);
+        // Judge0's stripped characters are gone before the split: nothing is expanded.
+        assert_eq!(
+            words("$HOME; rm -rf / | cat `id` && x>y"),
+            ["HOME", "rm", "-rf", "/", "cat", "id", "xy"]
+        );
+        assert_eq!(words("'unclosed rest"), ["unclosed rest"]);
+        assert!(words("").is_empty());
+    }
 
     fn run(
         status: RunStatus,

@@ -3,6 +3,7 @@
 //! its clients read. The runs are `POST /run`'s (the same executor, policy and limits); the
 //! queue is [`crate::submissions`]. Errors are Judge0's shapes ([`reshape_errors`]).
 
+pub mod additional_files;
 pub mod dialect;
 
 use std::collections::HashMap;
@@ -20,7 +21,9 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::json::read_any_body;
-use crate::executor::{JobRequest, RunOutcome};
+use crate::executor::files::SourceFile;
+use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus};
+use crate::languages::{Catalogue, Language};
 use crate::submissions::{QueueFull, State as Progress, Submission};
 
 /// Where Judge0's routes are mounted (its `/languages` would collide with runbox's own).
@@ -297,17 +300,72 @@ struct Checked {
     source: String,
     language: &'static str,
     language_id: u64,
-    /// CPU limit, its extra time and the wall limit, in seconds; memory in KB.
+    /// CPU limit, its extra time and the wall limit, in seconds.
     cpu: f64,
     extra: f64,
     wall: f64,
-    memory_kb: f64,
+    /// Memory in KB; `None`: not given, the language's own (a warm sandbox's size).
+    memory_kb: Option<f64>,
+    compile_args: Vec<String>,
+    args: Vec<String>,
+    merge_stderr: bool,
+    runs: u32,
+    files: Vec<SourceFile>,
+}
+
+/// Longest `compiler_options` and `command_line_arguments`, as Judge0 bounds them.
+const MAX_OPTIONS_CHARS: usize = 512;
+
+/// Compiler options that make a compiler run another program or load code (gcc's `-wrapper`
+/// and plugins, response files, rustc's linker, go's tool wrappers, mcs' pkg-config): they
+/// would run a program under the compile's limits instead of the run's. Refused.
+const PROGRAM_RUNNING_OPTIONS: &[&str] = &[
+    "@",
+    "-wrapper",
+    "-fplugin",
+    "-B",
+    "-specs",
+    "--specs",
+    "-fuse-ld",
+    "-Wl,",
+    "-Xlinker",
+    "-Wa,",
+    "-Xassembler",
+    "-Wp,",
+    "-Xpreprocessor",
+    "-no-integrated-cpp",
+    "-Z",
+    "-toolexec",
+    "--toolexec",
+    "-exec",
+    "--exec",
+    "-ldflags",
+    "--ldflags",
+    "-pkg:",
+    "/pkg:",
+];
+
+/// rustc's codegen options that pick or feed the linker (`-C linker=…`, `-Clink-arg=…`).
+const LINKER_CODEGEN: &[&str] = &["linker", "link-arg", "link-self-contained", "linker-flavor"];
+
+/// The first word of `words` that would make a compiler run or load another program.
+fn program_running(words: &[String]) -> Option<&str> {
+    words.iter().enumerate().find_map(|(i, word)| {
+        let codegen = match word.as_str() {
+            "-C" | "--codegen" => words.get(i + 1).map(String::as_str),
+            w => w
+                .strip_prefix("--codegen=")
+                .or_else(|| w.strip_prefix("-C")),
+        };
+        let bad = PROGRAM_RUNNING_OPTIONS.iter().any(|b| word.starts_with(b))
+            || codegen.is_some_and(|c| LINKER_CODEGEN.iter().any(|l| c.starts_with(l)));
+        bad.then_some(word.as_str())
+    })
 }
 
 /// Checks a submission's attributes with Judge0's bounds and texts. What runbox does not do
-/// is refused, never ignored: network, callbacks (so no outbound call, no SSRF), extra
-/// files, compiler options, merged streams.
-fn check(read: &mut Attributes<'_>) -> Option<Checked> {
+/// is refused, never ignored: network, callbacks (so no outbound call, no SSRF).
+fn check(read: &mut Attributes<'_>, catalogue: &Catalogue) -> Option<Checked> {
     let source = read.text("source_code").filter(|s| !s.is_empty());
     if source.is_none() {
         read.fail("source_code", "can't be blank");
@@ -332,15 +390,6 @@ fn check(read: &mut Attributes<'_>) -> Option<Checked> {
     for (name, refusal) in [
         ("enable_network", "enabling network is not allowed"),
         ("callback_url", "setting callback is not allowed"),
-        ("additional_files", "additional files are not allowed"),
-        (
-            "compiler_options",
-            "setting compiler options is not allowed",
-        ),
-        (
-            "redirect_stderr_to_stdout",
-            "is not supported by this server",
-        ),
         (
             "enable_per_process_and_thread_time_limit",
             "this option cannot be enabled",
@@ -354,14 +403,49 @@ fn check(read: &mut Attributes<'_>) -> Option<Checked> {
             read.fail(name, refusal);
         }
     }
+    let compile_args = compiler_options(
+        read,
+        language.and_then(|l| catalogue.resolve(l)).map(|l| &**l),
+    );
+    let args = match read.text("command_line_arguments") {
+        Some(line) if line.chars().count() > MAX_OPTIONS_CHARS => {
+            read.fail(
+                "command_line_arguments",
+                &format!("is too long (maximum is {MAX_OPTIONS_CHARS} characters)"),
+            );
+            Vec::new()
+        }
+        Some(line) => dialect::shell_words(&line),
+        None => Vec::new(),
+    };
+    let merge_stderr = read.body.get("redirect_stderr_to_stdout") == Some(&json!(true));
     let cpu = read.bounded("cpu_time_limit", 5.0, (0.0, 15.0), false);
     let extra = read.bounded("cpu_extra_time", 1.0, (0.0, 5.0), false);
     let wall = read.bounded("wall_time_limit", 10.0, (1.0, 20.0), false);
-    let memory_kb = read.bounded("memory_limit", 128_000.0, (2048.0, 512_000.0), false);
+    let memory_kb = read
+        .body
+        .get("memory_limit")
+        .is_some_and(|v| !v.is_null())
+        .then(|| read.bounded("memory_limit", 128_000.0, (2048.0, 512_000.0), false));
     read.bounded("stack_limit", 64_000.0, (0.0, 128_000.0), false);
     read.bounded("max_processes_and_or_threads", 60.0, (0.0, 120.0), true);
     read.bounded("max_file_size", 1024.0, (0.0, 4096.0), false);
-    read.bounded("number_of_runs", 1.0, (0.0, 20.0), true);
+    let runs = read.bounded("number_of_runs", 1.0, (0.0, 20.0), true);
+    let files = match read.body.get("additional_files").and_then(Value::as_str) {
+        None | Some("") => Vec::new(),
+        Some(encoded) => {
+            let main_file = language
+                .and_then(|l| catalogue.resolve(l))
+                .map_or("", |l| l.main_file.as_str());
+            match additional_files::unzip(&dialect::decode64(encoded), main_file) {
+                Ok(files) => files,
+                Err(why) => {
+                    read.fail("additional_files", &why);
+                    Vec::new()
+                }
+            }
+        }
+    };
     if !read.errors.is_empty() {
         return None;
     }
@@ -373,7 +457,58 @@ fn check(read: &mut Attributes<'_>) -> Option<Checked> {
         extra,
         wall,
         memory_kb,
+        compile_args,
+        args,
+        merge_stderr,
+        runs: runs as u32,
+        files,
     })
+}
+
+/// `compiler_options`, checked as Judge0 checks them (length, compiled languages only) and
+/// split into words as its shell would; options that run programs are refused.
+fn compiler_options(read: &mut Attributes<'_>, language: Option<&Language>) -> Vec<String> {
+    let Some(options) = read.text("compiler_options").filter(|o| !o.is_empty()) else {
+        return Vec::new();
+    };
+    const NAME: &str = "compiler_options";
+    if options.chars().count() > MAX_OPTIONS_CHARS {
+        read.fail(
+            NAME,
+            &format!("is too long (maximum is {MAX_OPTIONS_CHARS} characters)"),
+        );
+        return Vec::new();
+    }
+    let Some(language) = language else {
+        return Vec::new();
+    };
+    if !language.is_compiled() {
+        read.fail(
+            NAME,
+            "setting compiler options is only allowed for compiled languages",
+        );
+        return Vec::new();
+    }
+    if !language.compile_takes_args {
+        read.fail(
+            NAME,
+            &format!(
+                "setting compiler options is not supported for {} by this server",
+                language.name
+            ),
+        );
+        return Vec::new();
+    }
+    let words = dialect::shell_words(&options);
+    if let Some(word) = program_running(&words) {
+        let shown: String = word.chars().take(32).collect();
+        read.fail(
+            NAME,
+            &format!("{shown} is not allowed: it makes the compiler run or load other programs"),
+        );
+        return Vec::new();
+    }
+    words
 }
 
 /// Checks one submission as Judge0 does and queues its run.
@@ -383,37 +518,30 @@ fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refuse
         base64,
         errors: Map::new(),
     };
-    let Some(checked) = check(&mut read) else {
+    let catalogue = state.executor.catalogue();
+    let Some(checked) = check(&mut read, catalogue) else {
         return Err(Refused::Invalid(read.errors));
     };
-    let args = read
-        .text("command_line_arguments")
-        .map(|line| {
-            line.chars()
-                .filter(|c| !"$&;<>|`".contains(*c))
-                .collect::<String>()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    // A program on one CPU cannot use more CPU than wall time: the tighter of the CPU limit
-    // (with its extra time) and the wall limit ends it no later than Judge0 would.
-    let timeout_s = (checked.cpu + checked.extra).min(checked.wall);
-    let max_timeout = state
-        .executor
-        .catalogue()
+    let max_timeout = catalogue
         .resolve(checked.language)
         .map_or(u64::MAX, |l| l.max_timeout_ms);
+    let ms = |seconds: f64| ((seconds * 1000.0).ceil() as u64).clamp(1, max_timeout);
     let job = JobRequest {
         language: Some(checked.language.to_owned()),
         code: Some(checked.source),
-        files: Vec::new(),
+        files: checked.files,
         input: read.text("stdin"),
-        args,
-        timeout_ms: Some(((timeout_s * 1000.0).ceil() as u64).clamp(1, max_timeout)),
-        memory_mb: Some(((checked.memory_kb / 1024.0).ceil() as u64).max(16)),
-        tests: None,
+        args: checked.args,
+        timeout_ms: Some(ms(checked.wall)),
+        // isolate ends a program past its CPU limit and extra time, and calls any run past the
+        // limit itself a timeout ([`verdict`]).
+        // A limit of 0 is none (isolate's `-t 0`).
+        cpu_time_ms: (checked.cpu > 0.0).then(|| ms(checked.cpu + checked.extra)),
+        memory_mb: checked
+            .memory_kb
+            .map(|kb| ((kb / 1024.0).ceil() as u64).max(16)),
+        compile_args: checked.compile_args,
+        merge_stderr: checked.merge_stderr,
         ..Default::default()
     };
     let job = state
@@ -427,6 +555,7 @@ fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refuse
         "stdin",
         "expected_output",
         "command_line_arguments",
+        "compiler_options",
     ] {
         if let Some(value) = read.text(name) {
             kept[name] = json!(value);
@@ -436,10 +565,12 @@ fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refuse
     kept["cpu_time_limit"] = json!(checked.cpu);
     kept["cpu_extra_time"] = json!(checked.extra);
     kept["wall_time_limit"] = json!(checked.wall);
-    kept["memory_limit"] = json!(checked.memory_kb as u64);
+    kept["memory_limit"] = json!(checked.memory_kb.unwrap_or(128_000.0) as u64);
+    kept["number_of_runs"] = json!(checked.runs);
+    kept["redirect_stderr_to_stdout"] = json!(checked.merge_stderr);
     state
         .submissions
-        .submit(job, kept)
+        .submit(job, kept, checked.runs)
         .map_err(|QueueFull| Refused::Full)
 }
 
@@ -479,9 +610,9 @@ fn serialize(
     let (status, outcome) = progress(submission);
     let run = outcome.and_then(|o| o.run.as_ref());
     let mut all = text_attributes(submission, outcome, base64)?;
-    let (exit_code, exit_signal) = match run {
-        Some(run) => {
-            let (_, code, signal) = dialect::judged(run, request["expected_output"].as_str());
+    let (exit_code, exit_signal) = match outcome.zip(run) {
+        Some((outcome, run)) => {
+            let (_, code, signal) = verdict(request, outcome, run);
             (json!(code), json!(signal))
         }
         None => (Value::Null, Value::Null),
@@ -501,6 +632,10 @@ fn serialize(
     let limit = |name: &str, default: f64| json!(float(request[name].as_f64().unwrap_or(default)));
     let integer = |name: &str, default: i64| json!(request[name].as_i64().unwrap_or(default));
     let boolean = |name: &str| json!(request[name].as_bool().unwrap_or(false));
+    let echo = |name: &str| match request.get(name) {
+        Some(Value::String(text)) if !text.is_empty() => json!(text),
+        _ => Value::Null,
+    };
     for (name, value) in [
         ("token", json!(submission.token)),
         ("language_id", json!(language_id)),
@@ -551,16 +686,11 @@ fn serialize(
             boolean("redirect_stderr_to_stdout"),
         ),
         ("enable_network", json!(false)),
-        ("compiler_options", Value::Null),
-        (
-            "command_line_arguments",
-            request
-                .get("command_line_arguments")
-                .cloned()
-                .unwrap_or(Value::Null),
-        ),
-        ("callback_url", Value::Null),
-        ("additional_files", Value::Null),
+        ("compiler_options", echo("compiler_options")),
+        ("command_line_arguments", echo("command_line_arguments")),
+        ("callback_url", echo("callback_url")),
+        // Always base64, as Judge0 stores the zip.
+        ("additional_files", echo("additional_files")),
     ] {
         all.insert(name.to_owned(), value);
     }
@@ -574,6 +704,24 @@ fn serialize(
     Ok(Value::Object(chosen))
 }
 
+/// A run's status, `exit_code` and `exit_signal` as Judge0 judges them, with isolate's rule
+/// that a run whose CPU time passed `cpu_time_limit` exceeded the time limit, even when it
+/// ended within the extra time.
+fn verdict(
+    request: &Value,
+    outcome: &RunOutcome,
+    run: &PhaseOutcome,
+) -> (u8, Option<i64>, Option<i64>) {
+    let judged = dialect::judged(run, request["expected_output"].as_str());
+    let limit = request["cpu_time_limit"].as_f64().unwrap_or(5.0);
+    let over = limit > 0.0 && outcome.cpu_time.is_some_and(|t| t.as_secs_f64() > limit);
+    if over && matches!(run.status, RunStatus::Success | RunStatus::RuntimeError) {
+        (dialect::TIME_LIMIT_EXCEEDED, judged.1, judged.2)
+    } else {
+        judged
+    }
+}
+
 /// Where a submission is, as Judge0's status, with its outcome once it has one.
 fn progress(submission: &Submission) -> (u8, Option<&RunOutcome>) {
     match &submission.state {
@@ -581,9 +729,8 @@ fn progress(submission: &Submission) -> (u8, Option<&RunOutcome>) {
         Progress::Processing => (dialect::PROCESSING, None),
         Progress::Finished(Err(_)) => (dialect::INTERNAL_ERROR, None),
         Progress::Finished(Ok(outcome)) => {
-            let expected = submission.request["expected_output"].as_str();
             let status = match &outcome.run {
-                Some(run) => dialect::judged(run, expected).0,
+                Some(run) => verdict(&submission.request, outcome, run).0,
                 None => 6,
             };
             (status, Some(outcome.as_ref()))
@@ -644,7 +791,7 @@ fn compile_output(outcome: &RunOutcome) -> Option<Vec<u8>> {
 /// isolate's message for an end that has one, or why the submission could not run.
 fn message(submission: &Submission, outcome: Option<&RunOutcome>) -> Option<String> {
     if let Progress::Finished(Err(why)) = &submission.state {
-        return Some(why.clone());
+        return Some(why.to_string());
     }
     let run = outcome?.run.as_ref()?;
     super::piston::dialect::stage(run, String::new(), None, None)
@@ -762,14 +909,14 @@ pub async fn config_info(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "maintenance_mode": false,
         "enable_wait_result": true,
-        "enable_compiler_options": false,
+        "enable_compiler_options": true,
         "allowed_languages_for_compile_options": [],
         "enable_command_line_arguments": true,
         "enable_submission_delete": false,
         "enable_callbacks": false,
         "callbacks_max_tries": 3,
         "callbacks_timeout": 5.0,
-        "enable_additional_files": false,
+        "enable_additional_files": true,
         "max_queue_size": pending,
         "cpu_time_limit": 5.0,
         "max_cpu_time_limit": 15.0,
@@ -792,7 +939,7 @@ pub async fn config_info(State(state): State<AppState>) -> Json<Value> {
         "number_of_runs": 1,
         "max_number_of_runs": 20,
         "redirect_stderr_to_stdout": false,
-        "max_extract_size": 10240,
+        "max_extract_size": additional_files::MAX_EXTRACT_BYTES / 1024,
         "enable_batched_submissions": true,
         "max_submission_batch_size": MAX_BATCH,
         "submission_cache_duration": 1.0,
