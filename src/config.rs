@@ -43,6 +43,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub terminal: TerminalConfig,
     pub submissions: SubmissionsConfig,
+    pub judge0: Judge0Config,
     pub rate_limit: RateLimitConfig,
     pub auth: AuthConfig,
     pub images: ImagesConfig,
@@ -138,6 +139,41 @@ pub struct SubmissionsConfig {
     pub max_kept: usize,
     /// How long a finished submission is kept.
     pub keep_secs: u64,
+}
+
+/// Judge0's dialect: where it is mounted, and the attributes that reach out of a run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Judge0Config {
+    /// Where Judge0's routes are on the main listener (`/judge0`).
+    pub prefix: String,
+    /// A second address that serves Judge0 alone at the root (`/submissions`), as Judge0
+    /// itself does; `None`: no second listener.
+    #[serde(default, deserialize_with = "optional_address")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// `compiler_options` accepted (Judge0's `ENABLE_COMPILER_OPTIONS`).
+    pub compiler_options: bool,
+    /// `callback_url` accepted: the finished submission is PUT there.
+    pub callbacks: bool,
+    /// The hosts a callback may go to (names or IP literals, exact); empty: any host.
+    pub callback_hosts: Vec<String>,
+    /// Callbacks may reach loopback, private, link-local (cloud metadata) and other
+    /// non-public addresses. Off: such an address is refused, whatever the name resolves to.
+    pub callback_private_addresses: bool,
+}
+
+/// An address, or `""` for none.
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +351,7 @@ struct RawConfig {
     sessions: SessionsConfig,
     terminal: TerminalConfig,
     submissions: SubmissionsConfig,
+    judge0: Judge0Config,
     rate_limit: RateLimitConfig,
     auth: AuthConfig,
     images: ImagesConfig,
@@ -335,6 +372,7 @@ impl Config {
             sessions = ?self.sessions,
             terminal = ?self.terminal,
             submissions = ?self.submissions,
+            judge0 = ?self.judge0,
             rate_limit = ?self.rate_limit,
             auth = ?self.auth,
             images = ?self.images,
@@ -426,6 +464,7 @@ impl Config {
             sessions: raw.sessions,
             terminal: raw.terminal,
             submissions: raw.submissions,
+            judge0: raw.judge0,
             rate_limit: raw.rate_limit,
             auth: raw.auth,
             images,
@@ -543,6 +582,26 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
             "submissions",
             "max_pending, max_kept and keep_secs must be positive",
         );
+    }
+    let prefix = &raw.judge0.prefix;
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !prefix.starts_with('/') || !prefix[1..].split('/').all(segment_ok) {
+        return key(
+            "judge0.prefix",
+            "must be a path like /judge0: segments of letters, digits, '-', '_' or '.'",
+        );
+    }
+    if raw
+        .judge0
+        .callback_hosts
+        .iter()
+        .any(|h| h.trim().is_empty())
+    {
+        return key("judge0.callback_hosts", "must not hold an empty name");
     }
     let l = &raw.limits;
     if l.max_queued_jobs > 100_000 {

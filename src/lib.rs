@@ -29,6 +29,7 @@ pub mod api;
 pub mod app;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod callbacks;
 pub mod config;
 pub mod connections;
 pub mod executor;

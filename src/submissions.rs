@@ -65,6 +65,9 @@ pub struct Submission {
     pub finished_at: Option<SystemTime>,
 }
 
+/// What is done with a submission once it has finished.
+pub type OnFinish = Box<dyn FnOnce(&Submission) + Send>;
+
 /// Refused: `max_pending` submissions are waiting or running already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("queue is full")]
@@ -221,7 +224,14 @@ impl Submissions {
     /// the first that does not succeed; returns its token at once. The outcome kept is the
     /// last run's, with the CPU time, wall time and memory of the runs averaged (Judge0's
     /// `number_of_runs`).
-    pub fn submit(&self, job: Job, request: Value, runs: u32) -> Result<String, QueueFull> {
+    /// `on_finish` is called with the finished submission (e.g. to call its client back).
+    pub fn submit(
+        &self,
+        job: Job,
+        request: Value,
+        runs: u32,
+        on_finish: Option<OnFinish>,
+    ) -> Result<String, QueueFull> {
         let token = uuid::Uuid::new_v4().to_string();
         self.inner.store.insert(Submission {
             token: token.clone(),
@@ -247,6 +257,9 @@ impl Submissions {
             };
             this.finish(&running, ended.map(Box::new));
             guard.armed = false;
+            if let (Some(on_finish), Some(finished)) = (on_finish, this.get(&running)) {
+                on_finish(&finished);
+            }
         });
         Ok(token)
     }

@@ -30,6 +30,7 @@ const RULE: &[(&str, &[&str])] = &[
             "names",
         ],
     ),
+    ("callbacks", &["config"]),
     ("access", &["config"]),
     ("connections", &["access"]),
     (
@@ -40,6 +41,7 @@ const RULE: &[(&str, &[&str])] = &[
             "executor",
             "sessions",
             "submissions",
+            "callbacks",
             "rooms",
             "metrics",
             "config",
@@ -60,6 +62,7 @@ const RULE: &[(&str, &[&str])] = &[
             "executor",
             "sessions",
             "submissions",
+            "callbacks",
             "metrics",
             "sandbox",
             "config",

@@ -32,6 +32,9 @@ pub struct AppState {
     pub submissions: Submissions,
     pub access: Access,
     pub metrics: std::sync::Arc<Metrics>,
+    /// Judge0's calls back (`callback_url`).
+    pub callbacks: crate::callbacks::Callbacks,
+    pub judge0: crate::config::Judge0Config,
 }
 
 /// One route: its method and path (as routed, with `{id}`) and its handler.

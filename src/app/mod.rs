@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::access::Access;
 use crate::api;
+use crate::callbacks::Callbacks;
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::metrics::Metrics;
@@ -45,6 +46,7 @@ pub struct Server {
     pub executor: Executor,
     pub sessions: Sessions,
     pub submissions: Submissions,
+    callbacks: Callbacks,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// How long running jobs may go on after shutdown begins.
@@ -103,6 +105,7 @@ impl Server {
         .await;
         metrics.watch_sessions(std::sync::Arc::new(sessions.clone()));
         let submissions = Submissions::start(&config.submissions, executor.clone());
+        let callbacks = Callbacks::new(&config.judge0);
         let app = router(
             AppState {
                 executor: executor.clone(),
@@ -110,6 +113,8 @@ impl Server {
                 submissions: submissions.clone(),
                 access,
                 metrics: metrics.clone(),
+                callbacks: callbacks.clone(),
+                judge0: config.judge0.clone(),
             },
             &config.server,
         );
@@ -131,6 +136,7 @@ impl Server {
             executor,
             sessions,
             submissions,
+            callbacks,
             stop,
             task,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
@@ -156,6 +162,8 @@ impl Server {
         };
         // Submissions still pending end as failed (they live in this process only).
         self.submissions.shutdown().await;
+        // Callbacks of the submissions just ended are dropped with the ones in flight.
+        self.callbacks.shutdown().await;
         self.sessions.shutdown().await;
         self.executor.shutdown().await;
         served.unwrap_or(Ok(()))

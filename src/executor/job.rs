@@ -206,9 +206,16 @@ impl Job {
         }
     }
 
-    /// The program's argv: the language's run command, then the job's arguments.
+    /// The program's argv: the language's run command, then the job's arguments. With
+    /// `merge_stderr` the program starts with its stderr on its stdout (`sh`'s `2>&1`, then
+    /// `exec`), so the two keep the order they were written in: the engine carries two
+    /// streams apart, and a line of one can overtake a line of the other.
     pub fn argv(&self) -> Vec<String> {
-        let mut argv = self.command(&self.language.run);
+        let mut argv = Vec::new();
+        if self.merge_stderr {
+            argv.extend(["sh", "-c", "exec \"$@\" 2>&1", "sh"].map(String::from));
+        }
+        argv.extend(self.command(&self.language.run));
         argv.extend(self.args.iter().cloned());
         argv
     }
@@ -310,6 +317,26 @@ mod tests {
         assert_eq!(job.cpu_limit, None);
         assert_eq!(job.compile_timeout, job.language.compile_timeout());
         assert_eq!(job.compile_memory_mb, job.language.compile_memory_mb());
+    }
+
+    #[test]
+    fn merged_streams_start_the_program_with_stderr_on_stdout() {
+        let mut r = request("python", "print(1)");
+        r.args = vec!["a b".into()];
+        r.merge_stderr = true;
+        let job = Job::validate(&catalogue(), r).unwrap();
+        assert_eq!(
+            job.argv(),
+            [
+                "sh",
+                "-c",
+                "exec \"$@\" 2>&1",
+                "sh",
+                "python3",
+                "main.py",
+                "a b"
+            ]
+        );
     }
 
     #[test]

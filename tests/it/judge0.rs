@@ -528,3 +528,172 @@ async fn limits_hold_through_judge0_as_through_run() {
     .await;
     assert_eq!(flood["status_id"], 8, "{flood}");
 }
+
+/// A callback receiver on loopback: each request is answered (`Some(status)`) or its
+/// connection dropped unanswered (`None`) in the order of `answers`; every request received
+/// (method line and body) goes to the channel.
+async fn callback_receiver(
+    answers: Vec<Option<u16>>,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook?id=7", listener.local_addr().unwrap());
+    let (received, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for answer in answers {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let (head, body) = loop {
+                let n = socket.read(&mut buffer).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break (head.to_owned(), body.to_owned());
+                    }
+                }
+            };
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/json"),
+                "{head}"
+            );
+            received
+                .send((line, serde_json::from_str(&body).unwrap()))
+                .unwrap();
+            if let Some(status) = answer {
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                socket.write_all(reply.as_bytes()).await.unwrap();
+            }
+        }
+    });
+    (url, receiver)
+}
+
+#[tokio::test]
+async fn callbacks_go_only_where_allowed_and_are_retried_as_judge0_retries_them() {
+    // On, with the defaults: loopback, link-local (cloud metadata) and private addresses are
+    // refused when the URL is given, whatever names them, and nothing runs.
+    let guarded = start_on_own_runtime(&[("RUNBOX_JUDGE0__CALLBACKS", "true")]);
+    for url in [
+        "http://127.0.0.1:2358/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://2130706433/",
+    ] {
+        let (status, body) = post(
+            &guarded,
+            "/judge0/submissions",
+            json!({ "source_code": "print(1)", "language_id": 71, "callback_url": url }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        let why = body["callback_url"][0].as_str().unwrap_or_default();
+        assert!(why.contains("non-public address"), "{url}: {body}");
+    }
+    let (_, body) = post(
+        &guarded,
+        "/judge0/submissions",
+        json!({ "source_code": "print(1)", "language_id": 71, "callback_url": "file:///etc/passwd" }),
+    )
+    .await;
+    assert_eq!(
+        body["callback_url"],
+        json!(["must be an http or https URL without credentials"])
+    );
+    assert_eq!(guarded.server.executor.sandboxes().created_count(), 0);
+    guarded.server.shutdown().await.unwrap();
+
+    // Loopback explicitly allowed (the receiver is this test): the default fields, base64,
+    // PUT; a try that gets no answer is repeated, up to 3 tries.
+    let app = start_on_own_runtime(&[
+        ("RUNBOX_JUDGE0__CALLBACKS", "true"),
+        ("RUNBOX_JUDGE0__CALLBACK_HOSTS", "[\"127.0.0.1\"]"),
+        ("RUNBOX_JUDGE0__CALLBACK_PRIVATE_ADDRESSES", "true"),
+    ]);
+    let (url, mut received) = callback_receiver(vec![None, None, Some(200)]).await;
+    let (status, body) = post(
+        &app,
+        "/judge0/submissions",
+        json!({ "source_code": "print('called back')", "language_id": 71, "callback_url": url }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), received.recv()).await;
+        tries.push(got.expect("a try within 30 s").unwrap());
+    }
+    for (line, answer) in &tries {
+        assert_eq!(line, "PUT /hook?id=7 HTTP/1.1");
+        let keys: std::collections::BTreeSet<&str> = answer
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "compile_output",
+                "memory",
+                "message",
+                "status",
+                "stderr",
+                "stdout",
+                "time",
+                "token"
+            ]
+            .into()
+        );
+        assert_eq!(answer["token"], token.as_str());
+        assert_eq!(answer["stdout"], "Y2FsbGVkIGJhY2sK\n", "base64: {answer}");
+        assert_eq!(answer["status"]["id"], 3);
+    }
+    // Any HTTP answer, an error too, ends it: one try.
+    let (url, mut received) = callback_receiver(vec![Some(500), Some(500)]).await;
+    let (status, _) = post(
+        &app,
+        "/judge0/submissions?wait=true",
+        json!({ "source_code": "print(2)", "language_id": 71, "callback_url": url }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), received.recv()).await;
+    assert!(first.unwrap().is_some());
+    let again = tokio::time::timeout(std::time::Duration::from_secs(2), received.recv()).await;
+    assert!(again.is_err(), "a second try after an HTTP answer");
+    // Not an allowed host, though loopback is allowed.
+    let (status, body) = post(
+        &app,
+        "/judge0/submissions",
+        json!({ "source_code": "print(1)", "language_id": 71, "callback_url": "http://127.0.0.2/" }),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["callback_url"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!(["host is not allowed for callbacks"])
+        )
+    );
+    app.server.shutdown().await.unwrap();
+}

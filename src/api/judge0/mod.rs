@@ -84,7 +84,7 @@ pub async fn create(
         dialect::fields(query.get("fields").map(String::as_str)).map_err(|e| bad_request(&e))?;
     let body = read_any_body(request).await?;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let token = match submit(&state, &body, base64) {
+    let token = match submit(&state, &body, base64).await {
         Ok(token) => token,
         Err(Refused::Invalid(errors)) => return Ok(unprocessable(errors)),
         Err(Refused::Full) => return Err(ApiError::Overloaded(crate::executor::Overloaded)),
@@ -133,7 +133,7 @@ pub async fn batch_create(
     let mut answers = Vec::with_capacity(items.len());
     let mut taken = false;
     for item in &items {
-        answers.push(match submit(&state, item, base64) {
+        answers.push(match submit(&state, item, base64).await {
             Ok(token) => {
                 taken = true;
                 json!({ "token": token })
@@ -365,7 +365,11 @@ fn program_running(words: &[String]) -> Option<&str> {
 
 /// Checks a submission's attributes with Judge0's bounds and texts. What runbox does not do
 /// is refused, never ignored: network, callbacks (so no outbound call, no SSRF).
-fn check(read: &mut Attributes<'_>, catalogue: &Catalogue) -> Option<Checked> {
+fn check(
+    read: &mut Attributes<'_>,
+    catalogue: &Catalogue,
+    compiler_options_on: bool,
+) -> Option<Checked> {
     let source = read.text("source_code").filter(|s| !s.is_empty());
     if source.is_none() {
         read.fail("source_code", "can't be blank");
@@ -389,7 +393,6 @@ fn check(read: &mut Attributes<'_>, catalogue: &Catalogue) -> Option<Checked> {
     };
     for (name, refusal) in [
         ("enable_network", "enabling network is not allowed"),
-        ("callback_url", "setting callback is not allowed"),
         (
             "enable_per_process_and_thread_time_limit",
             "this option cannot be enabled",
@@ -406,6 +409,7 @@ fn check(read: &mut Attributes<'_>, catalogue: &Catalogue) -> Option<Checked> {
     let compile_args = compiler_options(
         read,
         language.and_then(|l| catalogue.resolve(l)).map(|l| &**l),
+        compiler_options_on,
     );
     let args = match read.text("command_line_arguments") {
         Some(line) if line.chars().count() > MAX_OPTIONS_CHARS => {
@@ -467,11 +471,19 @@ fn check(read: &mut Attributes<'_>, catalogue: &Catalogue) -> Option<Checked> {
 
 /// `compiler_options`, checked as Judge0 checks them (length, compiled languages only) and
 /// split into words as its shell would; options that run programs are refused.
-fn compiler_options(read: &mut Attributes<'_>, language: Option<&Language>) -> Vec<String> {
+fn compiler_options(
+    read: &mut Attributes<'_>,
+    language: Option<&Language>,
+    allowed: bool,
+) -> Vec<String> {
     let Some(options) = read.text("compiler_options").filter(|o| !o.is_empty()) else {
         return Vec::new();
     };
     const NAME: &str = "compiler_options";
+    if !allowed {
+        read.fail(NAME, "setting compiler options is not allowed");
+        return Vec::new();
+    }
     if options.chars().count() > MAX_OPTIONS_CHARS {
         read.fail(
             NAME,
@@ -511,15 +523,31 @@ fn compiler_options(read: &mut Attributes<'_>, language: Option<&Language>) -> V
     words
 }
 
-/// Checks one submission as Judge0 does and queues its run.
-fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refused> {
+/// Checks one submission as Judge0 does and queues its run (and, when it asks, its
+/// callback).
+async fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refused> {
     let mut read = Attributes {
         body,
         base64,
         errors: Map::new(),
     };
+    let callback = match body.get("callback_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(url)) if url.is_empty() => None,
+        Some(url) => match state
+            .callbacks
+            .check(url.as_str().unwrap_or_default())
+            .await
+        {
+            Ok(url) => Some(url),
+            Err(refused) => {
+                read.fail("callback_url", &refused.to_string());
+                None
+            }
+        },
+    };
     let catalogue = state.executor.catalogue();
-    let Some(checked) = check(&mut read, catalogue) else {
+    let Some(checked) = check(&mut read, catalogue, state.judge0.compiler_options) else {
         return Err(Refused::Invalid(read.errors));
     };
     let max_timeout = catalogue
@@ -568,10 +596,26 @@ fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refuse
     kept["memory_limit"] = json!(checked.memory_kb.unwrap_or(128_000.0) as u64);
     kept["number_of_runs"] = json!(checked.runs);
     kept["redirect_stderr_to_stdout"] = json!(checked.merge_stderr);
+    let on_finish = callback.map(|url| {
+        let state = state.clone();
+        Box::new(move |finished: &Submission| call_back(&state, finished, url))
+            as crate::submissions::OnFinish
+    });
     state
         .submissions
-        .submit(job, kept, checked.runs)
+        .submit(job, kept, checked.runs, on_finish)
         .map_err(|QueueFull| Refused::Full)
+}
+
+/// Judge0's callback: the default fields, base64, PUT to the submission's `callback_url`.
+fn call_back(state: &AppState, finished: &Submission, url: reqwest::Url) {
+    let fields = dialect::fields(None).unwrap_or_default();
+    match serialize(state, finished, &fields, true) {
+        Ok(answer) => state
+            .callbacks
+            .deliver(url, serde_json::to_vec(&answer).unwrap_or_default()),
+        Err(_) => tracing::warn!("a finished submission could not be serialized for its callback"),
+    }
 }
 
 /// A float as Ruby prints it: `15.0`, `0.5`.
@@ -909,11 +953,11 @@ pub async fn config_info(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "maintenance_mode": false,
         "enable_wait_result": true,
-        "enable_compiler_options": true,
+        "enable_compiler_options": state.judge0.compiler_options,
         "allowed_languages_for_compile_options": [],
         "enable_command_line_arguments": true,
         "enable_submission_delete": false,
-        "enable_callbacks": false,
+        "enable_callbacks": state.judge0.callbacks,
         "callbacks_max_tries": 3,
         "callbacks_timeout": 5.0,
         "enable_additional_files": true,
