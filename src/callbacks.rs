@@ -256,6 +256,7 @@ mod tests {
             prefix: "/judge0".to_owned(),
             listen: None,
             compiler_options: true,
+            submission_delete: false,
             callbacks: enabled,
             callback_hosts: hosts.iter().map(|h| h.to_string()).collect(),
             callback_private_addresses: private,

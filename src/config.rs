@@ -153,6 +153,9 @@ pub struct Judge0Config {
     pub listen: Option<std::net::SocketAddr>,
     /// `compiler_options` accepted (Judge0's `ENABLE_COMPILER_OPTIONS`).
     pub compiler_options: bool,
+    /// `DELETE /submissions/{token}` deletes a finished submission for the client that made
+    /// it (Judge0's `ENABLE_SUBMISSION_DELETE`).
+    pub submission_delete: bool,
     /// `callback_url` accepted: the finished submission is PUT there.
     pub callbacks: bool,
     /// The hosts a callback may go to (names or IP literals, exact); empty: any host.

@@ -59,10 +59,24 @@ impl From<RunError> for Failure {
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub token: String,
+    /// Who submitted it (the client's identity at the edge).
+    pub owner: String,
     pub request: Value,
     pub state: State,
     pub created_at: SystemTime,
     pub finished_at: Option<SystemTime>,
+}
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum Deleted {
+    /// Removed; as it was.
+    Gone(Box<Submission>),
+    /// Still queued or running: kept.
+    Pending(Box<Submission>),
+    /// Another client's: kept.
+    NotOwner,
+    Unknown,
 }
 
 /// What is done with a submission once it has finished.
@@ -82,6 +96,8 @@ pub trait SubmissionStore: Send + Sync + 'static {
     fn advance(&self, token: &str, state: State, at: SystemTime);
     /// Drops finished submissions older than `keep` (at `now`).
     fn expire(&self, now: SystemTime, keep: Duration);
+    /// Removes a finished submission and returns it; a pending one stays (`Err` holds it).
+    fn remove_finished(&self, token: &str) -> Option<Result<Submission, Submission>>;
 }
 
 #[derive(Debug)]
@@ -151,6 +167,17 @@ impl SubmissionStore for MemoryStore {
                 }
             }
         }
+    }
+
+    fn remove_finished(&self, token: &str) -> Option<Result<Submission, Submission>> {
+        let mut records = self.lock();
+        let submission = records.by_token.get(token)?.clone();
+        if !matches!(submission.state, State::Finished(_)) {
+            return Some(Err(submission));
+        }
+        records.by_token.remove(token);
+        records.finished.retain(|t| t != token);
+        Some(Ok(submission))
     }
 
     fn expire(&self, now: SystemTime, keep: Duration) {
@@ -228,6 +255,7 @@ impl Submissions {
     pub fn submit(
         &self,
         job: Job,
+        owner: &str,
         request: Value,
         runs: u32,
         on_finish: Option<OnFinish>,
@@ -235,6 +263,7 @@ impl Submissions {
         let token = uuid::Uuid::new_v4().to_string();
         self.inner.store.insert(Submission {
             token: token.clone(),
+            owner: owner.to_owned(),
             request,
             state: State::Queued,
             created_at: SystemTime::now(),
@@ -307,6 +336,20 @@ impl Submissions {
 
     pub fn get(&self, token: &str) -> Option<Submission> {
         self.inner.store.get(token)
+    }
+
+    /// Deletes a finished submission of `owner`'s; see [`Deleted`].
+    pub fn delete(&self, token: &str, owner: &str) -> Deleted {
+        match self.inner.store.get(token) {
+            None => return Deleted::Unknown,
+            Some(found) if found.owner != owner => return Deleted::NotOwner,
+            Some(_) => {}
+        }
+        match self.inner.store.remove_finished(token) {
+            None => Deleted::Unknown,
+            Some(Ok(gone)) => Deleted::Gone(Box::new(gone)),
+            Some(Err(pending)) => Deleted::Pending(Box::new(pending)),
+        }
     }
 
     /// Submissions waiting or running now.
@@ -382,6 +425,7 @@ mod tests {
     fn queued(token: &str) -> Submission {
         Submission {
             token: token.to_owned(),
+            owner: "me".to_owned(),
             request: Value::Null,
             state: State::Queued,
             created_at: SystemTime::UNIX_EPOCH,
@@ -416,5 +460,10 @@ mod tests {
         store.expire(t0 + Duration::from_secs(10), Duration::from_secs(8));
         assert!(store.get("b").is_none());
         assert!(store.get("c").is_some());
+        // Only a finished one is removed.
+        store.insert(queued("d")).unwrap();
+        assert!(matches!(store.remove_finished("d"), Some(Err(_))));
+        assert!(matches!(store.remove_finished("c"), Some(Ok(_))));
+        assert!(store.get("c").is_none() && store.remove_finished("c").is_none());
     }
 }

@@ -43,12 +43,15 @@ pub enum StartError {
 /// A running server: its address, and a way to stop it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The second address, serving Judge0 alone at the root (`judge0.listen`).
+    pub judge0_addr: Option<SocketAddr>,
     pub executor: Executor,
     pub sessions: Sessions,
     pub submissions: Submissions,
     callbacks: Callbacks,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    judge0_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// How long running jobs may go on after shutdown begins.
     grace: Duration,
 }
@@ -120,25 +123,48 @@ impl Server {
         );
         let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
-        let shutdown = stop.clone();
-        let limits = connection_limits(&config, metrics.connections_open());
+        // Judge0 alone at the root of a second address, when configured.
+        let judge0_listener = match config.judge0.listen {
+            Some(at) => Some(TcpListener::bind(at).await?),
+            None => None,
+        };
+        let judge0_addr = match &judge0_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
+        let judge0_task = judge0_listener.map(|listener| {
+            tokio::spawn(serve(
+                listener,
+                mounted(app.clone(), api::judge0::Mount::Root),
+                config.server.clone(),
+                connection_limits(&config, metrics.connections_open()),
+                metrics.clone(),
+                stop.clone(),
+            ))
+        });
+        let main_mount = api::judge0::Mount::Prefix(config.judge0.prefix.clone());
         let task = tokio::spawn(serve(
             listener,
-            app,
+            mounted(app, main_mount),
             config.server.clone(),
-            limits,
+            connection_limits(&config, metrics.connections_open()),
             metrics,
-            shutdown,
+            stop.clone(),
         ));
         tracing::info!(%addr, "runbox listening");
+        if let Some(judge0_addr) = judge0_addr {
+            tracing::info!(addr = %judge0_addr, "Judge0 CE's API listening at the root");
+        }
         Ok(Server {
             addr,
+            judge0_addr,
             executor,
             sessions,
             submissions,
             callbacks,
             stop,
             task,
+            judge0_task,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
         })
     }
@@ -148,6 +174,14 @@ impl Server {
     /// this process owns (sessions by `sessions.keep_on_shutdown`).
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.stop.cancel();
+        if let Some(judge0) = self.judge0_task.take() {
+            // Its requests are the main listener's too: the same grace and the same end.
+            self.task = tokio::spawn(async move {
+                let (main, second) = tokio::join!(self.task, judge0);
+                main.unwrap_or(Ok(()))?;
+                second.unwrap_or(Ok(()))
+            });
+        }
         let served = match tokio::time::timeout(self.grace, &mut self.task).await {
             Ok(served) => served,
             Err(_) => {
@@ -175,6 +209,16 @@ impl Server {
         tracing::info!("shutting down");
         self.shutdown().await
     }
+}
+
+/// `app` with Judge0's routes where `mount` puts them (a rewrite before routing).
+fn mounted(app: axum::Router, mount: api::judge0::Mount) -> axum::Router {
+    axum::Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn_with_state(
+            mount,
+            api::judge0::mount,
+        ))
 }
 
 async fn shutdown_signal() {

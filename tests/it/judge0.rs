@@ -414,6 +414,17 @@ async fn bad_submissions_get_judge0s_errors_and_create_nothing() {
         body["error"],
         "number of submissions in a batch should be less than or equal to 20"
     );
+    // Deleting is off by default: Judge0's 400.
+    let response = reqwest::Client::new()
+        .delete(app.url("/judge0/submissions/whatever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "error": "delete not allowed" })
+    );
     assert_eq!(app.server.executor.sandboxes().created_count(), 0);
     app.server.shutdown().await.unwrap();
 }
@@ -694,6 +705,155 @@ async fn callbacks_go_only_where_allowed_and_are_retried_as_judge0_retries_them(
             StatusCode::UNPROCESSABLE_ENTITY,
             &json!(["host is not allowed for callbacks"])
         )
+    );
+    app.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn judge0_is_served_where_configured_with_its_keys_and_deletes() {
+    use sha2::Digest;
+    let key = "judge0-key-0123456789";
+    let keys = format!(
+        r#"[{{ name = "judge", sha256 = "{:x}" }}, {{ name = "other", sha256 = "{:x}" }}]"#,
+        sha2::Sha256::digest(key.as_bytes()),
+        sha2::Sha256::digest(b"other-key-0123456789"),
+    );
+    let app = start_on_own_runtime(&[
+        ("RUNBOX_AUTH__KEYS", keys.as_str()),
+        ("RUNBOX_JUDGE0__PREFIX", "/api/judge"),
+        ("RUNBOX_JUDGE0__LISTEN", "127.0.0.1:0"),
+        ("RUNBOX_JUDGE0__SUBMISSION_DELETE", "true"),
+    ]);
+    let root = format!(
+        "http://{}",
+        app.server.judge0_addr.expect("the second listener")
+    );
+    let client = reqwest::Client::new();
+    // Judge0's key: the header, or the query parameter of the same name; without it, 401
+    // with an empty body.
+    let (status, body) = get(&app, "/api/judge/about").await;
+    assert_eq!((status, body), (StatusCode::UNAUTHORIZED, Value::Null));
+    let about = |url: String| {
+        let client = client.clone();
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            (
+                response.status(),
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = about(app.url(&format!("/api/judge/about?X-Auth-Token={key}"))).await;
+    assert_eq!(
+        (status, &body["version"]),
+        (StatusCode::OK, &json!("1.13.1"))
+    );
+    // The default prefix is not Judge0's here.
+    let (status, _) = about(app.url(&format!("/judge0/about?X-Auth-Token={key}"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The second listener: Judge0 alone, at the root, as Judge0 serves.
+    let (status, body) = about(format!("{root}/about?X-Auth-Token={key}")).await;
+    assert_eq!(
+        (status, &body["version"]),
+        (StatusCode::OK, &json!("1.13.1"))
+    );
+    let (status, _) = about(format!("{root}/run?X-Auth-Token={key}")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "runbox's own routes are not served there"
+    );
+    let with_key =
+        |request: reqwest::RequestBuilder, key: &str| request.header("x-auth-token", key);
+    let created: Value = with_key(client.post(format!("{root}/submissions/?wait=true")), key)
+        .json(&json!({ "source_code": "print('deleted soon')", "language_id": 71 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    // Listing needs Judge0's authorization, which runbox does not have; info routes answer.
+    let listing = with_key(client.get(format!("{root}/submissions")), key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), StatusCode::FORBIDDEN);
+    for (path, expected) in [("/isolate", "no isolate"), ("/license", "MIT"), ("/", "")] {
+        let response = with_key(client.get(format!("{root}{path}")), key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(response.text().await.unwrap().contains(expected), "{path}");
+    }
+    let info: Value = with_key(client.get(format!("{root}/system_info")), key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        info["CPU(s)"].as_str().unwrap().parse::<u32>().unwrap() >= 1,
+        "{info}"
+    );
+    // Delete: only the client that made it; then it is gone.
+    let other = with_key(
+        client.delete(format!("{root}/submissions/{token}")),
+        "other-key-0123456789",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let deleted = with_key(
+        client.delete(app.url(&format!(
+            "/api/judge/submissions/{token}?fields=stdout,status_id"
+        ))),
+        key,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(
+        deleted.json::<Value>().await.unwrap(),
+        json!({ "stdout": "deleted soon\n", "status_id": 3 })
+    );
+    let gone = with_key(client.get(format!("{root}/submissions/{token}")), key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    // A pending one is kept, with Judge0's words.
+    let pending: Value = with_key(client.post(format!("{root}/submissions")), key)
+        .json(&json!({ "source_code": "import time; time.sleep(3)", "language_id": 71 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refused = with_key(
+        client.delete(format!(
+            "{root}/submissions/{}",
+            pending["token"].as_str().unwrap()
+        )),
+        key,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let why = refused.json::<Value>().await.unwrap();
+    assert!(
+        why["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("submission cannot be deleted because its status is"),
+        "{why}"
     );
     app.server.shutdown().await.unwrap();
 }

@@ -9,22 +9,23 @@ pub mod dialect;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::json::read_any_body;
+use crate::access::ClientId;
 use crate::executor::files::SourceFile;
 use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus};
 use crate::languages::{Catalogue, Language};
-use crate::submissions::{QueueFull, State as Progress, Submission};
+use crate::submissions::{Deleted, QueueFull, State as Progress, Submission};
 
 /// Where Judge0's routes are mounted (its `/languages` would collide with runbox's own).
 pub const PREFIX: &str = "/judge0";
@@ -44,14 +45,20 @@ pub fn routes() -> Vec<super::Route> {
             handler,
         })
     };
+    add("GET", "/judge0", get(home));
+    add("GET", "/judge0/", get(home));
     add("POST", "/judge0/submissions", post(create));
     add("POST", "/judge0/submissions/", post(create));
+    add("GET", "/judge0/submissions", get(index));
+    add("GET", "/judge0/submissions/", get(index));
     add("GET", "/judge0/submissions/batch", get(batch_show));
     add("GET", "/judge0/submissions/batch/", get(batch_show));
     add("POST", "/judge0/submissions/batch", post(batch_create));
     add("POST", "/judge0/submissions/batch/", post(batch_create));
     add("GET", "/judge0/submissions/{token}", get(show));
     add("GET", "/judge0/submissions/{token}/", get(show));
+    add("DELETE", "/judge0/submissions/{token}", delete(destroy));
+    add("DELETE", "/judge0/submissions/{token}/", delete(destroy));
     add("GET", "/judge0/languages", get(languages));
     add("GET", "/judge0/languages/", get(languages));
     add("GET", "/judge0/languages/all", get(all_languages));
@@ -61,6 +68,9 @@ pub fn routes() -> Vec<super::Route> {
     add("GET", "/judge0/version", get(version));
     add("GET", "/judge0/config_info", get(config_info));
     add("GET", "/judge0/workers", get(workers));
+    add("GET", "/judge0/system_info", get(system_info));
+    add("GET", "/judge0/isolate", get(isolate));
+    add("GET", "/judge0/license", get(license));
     add("POST", "/judge0/authenticate", post(authenticate));
     add("POST", "/judge0/authorize", post(authorize));
     routes
@@ -76,6 +86,7 @@ fn flag(query: &HashMap<String, String>, name: &str) -> bool {
 #[utoipa::path(post, path = "/judge0/submissions", tag = "judge0", responses((status = 201, description = "Judge0 CE: `{token}`, or with `wait=true` the finished submission (docs/API.md, \"Judge0 CE\")")))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(client): Extension<ClientId>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -84,7 +95,7 @@ pub async fn create(
         dialect::fields(query.get("fields").map(String::as_str)).map_err(|e| bad_request(&e))?;
     let body = read_any_body(request).await?;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let token = match submit(&state, &body, base64).await {
+    let token = match submit(&state, &client.to_string(), &body, base64).await {
         Ok(token) => token,
         Err(Refused::Invalid(errors)) => return Ok(unprocessable(errors)),
         Err(Refused::Full) => return Err(ApiError::Overloaded(crate::executor::Overloaded)),
@@ -97,6 +108,50 @@ pub async fn create(
     let submission = state.submissions.get(&token).ok_or(ApiError::NotFound)?;
     let answer = serialize(&state, &submission, &fields, base64)?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `GET /judge0`: Judge0's home page, empty.
+#[utoipa::path(get, path = "/judge0", tag = "judge0", responses((status = 200, description = "Judge0 CE: empty")))]
+pub async fn home() -> StatusCode {
+    StatusCode::OK
+}
+
+/// `GET /judge0/submissions`: Judge0 lists submissions to an authorized user only (its
+/// `X-Auth-User`), and runbox has no such users: 403, as Judge0 without authorization tokens.
+#[utoipa::path(get, path = "/judge0/submissions", tag = "judge0", responses((status = 403, description = "Judge0 CE: no authorization tokens are configured")))]
+pub async fn index() -> StatusCode {
+    StatusCode::FORBIDDEN
+}
+
+/// `DELETE /judge0/submissions/{token}`: with `judge0.submission_delete` on, the client that
+/// made a finished submission may delete it (the answer is its fields, as they were).
+#[utoipa::path(delete, path = "/judge0/submissions/{token}", tag = "judge0", params(("token" = String, Path, description = "The submission's token")), responses((status = 200, description = "Judge0 CE: the deleted submission's `fields`"), (status = 400, description = "Judge0 CE: `delete not allowed`, or the submission is still pending")))]
+pub async fn destroy(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientId>,
+    Path(token): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if !state.judge0.submission_delete {
+        return Err(bad_request("delete not allowed"));
+    }
+    let fields =
+        dialect::fields(query.get("fields").map(String::as_str)).map_err(|e| bad_request(&e))?;
+    match state.submissions.delete(&token, &client.to_string()) {
+        Deleted::Gone(gone) => {
+            let answer = serialize(&state, &gone, &fields, flag(&query, "base64_encoded"))?;
+            Ok(Json(answer).into_response())
+        }
+        Deleted::Pending(pending) => {
+            let (status, _) = progress(&pending);
+            Err(bad_request(&format!(
+                "submission cannot be deleted because its status is {status} ({})",
+                dialect::status_description(status)
+            )))
+        }
+        Deleted::NotOwner => Ok(StatusCode::FORBIDDEN.into_response()),
+        Deleted::Unknown => Err(ApiError::NotFound),
+    }
 }
 
 /// `GET /judge0/submissions/{token}`.
@@ -122,6 +177,7 @@ pub async fn show(
 #[utoipa::path(post, path = "/judge0/submissions/batch", tag = "judge0", responses((status = 201, description = "Judge0 CE: `[{token} | {attribute: [errors]}]`")))]
 pub async fn batch_create(
     State(state): State<AppState>,
+    Extension(client): Extension<ClientId>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -133,15 +189,17 @@ pub async fn batch_create(
     let mut answers = Vec::with_capacity(items.len());
     let mut taken = false;
     for item in &items {
-        answers.push(match submit(&state, item, base64).await {
-            Ok(token) => {
-                taken = true;
-                json!({ "token": token })
-            }
-            Err(Refused::Invalid(errors)) => Value::Object(errors),
-            Err(Refused::Full) => json!({ "error": "queue is full" }),
-            Err(Refused::Api(err)) => json!({ "error": err.detail().2 }),
-        });
+        answers.push(
+            match submit(&state, &client.to_string(), item, base64).await {
+                Ok(token) => {
+                    taken = true;
+                    json!({ "token": token })
+                }
+                Err(Refused::Invalid(errors)) => Value::Object(errors),
+                Err(Refused::Full) => json!({ "error": "queue is full" }),
+                Err(Refused::Api(err)) => json!({ "error": err.detail().2 }),
+            },
+        );
     }
     let status = if taken {
         StatusCode::CREATED
@@ -525,7 +583,12 @@ fn compiler_options(
 
 /// Checks one submission as Judge0 does and queues its run (and, when it asks, its
 /// callback).
-async fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, Refused> {
+async fn submit(
+    state: &AppState,
+    owner: &str,
+    body: &Value,
+    base64: bool,
+) -> Result<String, Refused> {
     let mut read = Attributes {
         body,
         base64,
@@ -603,7 +666,7 @@ async fn submit(state: &AppState, body: &Value, base64: bool) -> Result<String, 
     });
     state
         .submissions
-        .submit(job, kept, checked.runs, on_finish)
+        .submit(job, owner, kept, checked.runs, on_finish)
         .map_err(|QueueFull| Refused::Full)
 }
 
@@ -956,7 +1019,7 @@ pub async fn config_info(State(state): State<AppState>) -> Json<Value> {
         "enable_compiler_options": state.judge0.compiler_options,
         "allowed_languages_for_compile_options": [],
         "enable_command_line_arguments": true,
-        "enable_submission_delete": false,
+        "enable_submission_delete": state.judge0.submission_delete,
         "enable_callbacks": state.judge0.callbacks,
         "callbacks_max_tries": 3,
         "callbacks_timeout": 5.0,
@@ -1008,6 +1071,37 @@ pub async fn workers(State(state): State<AppState>) -> Json<Value> {
     }]))
 }
 
+/// `GET /judge0/system_info`: Judge0 answers `lscpu`'s table; runbox the two lines of it a
+/// client can use to size its load, and nothing more of the host.
+#[utoipa::path(get, path = "/judge0/system_info", tag = "judge0", responses((status = 200, description = "Judge0 CE: `{Architecture, CPU(s)}`")))]
+pub async fn system_info() -> Json<Value> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    Json(json!({
+        "Architecture": std::env::consts::ARCH,
+        "CPU(s)": cpus.to_string(),
+    }))
+}
+
+/// `GET /judge0/isolate`: what Judge0's `isolate --version` stands for here.
+#[utoipa::path(get, path = "/judge0/isolate", tag = "judge0", responses((status = 200, description = "Judge0 CE: text")))]
+pub async fn isolate() -> String {
+    format!(
+        "runbox {}: no isolate; every run is in a hardened container of its own (docs/API.md)\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// `GET /judge0/license`.
+#[utoipa::path(get, path = "/judge0/license", tag = "judge0", responses((status = 200, description = "Judge0 CE: text")))]
+pub async fn license() -> &'static str {
+    concat!(
+        "runbox is licensed under the ",
+        env!("CARGO_PKG_LICENSE"),
+        " license. It serves Judge0 CE's API; Judge0 is GPL-3.0 software by Herman Zvonimir \
+         Došilović, and runbox holds none of its code.\n"
+    )
+}
+
 /// `POST /judge0/authenticate`: reaching here means the key (if keys are on) passed.
 #[utoipa::path(post, path = "/judge0/authenticate", tag = "judge0", responses((status = 200, description = "Judge0 CE: the key passed")))]
 pub async fn authenticate() -> StatusCode {
@@ -1019,6 +1113,107 @@ pub async fn authenticate() -> StatusCode {
 #[utoipa::path(post, path = "/judge0/authorize", tag = "judge0", responses((status = 403, description = "Judge0 CE: no authorization tokens are configured")))]
 pub async fn authorize() -> StatusCode {
     StatusCode::FORBIDDEN
+}
+
+/// Where Judge0's routes are served on a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// Under a prefix of the main listener (`judge0.prefix`, `/judge0` by default).
+    Prefix(String),
+    /// At the root of a listener of its own (`judge0.listen`), as Judge0 itself serves.
+    Root,
+}
+
+/// What a request's path means for Judge0's routes, which are routed under [`PREFIX`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Not Judge0's: routed as it is.
+    AsIs,
+    /// Judge0's, at this path under [`PREFIX`].
+    At(String),
+    /// Under [`PREFIX`] while Judge0 is mounted elsewhere: not found.
+    Elsewhere,
+}
+
+/// Where `path` goes under `mount`.
+pub fn routed(mount: &Mount, path: &str) -> Routed {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .map(str::to_owned)
+    };
+    match mount {
+        Mount::Root => Routed::At(format!("{PREFIX}{path}")),
+        Mount::Prefix(prefix) if prefix == PREFIX => Routed::AsIs,
+        Mount::Prefix(prefix) => match under(prefix) {
+            Some(rest) => Routed::At(format!("{PREFIX}{rest}")),
+            None if under(PREFIX).is_some() => Routed::Elsewhere,
+            None => Routed::AsIs,
+        },
+    }
+}
+
+/// Serves Judge0 where it is mounted (the path rewritten to the routes' own), and takes
+/// Judge0's key from the `X-Auth-Token` query parameter too, as Judge0 does. Runs before
+/// routing.
+pub async fn mount(State(mount): State<Mount>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let judge0_path = match routed(&mount, &path) {
+        Routed::AsIs if path == PREFIX || path.starts_with("/judge0/") => path,
+        Routed::AsIs => return next.run(request).await,
+        Routed::Elsewhere => return ApiError::NotFound.into_response(),
+        Routed::At(rewritten) => rewritten,
+    };
+    let query = request.uri().query().map(str::to_owned);
+    let mut uri = request.uri().clone().into_parts();
+    let path_and_query = match &query {
+        Some(query) => format!("{judge0_path}?{query}"),
+        None => judge0_path,
+    };
+    uri.path_and_query = path_and_query.parse().ok();
+    if let Ok(uri) = axum::http::Uri::from_parts(uri) {
+        *request.uri_mut() = uri;
+    }
+    let token = query.as_deref().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(name, _)| name.eq_ignore_ascii_case("x-auth-token"))
+            .map(|(_, value)| value.to_owned())
+    });
+    if let Some(token) = token
+        && !request.headers().contains_key("x-auth-token")
+        && let Ok(value) = HeaderValue::from_str(&percent_decoded(&token))
+    {
+        request.headers_mut().insert("x-auth-token", value);
+    }
+    next.run(request).await
+}
+
+/// A query value with its `%XX` escapes and `+` decoded.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match text
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Turns runbox's error bodies under `/judge0` into Judge0's: `{"error": message}` with the
@@ -1067,4 +1262,39 @@ pub async fn reshape_errors(request: Request, next: Next) -> Response {
         );
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judge0_is_routed_where_it_is_mounted() {
+        let default = Mount::Prefix(PREFIX.to_owned());
+        assert_eq!(routed(&default, "/judge0/submissions"), Routed::AsIs);
+        assert_eq!(routed(&default, "/run"), Routed::AsIs);
+        let moved = Mount::Prefix("/api/judge".to_owned());
+        assert_eq!(
+            routed(&moved, "/api/judge/submissions/x"),
+            Routed::At("/judge0/submissions/x".to_owned())
+        );
+        assert_eq!(
+            routed(&moved, "/api/judge"),
+            Routed::At("/judge0".to_owned())
+        );
+        assert_eq!(routed(&moved, "/api/judgement"), Routed::AsIs);
+        assert_eq!(routed(&moved, "/judge0/submissions"), Routed::Elsewhere);
+        assert_eq!(routed(&moved, "/judge0x"), Routed::AsIs);
+        assert_eq!(
+            routed(&Mount::Root, "/languages/71"),
+            Routed::At("/judge0/languages/71".to_owned())
+        );
+        assert_eq!(routed(&Mount::Root, "/"), Routed::At("/judge0/".to_owned()));
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decoded("a%2Bb+c%zz%4"), "a+b c%zz%4");
+        assert_eq!(percent_decoded("%E2%82%AC"), "€");
+    }
 }
