@@ -112,7 +112,7 @@ cargo test --locked --quiet --features bench --lib bench::
 if docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
   say "running the language, limit, hardening, adversarial, Piston and Judge0 suites under gVisor (runsc)"
   RUNBOX_SANDBOX__RUNTIME=runsc cargo test --locked --test it -- \
-    languages:: limits:: hardening:: adversarial:: piston:: judge0::
+    languages:: limits:: hardening:: adversarial:: piston:: judge0:: dialects::
 else
   fail "the engine has no runsc runtime; see $daemon_json"
 fi

@@ -5,6 +5,7 @@ mod adversarial;
 mod batch;
 mod common;
 mod connections;
+mod dialects;
 mod edge;
 mod errors;
 mod hardening;
