@@ -256,7 +256,7 @@ async fn run_all(
         };
         let mut result = measure_server(&server, name, options).await;
         if result.is_ok() && pool != Some(false) {
-            if let Err(err) = measure_dialects(&server, options.runs).await {
+            if let Err(err) = measure_dialects(&server, &config.languages, options.runs).await {
                 result = Err(err);
             }
         }
@@ -645,7 +645,11 @@ async fn post_run(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::
 /// `POST /api/v2/execute` and Judge0's `POST /judge0/submissions?wait=true`, in turn, each
 /// from a full pool (paced: every side waits the same), and Piston's translation alone
 /// (request in, stage out) timed in-process.
-async fn measure_dialects(server: &ServerUnderTest, runs: usize) -> anyhow::Result<()> {
+async fn measure_dialects(
+    server: &ServerUnderTest,
+    catalogue: &crate::languages::Catalogue,
+    runs: usize,
+) -> anyhow::Result<()> {
     section("dialects: python hello world, paced from a full pool, in turn");
     let client = reqwest::Client::new();
     let pool_target = server.pool_target(&client, "python").await;
@@ -687,6 +691,11 @@ async fn measure_dialects(server: &ServerUnderTest, runs: usize) -> anyhow::Resu
     let translation = crate::api::piston::translation_cost(10_000);
     println!(
         "Piston translation alone (request checks, runtime match, stage and JSON out): {:.1} µs per run",
+        translation.as_secs_f64() * 1e6
+    );
+    let translation = crate::api::judge0::translation_cost(catalogue, 10_000);
+    println!(
+        "Judge0 translation alone (attribute checks, job request, all 35 fields and JSON out): {:.1} µs per run",
         translation.as_secs_f64() * 1e6
     );
     Ok(())

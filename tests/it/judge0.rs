@@ -237,6 +237,21 @@ async fn judge0s_run_attributes_do_what_judge0_does() {
     }))
     .await;
     assert_eq!(answer["stdout"], "['a b', 'c', 'HOME']\n", "{answer}");
+    // base64_encoded covers source_code, stdin and expected_output only, as in Judge0: the
+    // arguments stay plain.
+    let (status, answer) = post(
+        app,
+        "/judge0/submissions?wait=true&base64_encoded=true&fields=stdout",
+        json!({ "language_id": 71, "command_line_arguments": "a b",
+                "source_code": base64_of(b"import sys\nprint(sys.argv[1:])") }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        answer["stdout"],
+        format!("{}\n", base64_of(b"['a', 'b']\n")),
+        "{answer}"
+    );
     // redirect_stderr_to_stdout: one stream, in the order written.
     let answer = run(json!({
         "language_id": 71,

@@ -281,14 +281,16 @@ impl Attributes<'_> {
         }
     }
 
-    /// A text attribute, decoded when the request is base64 (Ruby's decoder never fails).
+    /// A text attribute; `source_code`, `stdin` and `expected_output` decoded when the
+    /// request is base64 (Ruby's decoder never fails), as Judge0 decodes those three only.
     fn text(&self, name: &str) -> Option<String> {
         let value = self.body.get(name)?;
         let raw = value
             .as_str()
             .map(str::to_owned)
             .or_else(|| (!value.is_null()).then(|| value.to_string()))?;
-        Some(if self.base64 {
+        let encoded = matches!(name, "source_code" | "stdin" | "expected_output");
+        Some(if self.base64 && encoded {
             String::from_utf8_lossy(&dialect::decode64(&raw)).into_owned()
         } else {
             raw
@@ -681,6 +683,74 @@ fn call_back(state: &AppState, finished: &Submission, url: reqwest::Url) {
     }
 }
 
+/// What Judge0's translation alone costs per submission, measured over `iterations`: a
+/// `wait=true` hello world's attributes read and checked against `catalogue`, the job
+/// request built, and its finished answer serialised with every field. What `runbox bench`
+/// reports beside the end-to-end figures.
+#[cfg(feature = "bench")]
+pub fn translation_cost(catalogue: &Catalogue, iterations: u32) -> std::time::Duration {
+    use crate::executor::CollectedOutput;
+    let body = json!({ "source_code": "print('hello')", "language_id": 71, "stdin": "",
+        "cpu_time_limit": 2, "wall_time_limit": 5 });
+    let run = PhaseOutcome {
+        status: RunStatus::Success,
+        exit_code: Some(0),
+        signal: None,
+        output: CollectedOutput {
+            stdout: b"hello\n".to_vec(),
+            stderr: Vec::new(),
+            truncated: false,
+        },
+        duration: std::time::Duration::from_millis(20),
+        cut_short: false,
+    };
+    let outcome = RunOutcome {
+        id: "bench".to_owned(),
+        language: "python".to_owned(),
+        version: "3.11.2".to_owned(),
+        status: RunStatus::Success,
+        run: Some(run),
+        compile: None,
+        cpu_time: Some(std::time::Duration::from_millis(15)),
+        memory_kb: Some(4096),
+        tests: None,
+    };
+    let fields = dialect::fields(Some("*")).expect("every field");
+    let started = std::time::Instant::now();
+    for _ in 0..iterations {
+        let body = std::hint::black_box(&body);
+        let mut read = Attributes {
+            body,
+            base64: false,
+            errors: Map::new(),
+        };
+        let checked = check(&mut read, catalogue, true).expect("valid");
+        std::hint::black_box(JobRequest {
+            language: Some(checked.language.to_owned()),
+            code: Some(checked.source),
+            input: read.text("stdin"),
+            ..Default::default()
+        });
+        let submission = Submission {
+            token: "00000000-0000-4000-8000-000000000000".to_owned(),
+            owner: "bench".to_owned(),
+            request: body.clone(),
+            state: Progress::Finished(Ok(Box::new(outcome.clone()))),
+            created_at: SystemTime::now(),
+            finished_at: Some(SystemTime::now()),
+        };
+        let answer = serialize_named(
+            &submission,
+            Some("Python (3.11.2)".to_owned()),
+            &fields,
+            false,
+        )
+        .expect("serialises");
+        std::hint::black_box(serde_json::to_vec(&answer).expect("JSON"));
+    }
+    started.elapsed() / iterations
+}
+
 /// A float as Ruby prints it: `15.0`, `0.5`.
 fn float(value: f64) -> String {
     if value.fract() == 0.0 {
@@ -712,6 +782,23 @@ fn serialize(
     fields: &[&str],
     base64: bool,
 ) -> Result<Value, ApiError> {
+    let language_id = submission.request["language_id"].as_u64().unwrap_or(0);
+    let language_name = state
+        .executor
+        .languages()
+        .into_iter()
+        .find(|info| dialect::language_of(language_id as u32) == Some(info.language.id.as_str()))
+        .map(|info| name_of(&info.language.id, info.version.as_deref().unwrap_or("")));
+    serialize_named(submission, language_name, fields, base64)
+}
+
+/// [`serialize`], the language's Judge0 name given.
+fn serialize_named(
+    submission: &Submission,
+    language_name: Option<String>,
+    fields: &[&str],
+    base64: bool,
+) -> Result<Value, ApiError> {
     let request = &submission.request;
     let language_id = request["language_id"].as_u64().unwrap_or(0);
     let (status, outcome) = progress(submission);
@@ -724,12 +811,6 @@ fn serialize(
         }
         None => (Value::Null, Value::Null),
     };
-    let language_name = state
-        .executor
-        .languages()
-        .into_iter()
-        .find(|info| dialect::language_of(language_id as u32) == Some(info.language.id.as_str()))
-        .map(|info| name_of(&info.language.id, info.version.as_deref().unwrap_or("")));
     let time = run.map(|_| {
         outcome
             .and_then(|o| o.cpu_time)
