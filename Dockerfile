@@ -28,6 +28,8 @@ RUN groupadd --system --gid "${DOCKER_GID}" docker \
 WORKDIR /app
 COPY config/ /app/config/
 COPY images/ /app/images/
+# The browser playground's bundle (`npm ci --prefix web && npm run --prefix web build` first).
+COPY web/dist/ /app/web/dist/
 COPY target/release/runbox /usr/local/bin/runbox
 
 USER runbox

@@ -28,14 +28,16 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v runsc >/dev/null || missing+=(runsc)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
-# The tests run published clients (npm piston-client) with Node.
+# The tests run published clients (npm piston-client) with Node, and the playground in
+# Debian's chromium (driven by playwright-core from npm; no browser download).
 if [ "$mode" = test ]; then
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
   python3 -m ensurepip --version >/dev/null 2>&1 || missing+=(python3-venv)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
-  say "installing ${missing[*]}"
+  say "installing ${missing[*]} (Debian packages; chromium alone is a few hundred MB)"
   apt-get update -qq || fail "apt-get update failed: check the network and /etc/apt/sources.list"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
     || fail "apt-get install ${missing[*]} failed"
@@ -94,6 +96,16 @@ cargo build "${profile_flag[@]}" --locked --quiet
 say "building sandbox images (the first time takes a few minutes)"
 "$binary" images build || fail "image build failed (see above); check the network to the Debian mirror"
 
+# 3b. The browser playground (web/, bundled by Vite into web/dist, which runbox serves at /).
+#     Without npm runbox still serves the API, and / says how to build the page.
+if command -v npm >/dev/null; then
+  say "building the browser playground (web/: npm ci, vite build)"
+  npm ci --prefix web --no-audit --no-fund --loglevel=error
+  npm run --prefix web --silent build -- --logLevel warn
+else
+  say "npm not found: the browser playground is not built (/ says how to build it)"
+fi
+
 if [ "$mode" = serve ]; then
   say "starting runbox on ${RUNBOX_LISTEN:-127.0.0.1:8080}"
   exec "$binary" serve
@@ -101,7 +113,7 @@ fi
 
 # 4. Tests: unit tests and the integration suite against the real engine and images, under
 #    runc; then the language, limit, hardening and adversarial suites again under gVisor.
-say "installing the published clients the tests run (tests/clients: npm piston-client, PyPI judge0)"
+say "installing the published clients the tests run (tests/clients: npm piston-client and playwright-core, PyPI judge0)"
 npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
 [ -x tests/clients/venv/bin/python ] || python3 -m venv tests/clients/venv
 tests/clients/venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
@@ -136,6 +148,9 @@ case "$answer" in
   *'"stdout":"42\n"'*) ;;
   *) fail "the image's server answered: $answer" ;;
 esac
+curl -sf "http://127.0.0.1:$port/" | grep -q '<title>runbox playground</title>' \
+  || fail "the image's server does not serve the playground at /"
+
 docker stop "$server" >/dev/null
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$server")" = 0 ] || fail "the image's server did not exit 0 on SIGTERM"
 docker rm "$server" >/dev/null

@@ -292,6 +292,10 @@ pub struct ServerConfig {
     pub http2: bool,
     /// `["*"]` means any origin; credentials are never allowed cross-origin.
     pub cors_allowed_origins: Vec<String>,
+    /// Serve the browser playground at `/`.
+    pub playground: bool,
+    /// The built playground (`npm run build` in `web/`); relative to the repository root.
+    pub playground_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -449,6 +453,8 @@ impl Config {
         };
         let mut images = raw.images;
         images.dir = resolve(&images.dir);
+        let mut server = raw.server;
+        server.playground_dir = resolve(&server.playground_dir);
         let languages = Catalogue::load(&resolve(&raw.languages.file))?;
         for language in raw.pool.sizes.keys() {
             if languages.resolve(language).map(|l| &l.id) != Some(language) {
@@ -459,7 +465,7 @@ impl Config {
             }
         }
         Ok(Config {
-            server: raw.server,
+            server,
             engine: raw.engine,
             sandbox: raw.sandbox,
             limits: raw.limits,

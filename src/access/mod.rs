@@ -82,7 +82,7 @@ impl Access {
         match self.keys.check(headers) {
             KeyCheck::Valid(name) => Ok(ClientId::Key(name)),
             KeyCheck::NotRequired => Ok(by_address()),
-            KeyCheck::Invalid if OPEN_ROUTES.contains(&path) => Ok(by_address()),
+            KeyCheck::Invalid if is_open(path) => Ok(by_address()),
             KeyCheck::Invalid => Err(Refusal::Unauthorized),
         }
     }
@@ -101,8 +101,10 @@ impl Access {
 }
 
 /// Routes that need no API key: the liveness probe, which orchestrators call without
-/// credentials.
-pub const OPEN_ROUTES: [&str; 1] = ["/healthz"];
+/// credentials, and the playground's page and files (public; the page asks for a key).
+pub fn is_open(path: &str) -> bool {
+    path == "/healthz" || path == "/" || path.starts_with("/assets/")
+}
 
 /// Checks the edge's settings against what runbox serves: every rule names routes of `routes`
 /// (`METHOD /path`, from the router's one table), each route in one rule at most, digests are

@@ -10,6 +10,7 @@ pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod piston;
+pub mod playground;
 pub mod run;
 pub mod sessions;
 pub mod terminal;
@@ -35,6 +36,8 @@ pub struct AppState {
     /// Judge0's calls back (`callback_url`).
     pub callbacks: crate::callbacks::Callbacks,
     pub judge0: crate::config::Judge0Config,
+    /// The browser playground's files (or why there are none).
+    pub playground: playground::SharedPlayground,
 }
 
 /// One route: its method and path (as routed, with `{id}`) and its handler.
@@ -69,6 +72,8 @@ pub fn routes() -> Vec<Route> {
         route("GET", "/readyz", get(health::get_ready)),
         route("GET", "/metrics", get(metrics::get_metrics)),
         route("GET", "/openapi.json", get(openapi::get_openapi)),
+        route("GET", "/", get(playground::index)),
+        route("GET", "/assets/{file}", get(playground::asset)),
     ]
     .into_iter()
     .chain(piston::routes())

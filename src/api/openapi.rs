@@ -7,7 +7,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use super::{error, health, judge0, languages, live, metrics, piston, run, sessions, terminal};
+use super::{
+    error, health, judge0, languages, live, metrics, piston, playground, run, sessions, terminal,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +36,8 @@ use super::{error, health, judge0, languages, live, metrics, piston, run, sessio
         piston::list_packages,
         piston::install_package,
         piston::uninstall_package,
+        playground::index,
+        playground::asset,
         judge0::home,
         judge0::create,
         judge0::index,

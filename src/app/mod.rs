@@ -118,6 +118,10 @@ impl Server {
                 metrics: metrics.clone(),
                 callbacks: callbacks.clone(),
                 judge0: config.judge0.clone(),
+                playground: std::sync::Arc::new(api::playground::Playground::load(
+                    config.server.playground,
+                    &config.server.playground_dir,
+                )),
             },
             &config.server,
         );

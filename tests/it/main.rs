@@ -18,6 +18,7 @@ mod live;
 mod logs;
 mod openapi;
 mod piston;
+mod playground;
 mod pool;
 mod rooms;
 mod sessions;
