@@ -118,7 +118,11 @@ npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
 [ -x tests/clients/venv/bin/python ] || python3 -m venv tests/clients/venv
 tests/clients/venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 say "running the test suite (runc)"
-cargo test --locked
+# The browser's checks run on their own afterwards: chromium beside the suite's floods and
+# compiles would take the CPU that their timing-sensitive readers need.
+cargo test --locked -- --skip browser::
+say "running the playground in Debian's chromium (tests/clients/playground.mjs)"
+cargo test --locked --test it -- browser::
 say "running the benchmarks' unit tests (feature bench: not part of the service build)"
 cargo test --locked --quiet --features bench --lib bench::
 if docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then

@@ -74,6 +74,17 @@ try {
       const options = await page.getByLabel('Language', { exact: true }).locator('option').count();
       if (options < 14) throw new Error(`${options} languages in the picker`);
     });
+    await check('keyboard only: Tab reaches the picker and Run, Ctrl+Enter runs', page, async () => {
+      await page.locator('body').click({ position: { x: 5, y: 5 } });
+      const reached = [];
+      for (let i = 0; i < 4; i += 1) {
+        await page.keyboard.press('Tab');
+        reached.push(await page.evaluate(() => document.activeElement?.id));
+      }
+      if (!reached.includes('language') || !reached.includes('run')) {
+        throw new Error(`focus went ${reached.join(' → ')}`);
+      }
+    });
     await check('python runs and its output shows', page, async () => {
       await program(page, 'python', "print('hello from python')");
       await runAndSee(page, 'hello from python');
@@ -152,6 +163,42 @@ try {
       await runAndSee(restored, 'shared and restored');
       await other.close();
     });
+    await check('phone width and the dark theme: no sideways scroll, readable contrast', page, async () => {
+      const context = await browser.newContext({ viewport: { width: 390, height: 844 }, colorScheme: 'dark' });
+      const phone = await context.newPage();
+      await phone.goto(base);
+      await phone.locator('body[data-ready="true"]').waitFor({ timeout: 15000 });
+      const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      if (overflow > 0) throw new Error(`${overflow} px wider than the screen`);
+      await phone.getByRole('button', { name: 'Run', exact: true }).scrollIntoViewIfNeeded();
+      await phone.getByRole('button', { name: 'Run', exact: true }).click();
+      await phone.getByRole('region', { name: 'Output', exact: true })
+        .filter({ hasText: 'Hello, World!' }).waitFor({ timeout: 30000 });
+      // WCAG contrast of text against its background, for the main kinds of text.
+      const ratios = await phone.evaluate(() => {
+        const rgb = (c) => c.match(/[\d.]+/g).slice(0, 3).map(Number);
+        const lum = ([r, g, b]) => {
+          const f = (v) => { const s = v / 255; return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4; };
+          return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+        };
+        const background = (el) => {
+          for (let e = el; e; e = e.parentElement) {
+            const c = getComputedStyle(e).backgroundColor;
+            if (!c.startsWith('rgba(0, 0, 0, 0)') && c !== 'transparent') return c;
+          }
+          return 'rgb(255, 255, 255)';
+        };
+        return ['h1', '#run', '#badge', '#output', 'label[for="stdin"]', '#usage'].map((selector) => {
+          const el = document.querySelector(selector);
+          const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(rgb(background(el)))];
+          return [selector, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+        });
+      });
+      for (const [selector, ratio] of ratios) {
+        if (ratio < 4.5) throw new Error(`${selector}: contrast ${ratio.toFixed(2)}`);
+      }
+      await context.close();
+    });
     const first = await fresh();
     await check('a room is shared by two browsers: keystrokes, scrollback, presence', first, async () => {
       await first.getByRole('button', { name: 'Open room', exact: true }).click();
@@ -176,6 +223,15 @@ try {
       await second.keyboard.type('print(5*5)');
       await second.keyboard.press('Enter');
       await terminal.locator('.xterm-rows').filter({ hasText: '25' }).waitFor({ timeout: 10000 });
+      // The room's language, switched by its REPL's start frame: everyone is in bash now.
+      await first.getByLabel('Room language').selectOption('bash');
+      await first.getByRole('button', { name: 'Switch language', exact: true }).click();
+      await theirs.locator('.xterm-rows').filter({ hasText: '$' }).waitFor({ timeout: 20000 });
+      await second.waitForTimeout(500);
+      await theirs.click();
+      await second.keyboard.type('echo "now in $0"');
+      await second.keyboard.press('Enter');
+      await terminal.locator('.xterm-rows').filter({ hasText: 'now in bash' }).waitFor({ timeout: 10000 });
       await first.getByRole('button', { name: 'Close room', exact: true }).click();
       await second.getByRole('alert').filter({ hasText: 'no longer exists' }).waitFor({ timeout: 10000 });
       await context.close();

@@ -3,6 +3,7 @@
 
 mod adversarial;
 mod batch;
+mod browser;
 mod common;
 mod connections;
 mod dialects;
@@ -18,7 +19,6 @@ mod live;
 mod logs;
 mod openapi;
 mod piston;
-mod playground;
 mod pool;
 mod rooms;
 mod sessions;

@@ -9,42 +9,45 @@ import { EditorState, Compartment, Prec } from '@codemirror/state';
 import { keymap } from '@codemirror/view';
 import { indentWithTab } from '@codemirror/commands';
 import { StreamLanguage } from '@codemirror/language';
-import { python } from '@codemirror/lang-python';
-import { cpp } from '@codemirror/lang-cpp';
-import { java } from '@codemirror/lang-java';
-import { javascript } from '@codemirror/lang-javascript';
-import { go } from '@codemirror/lang-go';
-import { rust } from '@codemirror/lang-rust';
-import { php } from '@codemirror/lang-php';
-import { ruby } from '@codemirror/legacy-modes/mode/ruby';
-import { shell } from '@codemirror/legacy-modes/mode/shell';
-import { lua } from '@codemirror/legacy-modes/mode/lua';
-import { perl } from '@codemirror/legacy-modes/mode/perl';
-import { csharp } from '@codemirror/legacy-modes/mode/clike';
 import { oneDark } from '@codemirror/theme-one-dark';
-import { Terminal } from '@xterm/xterm';
-import { FitAddon } from '@xterm/addon-fit';
 
 const $ = (id) => document.getElementById(id);
 
 // ---- Languages: highlighting and a first program for each catalogue language ----------
 
+// Each language's highlighting is a chunk of its own, loaded when the language is first
+// shown: the page starts with the editor alone.
+const legacy = (mode) => StreamLanguage.define(mode);
 const HIGHLIGHT = {
-  python: () => python(),
-  javascript: () => javascript(),
-  typescript: () => javascript({ typescript: true }),
-  c: () => cpp(),
-  cpp: () => cpp(),
-  java: () => java(),
-  go: () => go(),
-  rust: () => rust(),
-  php: () => php({ plain: false }),
-  ruby: () => StreamLanguage.define(ruby),
-  bash: () => StreamLanguage.define(shell),
-  lua: () => StreamLanguage.define(lua),
-  perl: () => StreamLanguage.define(perl),
-  csharp: () => StreamLanguage.define(csharp),
+  python: async () => (await import('@codemirror/lang-python')).python(),
+  javascript: async () => (await import('@codemirror/lang-javascript')).javascript(),
+  typescript: async () => (await import('@codemirror/lang-javascript')).javascript({ typescript: true }),
+  c: async () => (await import('@codemirror/lang-cpp')).cpp(),
+  cpp: async () => (await import('@codemirror/lang-cpp')).cpp(),
+  java: async () => (await import('@codemirror/lang-java')).java(),
+  go: async () => (await import('@codemirror/lang-go')).go(),
+  rust: async () => (await import('@codemirror/lang-rust')).rust(),
+  php: async () => (await import('@codemirror/lang-php')).php({ plain: false }),
+  ruby: async () => legacy((await import('@codemirror/legacy-modes/mode/ruby')).ruby),
+  bash: async () => legacy((await import('@codemirror/legacy-modes/mode/shell')).shell),
+  lua: async () => legacy((await import('@codemirror/legacy-modes/mode/lua')).lua),
+  perl: async () => legacy((await import('@codemirror/legacy-modes/mode/perl')).perl),
+  csharp: async () => legacy((await import('@codemirror/legacy-modes/mode/clike')).csharp),
 };
+
+/** Highlights the editor for `languageId` once its chunk is in (at once when it was). */
+async function highlightFor(languageId) {
+  const load = HIGHLIGHT[languageId];
+  if (!load) return;
+  try {
+    const extension = await load();
+    if (state.language?.id === languageId) {
+      view.dispatch({ effects: highlight.reconfigure(extension) });
+    }
+  } catch {
+    // Without its highlighting the editor still edits.
+  }
+}
 
 const HELLO = {
   python: 'print("Hello, World!")\n',
@@ -80,7 +83,7 @@ const view = new EditorView({
   state: EditorState.create({ doc: '' }),
 });
 
-function editorState(doc, languageId) {
+function editorState(doc) {
   return EditorState.create({
     doc,
     extensions: [
@@ -88,7 +91,7 @@ function editorState(doc, languageId) {
       // Before basicSetup's own Mod-Enter (insert a blank line).
       Prec.highest(keymap.of([{ key: 'Mod-Enter', run: () => { run(); return true; } }])),
       keymap.of([indentWithTab]),
-      highlight.of(HIGHLIGHT[languageId] ? HIGHLIGHT[languageId]() : []),
+      highlight.of([]),
       dark ? oneDark : [],
       EditorView.contentAttributes.of({ 'aria-label': 'Code editor' }),
     ],
@@ -103,7 +106,8 @@ function saveCurrent() {
 function showFile(index) {
   saveCurrent();
   state.current = index;
-  view.setState(editorState(state.files[index].doc, state.language?.id));
+  view.setState(editorState(state.files[index].doc));
+  highlightFor(state.language?.id);
   renderTabs();
 }
 
@@ -135,7 +139,8 @@ function setProgram(languageId, files) {
   $('language').value = state.language.id;
   state.files = files.map((f) => ({ name: f.name, doc: f.content }));
   state.current = 0;
-  view.setState(editorState(state.files[0].doc, state.language.id));
+  view.setState(editorState(state.files[0].doc));
+  highlightFor(state.language.id);
   renderTabs();
 }
 
@@ -445,7 +450,13 @@ $('share').addEventListener('click', async () => {
 
 const room = { id: null, socket: null, terminal: null, fit: null };
 
-function openTerminal() {
+/** The room's terminal; xterm.js is a chunk of its own, loaded with the first room. */
+async function openTerminal() {
+  if (room.terminal) return;
+  const [{ Terminal }, { FitAddon }] = await Promise.all([
+    import('@xterm/xterm'),
+    import('@xterm/addon-fit'),
+  ]);
   if (room.terminal) return;
   room.terminal = new Terminal({ convertEol: false, fontSize: 14, cursorBlink: true });
   room.fit = new FitAddon();
@@ -465,12 +476,12 @@ function openTerminal() {
   window.addEventListener('resize', () => room.fit?.fit());
 }
 
-function joinRoom(id) {
+async function joinRoom(id) {
   if (!socketsNeedNoKey()) return;
   room.id = id;
   $('room').hidden = false;
   $('invite').value = `${location.origin}/#room=${id}`;
-  openTerminal();
+  await openTerminal();
   const socket = new WebSocket(socketUrl(`/sessions/${id}/terminal`));
   room.socket = socket;
   socket.onopen = () => {
@@ -519,7 +530,7 @@ $('room-open').addEventListener('click', async () => {
     const session = await api('POST', '/sessions', { language: state.language.id });
     $('room-language').value = session.language;
     history.replaceState(null, '', `/#room=${session.id}`);
-    joinRoom(session.id);
+    await joinRoom(session.id);
   } catch (error) {
     say(error.message);
   }
@@ -586,7 +597,8 @@ $('file-delete').addEventListener('click', () => {
   if (state.files.length < 2) return;
   state.files.splice(state.current, 1);
   state.current = Math.max(0, state.current - 1);
-  view.setState(editorState(state.files[state.current].doc, state.language.id));
+  view.setState(editorState(state.files[state.current].doc));
+  highlightFor(state.language.id);
   renderTabs();
 });
 
@@ -641,7 +653,7 @@ async function start() {
     }
   } else if (hash.startsWith('room=')) {
     const id = hash.slice(5);
-    if (await checkRoom(id)) joinRoom(id);
+    if (await checkRoom(id)) await joinRoom(id);
   }
   // When the page became usable, for whoever measures it (the browser tests do).
   performance.mark('runbox-ready');

@@ -118,7 +118,7 @@ async fn the_playground_works_in_a_real_browser() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(passed.len(), 11, "{report}");
+    assert_eq!(passed.len(), 13, "{report}");
     println!("playground timings: {}", report["timings"]);
 }
 
