@@ -50,7 +50,20 @@ async function badgeSays(page, text, timeout = 30000) {
 }
 
 try {
-  if (mode === 'rate_limited') {
+  if (mode === 'api_key') {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await check('with API keys on, the page asks for a key and then runs', page, async () => {
+      await page.goto(base);
+      await page.getByRole('alert').filter({ hasText: 'needs an API key' }).waitFor({ timeout: 15000 });
+      await page.getByLabel('API key').fill(process.env.RUNBOX_TEST_KEY);
+      await page.getByRole('button', { name: 'Use key', exact: true }).click();
+      await page.locator('body[data-ready="true"]').waitFor({ timeout: 15000 });
+      await runAndSee(page, 'Hello, World!');
+      const kept = await page.evaluate(() => localStorage.getItem('runbox-api-key'));
+      if (kept !== process.env.RUNBOX_TEST_KEY) throw new Error('the key is not kept in the browser');
+    });
+  } else if (mode === 'rate_limited') {
     const page = await fresh();
     await check('a rate-limited run says so, with when to try again', page, async () => {
       await program(page, 'python', "print('one')");
