@@ -91,11 +91,12 @@ async fn without_its_bundle_the_page_says_how_to_build_it_and_off_is_off() {
 }
 
 #[tokio::test]
-async fn with_api_keys_on_the_page_loads_and_the_api_asks_for_its_key() {
+async fn with_api_keys_on_the_page_loads_asks_for_a_key_and_runs_with_it() {
     use sha2::Digest;
+    let key = "web-key-0123456789";
     let keys = format!(
         r#"[{{ name = "web", sha256 = "{:x}" }}]"#,
-        sha2::Sha256::digest(b"web-key-0123456789")
+        sha2::Sha256::digest(key.as_bytes())
     );
     let app = start_on_own_runtime(&[("RUNBOX_AUTH__KEYS", keys.as_str())]);
     assert_eq!(
@@ -104,6 +105,24 @@ async fn with_api_keys_on_the_page_loads_and_the_api_asks_for_its_key() {
     );
     let languages = reqwest::get(app.url("/languages")).await.unwrap();
     assert_eq!(languages.status(), StatusCode::UNAUTHORIZED);
+    // The key goes to the browser script through its environment, not its arguments.
+    let output = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/clients/playground.mjs"))
+        .args([app.base.as_str(), "api_key", &screenshots()])
+        .env("RUNBOX_TEST_KEY", key)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["passed"],
+        serde_json::json!(["with API keys on, the page asks for a key and then runs"])
+    );
     app.server.shutdown().await.unwrap();
 }
 
