@@ -627,14 +627,7 @@ where
 }
 
 async fn post_run(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<()> {
-    let response: Value = client
-        .post(url)
-        .json(body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let (_, response) = timed_post(client, url, body).await?;
     if response["status"] != "success" || response["stdout"] != "hello\n" {
         bail!("unexpected run result: {response}");
     }

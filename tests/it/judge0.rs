@@ -7,21 +7,36 @@ use serde_json::{Value, json};
 
 use crate::common::{TestApp, published_client, repo_root, shared, start_on_own_runtime};
 
-async fn post(app: &TestApp, path_and_query: &str, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(app.url(path_and_query))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+/// Judge0's default fields (`submission_serializer.rb`), in name order.
+const DEFAULT_FIELDS: [&str; 8] = [
+    "compile_output",
+    "memory",
+    "message",
+    "status",
+    "stderr",
+    "stdout",
+    "time",
+    "token",
+];
+
+/// Sends `request`: the status, and the JSON body (`null` when there is none).
+async fn sent(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+async fn post(app: &TestApp, path_and_query: &str, body: Value) -> (StatusCode, Value) {
+    sent(
+        reqwest::Client::new()
+            .post(app.url(path_and_query))
+            .json(&body),
+    )
+    .await
+}
+
 async fn get(app: &TestApp, path_and_query: &str) -> (StatusCode, Value) {
-    let response = reqwest::get(app.url(path_and_query)).await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    sent(reqwest::Client::new().get(app.url(path_and_query))).await
 }
 
 #[tokio::test]
@@ -78,16 +93,7 @@ async fn submissions_answer_in_judge0s_shapes() {
         .keys()
         .map(String::as_str)
         .collect();
-    let mut expected = vec![
-        "compile_output",
-        "memory",
-        "message",
-        "status",
-        "stderr",
-        "stdout",
-        "time",
-        "token",
-    ];
+    let mut expected = DEFAULT_FIELDS.to_vec();
     expected.sort_unstable();
     assert_eq!(keys, expected);
     assert_eq!(
@@ -430,15 +436,13 @@ async fn bad_submissions_get_judge0s_errors_and_create_nothing() {
         "number of submissions in a batch should be less than or equal to 20"
     );
     // Deleting is off by default: Judge0's 400.
-    let response = reqwest::Client::new()
-        .delete(app.url("/judge0/submissions/whatever"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let deleting = reqwest::Client::new().delete(app.url("/judge0/submissions/whatever"));
     assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        json!({ "error": "delete not allowed" })
+        sent(deleting).await,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "delete not allowed" })
+        )
     );
     assert_eq!(app.server.executor.sandboxes().created_count(), 0);
     app.server.shutdown().await.unwrap();
@@ -522,15 +526,12 @@ async fn info_routes_answer_what_clients_read() {
 async fn limits_hold_through_judge0_as_through_run() {
     let app = shared();
     let hog = "x = bytearray(400 * 1024 * 1024); print(len(x))";
-    let through_run: Value = reqwest::Client::new()
-        .post(app.url("/run"))
-        .json(&json!({ "language": "python", "code": hog, "memory_mb": 64 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, through_run) = sent(
+        reqwest::Client::new()
+            .post(app.url("/run"))
+            .json(&json!({ "language": "python", "code": hog, "memory_mb": 64 })),
+    )
+    .await;
     let (_, judged) = post(
         app,
         "/judge0/submissions?wait=true&fields=status_id,exit_signal",
@@ -676,20 +677,7 @@ async fn callbacks_go_only_where_allowed_and_are_retried_as_judge0_retries_them(
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(
-            keys,
-            [
-                "compile_output",
-                "memory",
-                "message",
-                "status",
-                "stderr",
-                "stdout",
-                "time",
-                "token"
-            ]
-            .into()
-        );
+        assert_eq!(keys, DEFAULT_FIELDS.into());
         assert_eq!(answer["token"], token.as_str());
         assert_eq!(answer["stdout"], "Y2FsbGVkIGJhY2sK\n", "base64: {answer}");
         assert_eq!(answer["status"]["id"], 3);
@@ -748,16 +736,7 @@ async fn judge0_is_served_where_configured_with_its_keys_and_deletes() {
     // with an empty body.
     let (status, body) = get(&app, "/api/judge/about").await;
     assert_eq!((status, body), (StatusCode::UNAUTHORIZED, Value::Null));
-    let about = |url: String| {
-        let client = client.clone();
-        async move {
-            let response = client.get(url).send().await.unwrap();
-            (
-                response.status(),
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
-    };
+    let about = |url: String| sent(client.get(url));
     let (status, body) = about(app.url(&format!("/api/judge/about?X-Auth-Token={key}"))).await;
     assert_eq!(
         (status, &body["version"]),
@@ -780,21 +759,15 @@ async fn judge0_is_served_where_configured_with_its_keys_and_deletes() {
     );
     let with_key =
         |request: reqwest::RequestBuilder, key: &str| request.header("x-auth-token", key);
-    let created: Value = with_key(client.post(format!("{root}/submissions/?wait=true")), key)
-        .json(&json!({ "source_code": "print('deleted soon')", "language_id": 71 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = sent(
+        with_key(client.post(format!("{root}/submissions/?wait=true")), key)
+            .json(&json!({ "source_code": "print('deleted soon')", "language_id": 71 })),
+    )
+    .await;
     let token = created["token"].as_str().unwrap().to_owned();
     // Listing needs Judge0's authorization, which runbox does not have; info routes answer.
-    let listing = with_key(client.get(format!("{root}/submissions")), key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listing.status(), StatusCode::FORBIDDEN);
+    let (status, _) = sent(with_key(client.get(format!("{root}/submissions")), key)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     for (path, expected) in [("/isolate", "no isolate"), ("/license", "MIT"), ("/", "")] {
         let response = with_key(client.get(format!("{root}{path}")), key)
             .send()
@@ -803,66 +776,47 @@ async fn judge0_is_served_where_configured_with_its_keys_and_deletes() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert!(response.text().await.unwrap().contains(expected), "{path}");
     }
-    let info: Value = with_key(client.get(format!("{root}/system_info")), key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, info) = sent(with_key(client.get(format!("{root}/system_info")), key)).await;
     assert!(
         info["CPU(s)"].as_str().unwrap().parse::<u32>().unwrap() >= 1,
         "{info}"
     );
     // Delete: only the client that made it; then it is gone.
-    let other = with_key(
-        client.delete(format!("{root}/submissions/{token}")),
+    let delete = |path: String, key: &'static str| sent(with_key(client.delete(path), key));
+    let (status, _) = delete(
+        format!("{root}/submissions/{token}"),
         "other-key-0123456789",
     )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(other.status(), StatusCode::FORBIDDEN);
-    let deleted = with_key(
-        client.delete(app.url(&format!(
-            "/api/judge/submissions/{token}?fields=stdout,status_id"
-        ))),
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let fields = "fields=stdout,status_id";
+    let (status, deleted) = delete(
+        app.url(&format!("/api/judge/submissions/{token}?{fields}")),
         key,
     )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(deleted.status(), StatusCode::OK);
+    .await;
     assert_eq!(
-        deleted.json::<Value>().await.unwrap(),
-        json!({ "stdout": "deleted soon\n", "status_id": 3 })
+        (status, deleted),
+        (
+            StatusCode::OK,
+            json!({ "stdout": "deleted soon\n", "status_id": 3 })
+        )
     );
-    let gone = with_key(client.get(format!("{root}/submissions/{token}")), key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
-    // A pending one is kept, with Judge0's words.
-    let pending: Value = with_key(client.post(format!("{root}/submissions")), key)
-        .json(&json!({ "source_code": "import time; time.sleep(3)", "language_id": 71 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let refused = with_key(
-        client.delete(format!(
-            "{root}/submissions/{}",
-            pending["token"].as_str().unwrap()
-        )),
+    let (status, _) = sent(with_key(
+        client.get(format!("{root}/submissions/{token}")),
         key,
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A pending one is kept, with Judge0's words.
+    let (_, pending) = sent(
+        with_key(client.post(format!("{root}/submissions")), key)
+            .json(&json!({ "source_code": "import time; time.sleep(3)", "language_id": 71 })),
     )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    let why = refused.json::<Value>().await.unwrap();
+    .await;
+    let pending = pending["token"].as_str().unwrap().to_owned();
+    let (status, why) = delete(format!("{root}/submissions/{pending}"), key).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         why["error"]
             .as_str()
