@@ -152,8 +152,12 @@ case "$answer" in
   *'"stdout":"42\n"'*) ;;
   *) fail "the image's server answered: $answer" ;;
 esac
-curl -sf "http://127.0.0.1:$port/" | grep -q '<title>runbox playground</title>' \
-  || fail "the image's server does not serve the playground at /"
+# (Read whole first: `curl | grep -q` fails under pipefail when grep stops reading early.)
+page=$(curl -sf "http://127.0.0.1:$port/") || fail "the image's server does not answer at /"
+case "$page" in
+  *'<title>runbox playground</title>'*) ;;
+  *) fail "the image's server does not serve the playground at /" ;;
+esac
 
 docker stop "$server" >/dev/null
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$server")" = 0 ] || fail "the image's server did not exit 0 on SIGTERM"
