@@ -317,6 +317,21 @@ pub struct SandboxConfig {
     pub nofile_limit: i64,
     pub user: String,
     pub sweep_interval_secs: u64,
+    /// How a warm sandbox serves jobs; see [`Reuse`].
+    pub reuse: Reuse,
+    /// Jobs a reused sandbox serves before it is replaced.
+    pub reuse_jobs: u32,
+    /// Seconds after its start past which a reused sandbox takes no more jobs.
+    pub reuse_max_age_secs: u64,
+}
+
+/// Whether a job sandbox serves one job (`fresh`) or, one at a time, many, each in a fresh
+/// nested sandbox inside it (`nested`; see `sandbox::nested`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reuse {
+    Fresh,
+    Nested,
 }
 
 impl SandboxConfig {
@@ -328,6 +343,18 @@ impl SandboxConfig {
 
     pub fn sweep_interval(&self) -> Duration {
         Duration::from_secs(self.sweep_interval_secs)
+    }
+
+    /// Whether job sandboxes are reused with a nested sandbox per job. Not under gVisor: its
+    /// `/proc` has no `/proc/sys/kernel/overflowuid`, without which bubblewrap cannot map the
+    /// job's user namespace (measured with gVisor 20221219), so there every job keeps a fresh
+    /// container.
+    pub fn nested(&self) -> bool {
+        self.reuse == Reuse::Nested && !self.is_gvisor()
+    }
+
+    pub fn reuse_max_age(&self) -> Duration {
+        Duration::from_secs(self.reuse_max_age_secs)
     }
 }
 
@@ -581,6 +608,12 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
             "sandbox.user",
             "must be a numeric non-root uid:gid, e.g. \"65534:65534\"",
         );
+    }
+    if s.reuse_jobs == 0 {
+        return key("sandbox.reuse_jobs", "must be at least 1");
+    }
+    if s.reuse_max_age_secs == 0 {
+        return key("sandbox.reuse_max_age_secs", "must be positive");
     }
     if s.sweep_interval_secs == 0 {
         return key("sandbox.sweep_interval_secs", "must be positive");

@@ -395,6 +395,11 @@ impl Collector for LiveCollector {
                 "Pool sandboxes removed unused after waiting too long",
                 |p| p.recycled,
             ),
+            (
+                "pool_returned",
+                "Reused sandboxes that came back to the pool after a job",
+                |p| p.returned,
+            ),
         ] {
             let mut family = encoder.encode_descriptor(
                 name,
@@ -435,6 +440,7 @@ mod tests {
                     hits: 10,
                     misses: 2,
                     recycled: 1,
+                    returned: 6,
                 }],
                 sandboxes: crate::sandbox::SandboxTally {
                     by_kind: [

@@ -219,6 +219,7 @@ impl From<SandboxError> for ApiError {
             | SandboxError::EngineAnswer(_)
             | SandboxError::ExecDetached
             | SandboxError::RunnerSpent
+            | SandboxError::NestedLauncher
             | SandboxError::ProgramsNotEnded(_)
             | SandboxError::TerminalNotStarted(_)
             | SandboxError::TerminalInput(_)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::config::Config;
+use crate::config::{Config, Reuse};
 use crate::sandbox::measure::{self, StepTimes, Variant};
 use crate::sandbox::{MainProcess, Sandboxes};
 
@@ -243,15 +243,27 @@ async fn run_all(
         ))
     );
 
-    let servers: Vec<(&str, Option<bool>)> = match &options.url {
+    // Reuse first (the default), then a fresh container per job from the same pool (before
+    // issue 20), then no pool at all (the cold path).
+    let servers: Vec<(&str, Option<(bool, Reuse)>)> = match &options.url {
         Some(_) => vec![("given server", None)],
-        None => vec![("pool on", Some(true)), ("pool off", Some(false))],
+        None => vec![
+            ("pool on, nested reuse", Some((true, Reuse::Nested))),
+            (
+                "pool on, fresh container per job",
+                Some((true, Reuse::Fresh)),
+            ),
+            ("pool off", Some((false, Reuse::Fresh))),
+        ],
     };
     let mut summary = Vec::new();
-    for (name, pool) in servers {
-        let server = match (&options.url, pool) {
+    for (name, setting) in servers {
+        let pool = setting.map(|(pool, _)| pool);
+        let server = match (&options.url, setting) {
             (Some(url), _) => ServerUnderTest::given(url),
-            (None, Some(pool)) => ServerUnderTest::spawn(&options.config_path, pool).await?,
+            (None, Some((pool, reuse))) => {
+                ServerUnderTest::spawn(&options.config_path, pool, reuse).await?
+            }
             (None, None) => unreachable!("a spawned server always has a pool setting"),
         };
         let mut result = measure_server(&server, name, options).await;
@@ -728,8 +740,23 @@ impl ServerUnderTest {
 
     /// Starts `runbox serve` on a free port with the pool on or off and waits until it is
     /// ready.
-    async fn spawn(config_path: &Path, pool: bool) -> anyhow::Result<ServerUnderTest> {
-        Self::spawn_with(config_path, &[("RUNBOX_POOL__ENABLED", pool.to_string())]).await
+    async fn spawn(
+        config_path: &Path,
+        pool: bool,
+        reuse: Reuse,
+    ) -> anyhow::Result<ServerUnderTest> {
+        let reuse = match reuse {
+            Reuse::Nested => "nested",
+            Reuse::Fresh => "fresh",
+        };
+        Self::spawn_with(
+            config_path,
+            &[
+                ("RUNBOX_POOL__ENABLED", pool.to_string()),
+                ("RUNBOX_SANDBOX__REUSE", reuse.to_owned()),
+            ],
+        )
+        .await
     }
 
     /// Starts `runbox serve` on a free port with `env` overrides and waits until it is ready.

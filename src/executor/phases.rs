@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::languages::Language;
 use crate::sandbox::{
     ExecSpec, LiveInput, MainProcess, PhaseReport, RunnerJob, Sandbox, SandboxKind, SandboxSpec,
-    unpack_then,
+    Step, unpack_then,
 };
 
 use super::live::StreamingCollector;
@@ -53,6 +53,8 @@ pub(super) struct Sequenced {
     /// Whatever the job started has ended and the sandbox can be trusted again (a fresh
     /// sandbox is gone, so this says nothing of it).
     pub sandbox_usable: bool,
+    /// A reused job sandbox that may serve another job, for the pool.
+    pub serves_again: Option<Sandbox>,
 }
 
 impl Executor {
@@ -88,7 +90,11 @@ impl Executor {
             live_stdin,
             kill,
         };
-        Ok(self.run_phases(place, &job, events.as_ref()).await?.outcome)
+        let done = self.run_phases(place, &job, events.as_ref()).await?;
+        if let Some(sandbox) = done.serves_again {
+            self.pool.give_back(sandbox);
+        }
+        Ok(done.outcome)
     }
 
     pub(super) async fn run_in_admitted(
@@ -108,7 +114,7 @@ impl Executor {
     /// A failed compile ends it; so does a kill while compiling (the program never runs).
     async fn run_phases(
         &self,
-        place: Place<'_>,
+        mut place: Place<'_>,
         job: &Job,
         events: Option<&mpsc::UnboundedSender<RunEvent>>,
     ) -> Result<Sequenced, SandboxError> {
@@ -121,19 +127,30 @@ impl Executor {
         };
         let (compile, archive) = match &job.language.compile {
             Some(compile_cmd) => {
-                let sandbox = place.sandbox();
-                let compiling = self.compile_phase(
-                    sandbox,
-                    job,
-                    compile_cmd,
-                    archive,
-                    streamed(Phase::Compile),
-                );
+                let compiling = async {
+                    match &mut place {
+                        Place::Fresh { sandbox, .. } if sandbox.is_reused() => {
+                            let streamed = streamed(Phase::Compile);
+                            self.compile_step(sandbox, job, compile_cmd, archive, &killed, streamed)
+                                .await
+                        }
+                        _ => {
+                            self.compile_phase(
+                                place.sandbox(),
+                                job,
+                                compile_cmd,
+                                archive,
+                                streamed(Phase::Compile),
+                            )
+                            .await
+                        }
+                    }
+                };
                 let phase = tokio::select! {
                     phase = compiling => phase?,
                     () = killed.cancelled() => {
                         let outcome = self.outcome(job, RunStatus::RuntimeError, None, None);
-                        return Ok(Sequenced { outcome, sandbox_usable: false });
+                        return Ok(Sequenced { outcome, sandbox_usable: false, serves_again: None });
                     }
                 };
                 if phase.status != RunStatus::Success {
@@ -144,10 +161,20 @@ impl Executor {
                                 && sandbox.end_programs().await.is_ok()
                         }
                     };
+                    // A reused sandbox whose compile failed by itself has deleted the work dir.
+                    let serves_again = match place {
+                        Place::Fresh { mut sandbox, .. }
+                            if phase.status == RunStatus::CompileError && sandbox.is_reused() =>
+                        {
+                            sandbox.may_serve_again().then_some(sandbox)
+                        }
+                        _ => None,
+                    };
                     let outcome = self.outcome(job, RunStatus::CompileError, None, Some(phase));
                     return Ok(Sequenced {
                         outcome,
                         sandbox_usable,
+                        serves_again,
                     });
                 }
                 // The files are in place already.
@@ -159,7 +186,7 @@ impl Executor {
         let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run))
             .merging_stderr(job.merge_stderr);
         let after_compile = compile.is_some();
-        let (report, programs_ended) =
+        let (report, programs_ended, serves_again) =
             run_program_in(place, job, archive, argv, &mut output, after_compile).await?;
         let phase = phase_outcome(&report.outcome, output.finish());
         // A sandbox whose memory ran out, or whose programs could not be ended, is not
@@ -169,10 +196,48 @@ impl Executor {
         outcome.cpu_time = report.usage.cpu_time;
         outcome.memory_kb =
             memory_kb_at_oom(outcome.status, report.usage.memory_peak_kb, job.memory_mb);
+        // A reused sandbox whose program ran out of memory is not given back either.
+        let serves_again =
+            serves_again.filter(|_| outcome.status != RunStatus::MemoryLimitExceeded);
         Ok(Sequenced {
             outcome,
             sandbox_usable,
+            serves_again,
         })
+    }
+
+    /// Compiles the job's files in a reused sandbox: a step of its runner (no exec), in a fresh
+    /// nested sandbox whose work dir the run step then gets. Counted in the metrics.
+    async fn compile_step(
+        &self,
+        sandbox: &mut Sandbox,
+        job: &Job,
+        compile_cmd: &[String],
+        archive: Bytes,
+        killed: &CancellationToken,
+        streamed: Streamed<'_>,
+    ) -> Result<PhaseOutcome, SandboxError> {
+        let mut argv = job.command(compile_cmd);
+        argv.extend(job.compile_args.iter().cloned());
+        self.metrics.compiled(&job.language.id);
+        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let mut output = StreamingCollector::new(output_limit, streamed);
+        let step = RunnerJob {
+            step: Step::Compile,
+            archive,
+            argv,
+            stdin: Bytes::new(),
+            live_stdin: None,
+            timeout: job.compile_timeout,
+            cpu_limit: None,
+            kill: killed.clone(),
+        };
+        let outcome = sandbox.run_main(step, &mut output).await?;
+        let mut phase = phase_outcome(&outcome, output.finish());
+        if phase.status == RunStatus::RuntimeError {
+            phase.status = RunStatus::CompileError;
+        }
+        Ok(phase)
     }
 
     /// Unpacks the job's files and compiles them (one exec), counted in the metrics.
@@ -240,7 +305,7 @@ async fn run_program_in(
     argv: Vec<String>,
     output: &mut StreamingCollector<'_>,
     after_compile: bool,
-) -> Result<(PhaseReport, bool), SandboxError> {
+) -> Result<(PhaseReport, bool, Option<Sandbox>), SandboxError> {
     match place {
         Place::Fresh {
             sandbox,
@@ -249,6 +314,7 @@ async fn run_program_in(
             kill,
         } => {
             let runner_job = RunnerJob {
+                step: Step::Run,
                 archive,
                 argv,
                 stdin: job.input.clone(),
@@ -257,10 +323,10 @@ async fn run_program_in(
                 cpu_limit: job.cpu_limit,
                 kill,
             };
-            let report = sandbox
+            let (report, serves_again) = sandbox
                 .run_program(&cap, runner_job, output, after_compile)
                 .await?;
-            Ok((report, false))
+            Ok((report, false, serves_again))
         }
         Place::Lasting(sandbox) => {
             let spec = if archive.is_empty() {
@@ -284,7 +350,7 @@ async fn run_program_in(
             let lasting = sandbox
                 .run_lasting_phase(spec, output, after_compile)
                 .await?;
-            Ok((lasting.report, lasting.programs_ended))
+            Ok((lasting.report, lasting.programs_ended, None))
         }
     }
 }

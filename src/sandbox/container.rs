@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::models::ContainerUpdateBody;
 
@@ -90,7 +90,69 @@ pub struct Sandbox {
     pub(super) terminal_session: Arc<AtomicU32>,
     /// Left running on purpose (see [`Sandbox::detach`]): dropping does not remove it.
     pub(super) detached: bool,
+    /// How this sandbox may be reused (see [`super::nested`]); `None`: it serves one job.
+    pub(super) reuse: Option<Reuse>,
 }
+
+/// A reused sandbox's record: what it served, since when, and what it holds at rest.
+#[derive(Debug)]
+pub(super) struct Reuse {
+    pub(super) language: String,
+    pub(super) started: Instant,
+    pub(super) jobs: u32,
+    /// Resident memory (see `host_cgroup::resident`) before its first job.
+    pub(super) resident_at_rest: Option<u64>,
+    /// Cleared by anything that makes it untrustworthy: it is then removed after its job.
+    pub(super) trusted: bool,
+    /// The nonce of the last job, whose `ready` line the runner has yet to write.
+    pub(super) ready_after: Option<String>,
+}
+
+impl Reuse {
+    pub(super) fn new(language: &str) -> Reuse {
+        Reuse {
+            language: language.to_owned(),
+            started: Instant::now(),
+            jobs: 0,
+            resident_at_rest: None,
+            trusted: true,
+            ready_after: None,
+        }
+    }
+}
+
+/// How long a reused runner may take to clean up after a job (deleting a full work dir of
+/// 4096 files takes well under a second).
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes read while waiting for the `ready` line: nothing else writes then.
+const READY_LINE_MAX: usize = 1024;
+
+/// Reads a reused runner's stderr up to its `ready` line for `nonce`: the health word.
+async fn read_ready(io: &mut runner::RunnerIo, nonce: &str) -> Option<String> {
+    use futures_util::StreamExt as _;
+    let marker = runner::ready_marker(nonce);
+    let mut seen: Vec<u8> = Vec::new();
+    while seen.len() <= READY_LINE_MAX {
+        match io.output.next().await? {
+            Ok(bollard::container::LogOutput::StdErr { message }) => {
+                seen.extend_from_slice(&message)
+            }
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        if let Some(at) = seen.windows(marker.len()).position(|w| w == marker) {
+            let rest = &seen[at + marker.len()..];
+            if let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+            }
+        }
+    }
+    None
+}
+
+/// How much more than at rest a reused sandbox may hold after a job: the runner's bash grows a
+/// little with the argument arrays it reads. A job's own files and processes are far larger.
+const RESIDENT_SLACK_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Sandbox {
     /// runbox's id of this sandbox.
@@ -103,19 +165,120 @@ impl Sandbox {
         self.memory_mb
     }
 
-    /// Sends the runner its one job and collects the program's output; see [`runner`].
+    /// Sends the runner a job (a fresh runner's one job, or a reused runner's next step) and
+    /// collects the program's output; see [`runner`].
     pub async fn run_main(
         &mut self,
         job: RunnerJob,
         sink: &mut dyn OutputSink,
     ) -> Result<ExecOutcome, SandboxError> {
-        let io = self
+        let mut io = self
             .runner
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
             .ok_or(SandboxError::RunnerSpent)?;
-        runner::run(&self.sandboxes.shared, &self.container_id, io, job, sink).await
+        let nested = self.reuse.is_some();
+        let step = job.step;
+        self.note_rest().await;
+        let end = runner::run(
+            &self.sandboxes.shared,
+            &self.container_id,
+            &mut io,
+            job,
+            nested,
+            sink,
+        )
+        .await?;
+        if let Some(reuse) = &mut self.reuse {
+            if end.health == runner::Health::Clean && !end.outcome.oom_killed {
+                *self.runner.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(io);
+                // Only a compile that succeeded is checked before its trailer (see `nested`).
+                let compiled = step == runner::Step::Compile
+                    && end.outcome.end == (ExecEnd::Exited { code: 0 });
+                reuse.ready_after = (!compiled).then(|| end.nonce.clone());
+            } else {
+                reuse.trusted = false;
+                tracing::debug!(sandbox = %self.id, health = ?end.health, "a reused sandbox is retired after its job");
+            }
+            if end.health == runner::Health::LauncherFailed {
+                return Err(SandboxError::NestedLauncher);
+            }
+        }
+        Ok(end.outcome)
+    }
+
+    /// Whether this sandbox takes jobs in steps, each in a nested sandbox (a compile through
+    /// its runner, then the run), rather than one job.
+    pub fn is_reused(&self) -> bool {
+        self.reuse.is_some()
+    }
+
+    /// Counts the job just served and says whether the sandbox may take another so far: the
+    /// runner reported nothing wrong and it is below its job count and age. Anything else
+    /// retires it. [`Sandbox::until_ready`] has the last word.
+    pub fn may_serve_again(&mut self) -> bool {
+        let config = &self.sandboxes.shared.config;
+        let (max_jobs, max_age) = (config.reuse_jobs, config.reuse_max_age());
+        let Some(reuse) = &mut self.reuse else {
+            return false;
+        };
+        reuse.jobs += 1;
+        reuse.trusted && reuse.jobs < max_jobs && reuse.started.elapsed() < max_age
+    }
+
+    /// Waits for a reused runner to say it has cleaned up after the last job (the work dir
+    /// deleted, no process left), then checks that the sandbox's memory is back to where it
+    /// was at rest. `false`: the sandbox is not to be used again.
+    pub async fn until_ready(&mut self) -> bool {
+        let Some(reuse) = &mut self.reuse else {
+            return false;
+        };
+        if !reuse.trusted {
+            return false;
+        }
+        if let Some(nonce) = reuse.ready_after.take() {
+            let io = self.runner.get_mut().unwrap_or_else(|p| p.into_inner());
+            let said = match io.as_mut() {
+                Some(io) => tokio::time::timeout(READY_TIMEOUT, read_ready(io, &nonce))
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            if said.as_deref() != Some("ok") {
+                tracing::debug!(sandbox = %self.id, said, "a reused sandbox did not come back clean; retired");
+                reuse.trusted = false;
+                return false;
+            }
+        }
+        let (Some(now), Some(at_rest)) = (
+            host_cgroup::resident(&self.container_id).await,
+            reuse.resident_at_rest,
+        ) else {
+            // Where the cgroup is out of sight, the runner's word stands.
+            return true;
+        };
+        if now > at_rest + RESIDENT_SLACK_BYTES {
+            tracing::warn!(sandbox = %self.id, at_rest, now, "a reused sandbox holds more memory than before its job; retired");
+            reuse.trusted = false;
+            return false;
+        }
+        true
+    }
+
+    /// Notes the resident memory at rest before a reused sandbox's first job.
+    async fn note_rest(&mut self) {
+        if let Some(reuse) = &mut self.reuse
+            && reuse.resident_at_rest.is_none()
+        {
+            reuse.resident_at_rest = host_cgroup::resident(&self.container_id).await;
+        }
+    }
+
+    /// The language a reused sandbox serves.
+    pub fn reused_for(&self) -> Option<&str> {
+        self.reuse.as_ref().map(|r| r.language.as_str())
     }
 
     /// Runs one command inside the sandbox; see [`ExecSpec`].

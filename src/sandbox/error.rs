@@ -24,6 +24,10 @@ pub enum SandboxError {
     /// A sandbox's runner was asked for a second job (a sandbox made for one job runs one).
     #[error("the sandbox's runner has already run a job")]
     RunnerSpent,
+    /// bubblewrap could not make a reused sandbox's nested sandbox for a job (the sandbox is
+    /// retired).
+    #[error("the nested sandbox for a job could not be made")]
+    NestedLauncher,
     /// The script ending a sandbox's programs did not finish: how it ended instead.
     #[error("ending the programs of a sandbox did not finish: {0}")]
     ProgramsNotEnded(String),

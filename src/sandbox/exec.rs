@@ -109,11 +109,14 @@ pub type LiveInput = super::input::InputReceiver;
 /// handing every output frame to `on_frame`, until the output ends or `on_frame` says
 /// otherwise. Feeding runs concurrently with reading: a program may print before it reads, and
 /// a program that never reads must not block us while its output piles up.
+/// With `keep_open`, stdin stays open after `stdin` (a reused runner's stream, which carries
+/// the next job); live input always ends with the stream closed.
 pub(super) async fn pump(
     output: &mut OutputFrames,
-    mut input: InputPipe,
+    input: &mut InputPipe,
     stdin: Bytes,
     live: Option<LiveInput>,
+    keep_open: bool,
     mut on_frame: impl FnMut(Stream, &[u8]) -> Flow,
 ) -> Result<Pumped, SandboxError> {
     let feed = async move {
@@ -129,6 +132,9 @@ pub(super) async fn pump(
                     return;
                 }
             }
+        } else if keep_open {
+            let _ = input.flush().await;
+            return;
         }
         let _ = input.shutdown().await;
     };
@@ -208,7 +214,7 @@ pub(super) async fn run(
     let Started {
         exec_id,
         mut output,
-        input,
+        mut input,
     } = start(shared, container, spec.cmd).await?;
     let started = Instant::now();
 
@@ -217,7 +223,7 @@ pub(super) async fn run(
         Push::Stop => Flow::Stop,
     };
     let timed = async {
-        match pump(&mut output, input, spec.stdin, None, on_frame).await? {
+        match pump(&mut output, &mut input, spec.stdin, None, false, on_frame).await? {
             Pumped::Stopped => Ok((ExecEnd::Stopped, started.elapsed())),
             // Only the runner's trailers finish a stream early; an exec ends at EOF.
             Pumped::Eof | Pumped::Finished(_) => {

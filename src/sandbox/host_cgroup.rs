@@ -130,6 +130,31 @@ pub(super) async fn memory_usage(container: &str) -> Option<u64> {
     None
 }
 
+/// Memory the sandbox's processes hold themselves, page cache aside: anonymous memory plus
+/// tmpfs and shared memory (v1 `rss` + `shmem`, v2 `anon` + `shmem` of `memory.stat`). A reused
+/// sandbox must come back to where it started after each job; the cache of files read meanwhile
+/// (the interpreter, its libraries) is not the job's and comes and goes.
+pub(super) async fn resident(container: &str) -> Option<u64> {
+    let files = candidates("memory", container)
+        .into_iter()
+        .chain(candidates("", container))
+        .map(|dir| dir.join("memory.stat"));
+    for file in files {
+        if let Ok(text) = tokio::fs::read_to_string(file).await {
+            return Some(parse_resident(&text));
+        }
+    }
+    None
+}
+
+fn parse_resident(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(key, _)| matches!(*key, "rss" | "anon" | "shmem"))
+        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+        .sum()
+}
+
 /// cgroup v1 resets `memory.max_usage_in_bytes` to the current usage when 0 is written to it.
 /// The page cache a compiler filled (its own binaries and libraries, ~35 MB for rustc) is
 /// charged to the sandbox too: with `reclaim`, `memory.force_empty` drops it first (about
@@ -180,6 +205,14 @@ fn parse_oom_kills(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_memory_is_anonymous_plus_shared_of_v1_and_v2() {
+        let v1 = "cache 900\nrss 100\nrss_huge 0\nshmem 20\nmapped_file 5\ntotal_rss 100\n";
+        assert_eq!(parse_resident(v1), 120);
+        let v2 = "anon 300\nfile 5000\nkernel 80\nshmem 7\n";
+        assert_eq!(parse_resident(v2), 307);
+    }
 
     #[test]
     fn oom_kill_lines_of_v1_and_v2() {

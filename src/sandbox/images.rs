@@ -22,11 +22,15 @@ use crate::languages::Language;
 pub const LABEL_LANGUAGE: &str = "runbox.language";
 pub const LABEL_VERSION: &str = "runbox.version";
 pub const LABEL_CONTEXT_HASH: &str = "runbox.context-sha256";
-/// Added to every language image: the runner's bash, executable but unreadable by the sandbox
-/// user, which makes the running runner non-dumpable (see `runner::SCRIPT`).
+/// Added to every language image: bubblewrap, which makes a reused sandbox's fresh nested
+/// sandbox for each job (see `runner::NESTED_SCRIPT`), and the runner's bash, executable but
+/// unreadable by the sandbox user, which makes the running runner non-dumpable (see
+/// `runner::SCRIPT`).
 fn runner_step() -> String {
     format!(
-        "RUN install -D -o root -g root -m 0111 /bin/bash {}",
+        "RUN apt-get update \\\n && apt-get install -y --no-install-recommends bubblewrap \\\n \
+         && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/* \\\n \
+         && install -D -o root -g root -m 0111 /bin/bash {}",
         super::runner::RUNNER_BINARY
     )
 }

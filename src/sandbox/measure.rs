@@ -134,7 +134,12 @@ impl Sandboxes {
         self.negotiate().await?;
         let docker = self.docker();
         let mut times = StepTimes::default();
-        let mut body = policy::container_body(&self.shared.config, spec);
+        // The steps of a fresh sandbox's one job: a reused runner never exits to be waited for.
+        let fresh = crate::config::SandboxConfig {
+            reuse: crate::config::Reuse::Fresh,
+            ..self.shared.config.clone()
+        };
+        let mut body = policy::container_body(&fresh, spec);
         // Exit after the job instead of sleeping, so the engine-side exit can be timed.
         if let Some(cmd) = body.cmd.as_mut()
             && let Some(script) = cmd.last_mut()
@@ -176,7 +181,9 @@ impl Sandboxes {
                 output: attached.output,
                 input: attached.input,
             };
+            let mut io = io;
             let job = RunnerJob {
+                step: runner::Step::Run,
                 archive: bytes::Bytes::new(),
                 argv,
                 stdin: bytes::Bytes::new(),
@@ -186,7 +193,7 @@ impl Sandboxes {
                 kill: Default::default(),
             };
             let mut output = OutputCollector::new(4096);
-            runner::run(&self.shared, &id, io, job, &mut output).await?;
+            runner::run(&self.shared, &id, &mut io, job, false, &mut output).await?;
             times.job = clock.elapsed();
             let clock = Instant::now();
             while let Some(step) = wait.next().await {
@@ -307,9 +314,12 @@ impl Sandboxes {
         let seccomp_file =
             std::env::temp_dir().join(format!("runbox-seccomp-{}.json", std::process::id()));
         let kernel = policy::seccomp_kernel(&self.shared.config);
-        tokio::fs::write(&seccomp_file, super::seccomp::profile(kernel))
-            .await
-            .context("writing the seccomp profile")?;
+        tokio::fs::write(
+            &seccomp_file,
+            super::seccomp::profile(kernel, super::seccomp::Role::Program),
+        )
+        .await
+        .context("writing the seccomp profile")?;
         let flags = policy::docker_run_flags(
             &policy::container_body(&self.shared.config, spec),
             &seccomp_file,

@@ -18,6 +18,7 @@ pub mod input;
 mod live_set;
 #[cfg(feature = "bench")]
 pub mod measure;
+pub mod nested;
 mod oom;
 pub mod output;
 pub mod phase;
@@ -51,7 +52,7 @@ pub use live_set::SandboxTally;
 pub use output::{CollectedOutput, OutputCollector, Utf8Decoder};
 pub use phase::{LastingPhaseReport, PhaseReport, PhaseUsage};
 pub use policy::{MainProcess, SandboxKind, SandboxSpec};
-pub use runner::RunnerJob;
+pub use runner::{RunnerJob, Step};
 
 use crate::config::{EngineConfig, SandboxConfig};
 use cleanup::Cleaner;
@@ -242,6 +243,8 @@ impl Sandboxes {
             runner: Mutex::new(None),
             terminal_session: Arc::default(),
             detached: false,
+            reuse: (spec.main == MainProcess::Runner && shared.config.nested())
+                .then(|| container::Reuse::new(&spec.language)),
         };
         if spec.main == MainProcess::Runner {
             let options = AttachContainerOptionsBuilder::default()
@@ -403,6 +406,7 @@ impl Sandboxes {
                 runner: Mutex::new(None),
                 terminal_session: Arc::default(),
                 detached: false,
+                reuse: None,
             };
             if container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING) {
                 adopted.push(Adopted { sandbox, labels });

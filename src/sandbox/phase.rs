@@ -35,10 +35,12 @@ pub struct LastingPhaseReport {
 }
 
 impl Sandbox {
-    /// Runs a job sandbox's one program through its runner, with the memory cap of `cap`,
-    /// after an earlier compile in this sandbox when `after_compile`. Nothing the program
-    /// started outlives this call: the runner ends the user's processes when the program
-    /// exits, and a program cut short (limit, kill) has its sandbox killed. The sandbox is
+    /// Runs a job sandbox's program through its runner, with the memory cap of `cap`, after an
+    /// earlier compile in this sandbox when `after_compile`. Nothing the program started
+    /// outlives this call: a fresh runner ends the user's processes when the program exits, a
+    /// reused runner's nested sandbox ends with its first process, and a program cut short
+    /// (limit, kill) has its sandbox killed. The sandbox comes back when it may serve another
+    /// job (a reused one whose job ended by itself and left nothing behind); otherwise it is
     /// removed (in the background) as this returns.
     pub async fn run_program(
         self,
@@ -46,21 +48,21 @@ impl Sandbox {
         job: RunnerJob,
         sink: &mut dyn OutputSink,
         after_compile: bool,
-    ) -> Result<PhaseReport, SandboxError> {
+    ) -> Result<(PhaseReport, Option<Sandbox>), SandboxError> {
         let mut sandbox = self.with_memory_limit(cap).await?;
         let before = sandbox.usage_before_phase(after_compile).await;
         let outcome = sandbox.run_main(job, sink).await?;
         let after = sandbox.usage().await.ok();
-        if !matches!(outcome.end, ExecEnd::Exited { .. })
-            && let Err(err) = sandbox.kill().await
-        {
+        let ended_by_itself = matches!(outcome.end, ExecEnd::Exited { .. });
+        if !ended_by_itself && let Err(err) = sandbox.kill().await {
             tracing::warn!(%err, "could not kill a stopped job's sandbox; its removal will");
         }
-        drop(sandbox);
-        Ok(PhaseReport {
+        let again = ended_by_itself && sandbox.may_serve_again();
+        let report = PhaseReport {
             outcome,
             usage: phase_usage(before, after),
-        })
+        };
+        Ok((report, again.then_some(sandbox)))
     }
 
     /// Runs one phase through an exec in a sandbox that lives on, then ends every process it

@@ -191,15 +191,41 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
     ]);
     labels.extend(spec.labels.iter().cloned());
     let runner = spec.main == MainProcess::Runner;
+    // A reused sandbox: its runner starts each job in a nested sandbox (see `nested`).
+    let nested = runner && config.nested();
     let cmd: Vec<String> = match spec.main {
         MainProcess::Idle | MainProcess::Keeper => {
             IDLE_COMMAND.iter().map(|s| s.to_string()).collect()
         }
+        MainProcess::Runner if nested => runner_shell(config)
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                super::nested::SCRIPT.to_owned(),
+                "runner".to_owned(),
+                super::nested::job_filter().to_owned(),
+                super::nested::masked_paths(),
+            ])
+            .chain(super::nested::launcher_args(config))
+            .collect(),
         MainProcess::Runner => runner_shell(config)
             .iter()
             .map(|s| s.to_string())
             .chain(std::iter::once(super::runner::SCRIPT.to_owned()))
             .collect(),
+    };
+    let role = if nested {
+        super::seccomp::Role::Launcher
+    } else {
+        super::seccomp::Role::Program
+    };
+    // The kernel refuses the nested sandbox a fresh /proc while parts of this one are covered:
+    // a reused sandbox's runner sees them (`systempaths=unconfined`), each job has them masked
+    // again by bubblewrap.
+    let (masked_paths, readonly_paths) = if nested {
+        (Vec::new(), Some(Vec::new()))
+    } else {
+        (MASKED_PATHS.iter().map(|p| p.to_string()).collect(), None)
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
@@ -228,11 +254,12 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
                 "no-new-privileges".to_owned(),
                 format!(
                     "seccomp={}",
-                    super::seccomp::profile(seccomp_kernel(config))
+                    super::seccomp::profile(seccomp_kernel(config), role)
                 ),
             ]),
             readonly_rootfs: Some(true),
-            masked_paths: Some(MASKED_PATHS.iter().map(|p| p.to_string()).collect()),
+            masked_paths: Some(masked_paths),
+            readonly_paths,
             tmpfs: Some(HashMap::from([
                 (WORK_DIR.to_owned(), tmpfs_options),
                 // gVisor mounts a writable, memory-backed /tmp of its own unless the container
@@ -382,6 +409,9 @@ mod tests {
             nofile_limit: 512,
             user: "65534:65534".into(),
             sweep_interval_secs: 60,
+            reuse: crate::config::Reuse::Fresh,
+            reuse_jobs: 100,
+            reuse_max_age_secs: 300,
         }
     }
 
@@ -410,7 +440,10 @@ mod tests {
             security[1],
             format!(
                 "seccomp={}",
-                crate::sandbox::seccomp::profile(crate::sandbox::seccomp::Kernel::Host)
+                crate::sandbox::seccomp::profile(
+                    crate::sandbox::seccomp::Kernel::Host,
+                    crate::sandbox::seccomp::Role::Program
+                )
             )
         );
         assert_eq!(hc.readonly_rootfs, Some(true));

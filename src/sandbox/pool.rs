@@ -1,8 +1,10 @@
 //! The warm pool: job sandboxes created, attached and started before any job asks for one, so
 //! a job's hot path makes no Engine API call (see [`super::runner`]).
 //!
-//! Security is unchanged: a pooled sandbox has the full policy, serves exactly one job and is
-//! removed after it, like a sandbox created for the job. One refill task per language keeps
+//! Security is unchanged: a pooled sandbox has the full policy. In `fresh` mode it serves
+//! exactly one job and is removed after it, like a sandbox created for the job; in `nested`
+//! mode it serves jobs one at a time, each in a fresh nested sandbox (see `nested`), and comes
+//! back after each one it ended cleanly ([`WarmPool::give_back`]). One refill task per language keeps
 //! `size` sandboxes ready, creating the missing ones concurrently as soon as one is taken; a
 //! sandbox that waited longer than `max_idle` is removed and replaced (so an image rebuilt
 //! meanwhile is picked up and nothing sits forever). The pool never fills past `capacity`
@@ -56,6 +58,8 @@ pub struct PoolStats {
     pub misses: u64,
     /// Sandboxes removed unused because they waited longer than `max_idle`.
     pub recycled: u64,
+    /// Reused sandboxes that came back after a job, ready for the next.
+    pub returned: u64,
 }
 
 /// Handle to every language's pool. Cheap to clone.
@@ -78,6 +82,9 @@ struct LanguagePool {
     hits: AtomicU64,
     misses: AtomicU64,
     recycled: AtomicU64,
+    returned: AtomicU64,
+    /// Reused sandboxes on their way back, cleaning up after a job.
+    returning: AtomicUsize,
     /// Jobs served by this pool that are still running (see [`PoolLease`]).
     in_use: AtomicUsize,
 }
@@ -136,6 +143,8 @@ impl WarmPool {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 recycled: AtomicU64::new(0),
+                returned: AtomicU64::new(0),
+                returning: AtomicUsize::new(0),
                 in_use: AtomicUsize::new(0),
             });
             if pool.slot.size > 0 {
@@ -211,6 +220,39 @@ impl WarmPool {
         handed.map(|sandbox| (sandbox, pool.lease()))
     }
 
+    /// Takes back a reused sandbox after a job (see `Sandbox::run_program`): to a job waiting
+    /// for one, else to the front of the ready ones (the one just used has the warmest cache)
+    /// while fewer than the pool's size are ready. Otherwise, or when its language has no
+    /// pool, it is dropped, i.e. removed.
+    ///
+    /// It first waits, in a task of the pool's, for the runner to say it has cleaned up (see
+    /// [`Sandbox::until_ready`]): the job's answer does not wait for that.
+    pub fn give_back(&self, mut sandbox: Sandbox) {
+        let Some(pool) = sandbox
+            .reused_for()
+            .and_then(|language| self.inner.pools.get(language))
+            .cloned()
+        else {
+            return;
+        };
+        if pool.slot.size == 0 || self.inner.stop.is_cancelled() {
+            return;
+        }
+        let stop = self.inner.stop.clone();
+        pool.returning.fetch_add(1, Ordering::AcqRel);
+        self.inner.tasks.spawn(async move {
+            let ready = tokio::select! {
+                ready = sandbox.until_ready() => ready,
+                () = stop.cancelled() => false,
+            };
+            if ready {
+                pool.take_back(sandbox);
+            }
+            pool.returning.fetch_sub(1, Ordering::AcqRel);
+            pool.wake.notify_one();
+        });
+    }
+
     pub fn stats(&self) -> Vec<PoolStats> {
         let mut stats: Vec<PoolStats> = self
             .inner
@@ -224,6 +266,7 @@ impl WarmPool {
                 hits: pool.hits.load(Ordering::Relaxed),
                 misses: pool.misses.load(Ordering::Relaxed),
                 recycled: pool.recycled.load(Ordering::Relaxed),
+                returned: pool.returned.load(Ordering::Relaxed),
             })
             .collect();
         stats.sort_by(|a, b| a.language.cmp(&b.language));
@@ -278,6 +321,25 @@ impl LanguagePool {
             sandbox,
             since: Instant::now(),
         });
+    }
+
+    /// A reused sandbox that is ready again: to the first waiting job, else to the front of
+    /// the ready ones while fewer than the pool's size are ready (else it is dropped).
+    fn take_back(&self, mut sandbox: Sandbox) {
+        self.returned.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(sandbox) {
+                Ok(()) => return,
+                Err(returned) => sandbox = returned,
+            }
+        }
+        if state.ready.len() < self.slot.size {
+            state.ready.push_front(Ready {
+                sandbox,
+                since: Instant::now(),
+            });
+        }
     }
 
     /// A creation failed: the first waiting job stops waiting and creates its own.
@@ -341,7 +403,14 @@ async fn refill(
                 () = tokio::time::sleep_until(yield_until.into()) => {}
             }
         }
-        let have = pool.lock().ready.len() + pool.filling.load(Ordering::Relaxed);
+        // Reused sandboxes at work come back after their job: they are not replaced (a job
+        // that retires one drops its lease, which wakes this loop to replace it).
+        let at_work = if sandboxes.config().nested() {
+            pool.in_use.load(Ordering::Acquire) + pool.returning.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        let have = pool.lock().ready.len() + pool.filling.load(Ordering::Relaxed) + at_work;
         for _ in have..pool.slot.size {
             if sandboxes.owned_count() >= capacity {
                 break;

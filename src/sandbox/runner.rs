@@ -81,9 +81,73 @@ const TRAILER_START: u8 = 0x1e;
 /// How often to look at the container when the runner itself ended without a trailer.
 const EXIT_POLL: Duration = Duration::from_millis(20);
 
+/// Which step of a job a reused runner takes (see `nested::SCRIPT`): a compile that succeeds
+/// leaves its work dir for the run; a fresh runner's one job is always the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Compile,
+    Run,
+}
+
+impl Step {
+    fn word(self) -> &'static str {
+        match self {
+            Step::Compile => "compile",
+            Step::Run => "run",
+        }
+    }
+}
+
+/// What a reused runner says of its sandbox after a step (see `nested::SCRIPT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Nothing of the job is left: the sandbox may take another.
+    Clean,
+    /// A process or a file of the job was left, or the work dir could not be made.
+    Dirty,
+    /// bubblewrap could not make the nested sandbox.
+    LauncherFailed,
+    /// The step's stdin was the rest of the stream (an interactive run): no more jobs.
+    Spent,
+    /// No word from the runner (a fresh runner, or a step that did not end by itself).
+    Unknown,
+}
+
+impl Health {
+    fn from_word(word: &str) -> Health {
+        match word {
+            "ok" => Health::Clean,
+            word if word.starts_with("dirty") => Health::Dirty,
+            "launcher" => Health::LauncherFailed,
+            "spent" => Health::Spent,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+/// How a runner's job ended, and what the runner says of its sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerEnd {
+    pub outcome: ExecOutcome,
+    pub health: Health,
+    /// The job's nonce, which a reused runner's `ready` line after it carries.
+    pub nonce: String,
+}
+
+/// The line a reused runner writes on stderr once it has cleaned up after a job (see
+/// `nested::SCRIPT`), up to the health word.
+pub fn ready_marker(nonce: &str) -> Vec<u8> {
+    let mut marker = vec![TRAILER_START];
+    marker.extend_from_slice(nonce.as_bytes());
+    marker.extend_from_slice(b" ready ");
+    marker
+}
+
 /// One job for the runner.
 #[derive(Debug)]
 pub struct RunnerJob {
+    /// The step a reused runner takes; a fresh runner ignores it.
+    pub step: Step,
     /// Tar archive unpacked into the work dir before the program starts (may be empty).
     pub archive: Bytes,
     /// The program and its arguments (no NUL bytes: validated upstream).
@@ -116,6 +180,35 @@ pub fn encode(nonce: &str, job: &RunnerJob) -> Bytes {
     out.freeze()
 }
 
+/// Encodes `job` in a reused runner's wire format (see `nested::SCRIPT`): the stdin has its
+/// length up front, so that the next job's header follows it, unless live input follows (-1:
+/// the rest of the stream).
+pub fn encode_nested(nonce: &str, job: &RunnerJob) -> Bytes {
+    let argv_len: usize = job.argv.iter().map(|a| a.len() + 1).sum();
+    let stdin_len = match job.live_stdin {
+        Some(_) => -1,
+        None => job.stdin.len() as i64,
+    };
+    let mut out = BytesMut::with_capacity(80 + argv_len + job.archive.len() + job.stdin.len());
+    out.put_slice(
+        format!(
+            "{nonce}\n{}\n{}\n{stdin_len}\n{}\n",
+            job.step.word(),
+            job.archive.len(),
+            job.argv.len()
+        )
+        .as_bytes(),
+    );
+    for arg in &job.argv {
+        debug_assert!(!arg.contains('\0'), "argv is validated to hold no NUL");
+        out.put_slice(arg.as_bytes());
+        out.put_u8(0);
+    }
+    out.put_slice(&job.archive);
+    out.put_slice(&job.stdin);
+    out.freeze()
+}
+
 /// Finds the runner's trailer in one output stream, passing every byte before it on.
 ///
 /// Bytes that could be the start of a trailer split across chunks are held back until the next
@@ -126,12 +219,14 @@ pub struct TrailerScanner {
     marker: Vec<u8>,
     held: Vec<u8>,
     state: ScanState,
+    /// What followed the status and a space on the trailer's line (a reused runner's health).
+    tail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ScanState {
     Output,
-    /// The marker was seen; the status digits so far.
+    /// The marker was seen; the rest of the trailer's line so far.
     Status(Vec<u8>),
     Done(i64),
 }
@@ -145,7 +240,13 @@ impl TrailerScanner {
             marker,
             held: Vec::new(),
             state: ScanState::Output,
+            tail: String::new(),
         }
+    }
+
+    /// The word after the status, once the whole trailer has been seen (empty if none).
+    pub fn tail(&self) -> &str {
+        &self.tail
     }
 
     /// The exit status, once the whole trailer has been seen.
@@ -175,10 +276,10 @@ impl TrailerScanner {
                     match rest.iter().position(|&b| b == b'\n') {
                         Some(end) => {
                             digits.extend_from_slice(&rest[..end]);
-                            let code = std::str::from_utf8(digits)
-                                .ok()
-                                .and_then(|s| s.parse().ok())
-                                .unwrap_or(-1);
+                            let line = String::from_utf8_lossy(digits).into_owned();
+                            let (status, tail) = line.split_once(' ').unwrap_or((&line, ""));
+                            let code = status.parse().unwrap_or(-1);
+                            self.tail = tail.to_owned();
                             self.state = ScanState::Done(code);
                         }
                         None => digits.extend_from_slice(rest),
@@ -260,19 +361,25 @@ enum Waited {
 }
 
 /// Sends `job` to the runner and collects the program's output until both trailers are in
-/// (or the limit passes, or the sink stops).
+/// (or the limit passes, or the sink stops). A reused runner (`nested`) keeps its stdin open
+/// for the next job and says what it left behind.
 pub(super) async fn run(
     shared: &Shared,
     container: &str,
-    io: RunnerIo,
+    io: &mut RunnerIo,
     job: RunnerJob,
+    nested: bool,
     sink: &mut dyn OutputSink,
-) -> Result<ExecOutcome, SandboxError> {
+) -> Result<RunnerEnd, SandboxError> {
     let oom_mark = exec::OomMark::take(shared, container).await;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let payload = encode(&nonce, &job);
+    let payload = if nested {
+        encode_nested(&nonce, &job)
+    } else {
+        encode(&nonce, &job)
+    };
     let mut scanners = [TrailerScanner::new(&nonce), TrailerScanner::new(&nonce)];
-    let RunnerIo { mut output, input } = io;
+    let RunnerIo { output, input } = io;
     let RunnerJob {
         live_stdin,
         timeout,
@@ -298,7 +405,7 @@ pub(super) async fn run(
                 _ => Flow::Continue,
             }
         };
-        let pump = exec::pump(&mut output, input, payload, live_stdin, on_frame);
+        let pump = exec::pump(output, input, payload, live_stdin, nested, on_frame);
         tokio::select! {
             pumped = tokio::time::timeout(timeout, pump) => Waited::Pumped(pumped.ok()),
             () = kill.cancelled() => Waited::Killed,
@@ -327,10 +434,28 @@ pub(super) async fn run(
             }
         }
     };
-    Ok(ExecOutcome {
-        end,
-        duration,
-        oom_killed: oom_mark.struck(shared, container, end).await,
+    let health = match end {
+        ExecEnd::Exited { .. } if nested && scanners[1].status().is_some() => {
+            let word = scanners[1].tail();
+            if word != "ok" {
+                tracing::debug!(
+                    container,
+                    said = word,
+                    "a reused runner's report after a job"
+                );
+            }
+            Health::from_word(word)
+        }
+        _ => Health::Unknown,
+    };
+    Ok(RunnerEnd {
+        outcome: ExecOutcome {
+            end,
+            duration,
+            oom_killed: oom_mark.struck(shared, container, end).await,
+        },
+        health,
+        nonce,
     })
 }
 
@@ -416,6 +541,7 @@ mod tests {
     #[test]
     fn wire_format_has_header_argv_archive_then_stdin() {
         let job = RunnerJob {
+            step: Step::Run,
             archive: Bytes::from_static(b"TAR"),
             argv: vec!["python3".into(), "a b\nc".into()],
             stdin: Bytes::from_static(b"input"),
@@ -427,5 +553,30 @@ mod tests {
         let encoded = encode(NONCE, &job);
         let expected = format!("{NONCE}\n3\n2\npython3\0a b\nc\0TARinput");
         assert_eq!(&encoded[..], expected.as_bytes());
+        // A reused runner gets the step and the stdin's length first.
+        let encoded = encode_nested(NONCE, &job);
+        let expected = format!("{NONCE}\nrun\n3\n5\n2\npython3\0a b\nc\0TARinput");
+        assert_eq!(&encoded[..], expected.as_bytes());
+        let live = RunnerJob {
+            step: Step::Compile,
+            live_stdin: Some(crate::sandbox::input_channel(16).1),
+            ..job
+        };
+        let encoded = encode_nested(NONCE, &live);
+        assert!(encoded.starts_with(format!("{NONCE}\ncompile\n3\n-1\n2\n").as_bytes()));
+    }
+
+    #[test]
+    fn a_reused_runners_health_follows_its_status() {
+        let mut scanner = TrailerScanner::new(NONCE);
+        let mut out = Vec::new();
+        let stream = format!("err\x1e{NONCE} 3 dirty\n");
+        scanner.feed(stream.as_bytes(), &mut |b| out.extend_from_slice(b));
+        assert_eq!(scanner.status(), Some(3));
+        assert_eq!(scanner.tail(), "dirty");
+        assert_eq!(Health::from_word(scanner.tail()), Health::Dirty);
+        assert_eq!(Health::from_word("ok"), Health::Clean);
+        assert_eq!(Health::from_word(""), Health::Unknown);
+        assert_eq!(out, b"err");
     }
 }

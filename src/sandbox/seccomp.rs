@@ -133,27 +133,49 @@ pub enum Kernel {
     Gvisor,
 }
 
-/// The profile in the engine's JSON format, built once per kernel.
-pub fn profile(kernel: Kernel) -> &'static str {
-    static HOST: OnceLock<String> = OnceLock::new();
-    static GVISOR: OnceLock<String> = OnceLock::new();
-    let cell = match kernel {
-        Kernel::Host => &HOST,
-        Kernel::Gvisor => &GVISOR,
-    };
-    cell.get_or_init(|| build(native_architecture(), kernel).to_string())
+/// What bubblewrap needs to make a job's nested sandbox (see `nested`), allowed in a reused
+/// sandbox only: namespaces (`unshare`, and `clone` with any flags), and the mounts and root
+/// change of the new mount namespace. The job's own filter refuses all of them again.
+pub const LAUNCHER_ALLOWED: &[&str] = &["unshare", "mount", "umount2", "pivot_root", "chroot"];
+
+/// Who runs under the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The program itself (a fresh sandbox, a session).
+    Program,
+    /// The runner of a reused sandbox, which starts each program in a nested sandbox.
+    Launcher,
 }
 
-fn build(architecture: &str, kernel: Kernel) -> Value {
+/// The profile in the engine's JSON format, built once per kernel and role.
+pub fn profile(kernel: Kernel, role: Role) -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    static GVISOR: OnceLock<String> = OnceLock::new();
+    static HOST_LAUNCHER: OnceLock<String> = OnceLock::new();
+    static GVISOR_LAUNCHER: OnceLock<String> = OnceLock::new();
+    let cell = match (kernel, role) {
+        (Kernel::Host, Role::Program) => &HOST,
+        (Kernel::Gvisor, Role::Program) => &GVISOR,
+        (Kernel::Host, Role::Launcher) => &HOST_LAUNCHER,
+        (Kernel::Gvisor, Role::Launcher) => &GVISOR_LAUNCHER,
+    };
+    cell.get_or_init(|| build(native_architecture(), kernel, role).to_string())
+}
+
+fn build(architecture: &str, kernel: Kernel, role: Role) -> Value {
     let argument = |value: u64, op: &str| json!({"index": 0, "value": value, "op": op});
-    let mut rules = vec![
-        json!({"names": ALLOWED, "action": "SCMP_ACT_ALLOW"}),
-        json!({
+    let clone = match role {
+        Role::Program => json!({
             "names": ["clone"],
             "action": "SCMP_ACT_ALLOW",
             "args": [{"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0,
                       "op": "SCMP_CMP_MASKED_EQ"}],
         }),
+        Role::Launcher => json!({"names": ["clone"], "action": "SCMP_ACT_ALLOW"}),
+    };
+    let mut rules = vec![
+        json!({"names": ALLOWED, "action": "SCMP_ACT_ALLOW"}),
+        clone,
         match kernel {
             Kernel::Host => {
                 json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
@@ -172,6 +194,9 @@ fn build(architecture: &str, kernel: Kernel) -> Value {
             "args": [argument(AF_VSOCK, "SCMP_CMP_EQ")],
         }),
     ];
+    if role == Role::Launcher {
+        rules.push(json!({"names": LAUNCHER_ALLOWED, "action": "SCMP_ACT_ALLOW"}));
+    }
     // Conditions within one rule must all hold, so each allowed value is a rule of its own.
     rules.extend(PERSONALITY_VALUES.iter().map(|&value| {
         json!({
@@ -225,7 +250,7 @@ mod tests {
 
     #[test]
     fn vsock_sockets_fail_and_other_sockets_are_allowed() {
-        let profile = build("SCMP_ARCH_X86_64", Kernel::Host);
+        let profile = build("SCMP_ARCH_X86_64", Kernel::Host, Role::Program);
         let socket_rules: Vec<&Value> = profile["syscalls"]
             .as_array()
             .unwrap()
@@ -242,7 +267,7 @@ mod tests {
     #[test]
     fn only_the_native_architecture_and_a_denying_default() {
         for kernel in [Kernel::Host, Kernel::Gvisor] {
-            let profile: Value = serde_json::from_str(profile(kernel)).unwrap();
+            let profile: Value = serde_json::from_str(profile(kernel, Role::Program)).unwrap();
             assert_eq!(profile["architectures"].as_array().unwrap().len(), 1);
             assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
             assert_eq!(profile["defaultErrnoRet"], EPERM);
@@ -250,9 +275,42 @@ mod tests {
     }
 
     #[test]
+    fn only_a_launcher_may_make_namespaces_and_mounts() {
+        let allowed = |role| {
+            let profile = build("SCMP_ARCH_X86_64", Kernel::Host, role);
+            let mut names = Vec::new();
+            for rule in profile["syscalls"].as_array().unwrap() {
+                if rule["action"] == "SCMP_ACT_ALLOW" && rule.get("args").is_none() {
+                    for name in rule["names"].as_array().unwrap() {
+                        names.push(name.as_str().unwrap().to_owned());
+                    }
+                }
+            }
+            names
+        };
+        let program = allowed(Role::Program);
+        let launcher = allowed(Role::Launcher);
+        for name in LAUNCHER_ALLOWED.iter().chain(&["clone"]) {
+            assert!(!program.iter().any(|n| n == name), "{name}");
+            assert!(launcher.iter().any(|n| n == name), "{name}");
+        }
+        // Nothing else is added: io_uring, ptrace, keyctl, bpf stay refused.
+        for name in [
+            "io_uring_setup",
+            "ptrace",
+            "keyctl",
+            "bpf",
+            "setns",
+            "sethostname",
+        ] {
+            assert!(!launcher.iter().any(|n| n == name), "{name}");
+        }
+    }
+
+    #[test]
     fn clone3_falls_back_to_clone_on_the_host_and_is_gvisors_own_under_gvisor() {
         let clone3 = |kernel| {
-            build("SCMP_ARCH_X86_64", kernel)["syscalls"]
+            build("SCMP_ARCH_X86_64", kernel, Role::Program)["syscalls"]
                 .as_array()
                 .unwrap()
                 .iter()

@@ -27,6 +27,15 @@ pub fn under_gvisor() -> bool {
     std::env::var(RUNTIME_VARIABLE).is_ok_and(|r| r == "runsc")
 }
 
+/// The config override choosing how job sandboxes are used (`nested` reuse, the shipped
+/// default, or `fresh`); like the runtime, the environment may choose it for a whole suite.
+pub const REUSE_VARIABLE: &str = "RUNBOX_SANDBOX__REUSE";
+
+/// True when job sandboxes are reused with a nested sandbox per job (never under gVisor).
+pub fn nested_sandboxes() -> bool {
+    !under_gvisor() && std::env::var(REUSE_VARIABLE).map_or(true, |r| r != "fresh")
+}
+
 pub struct TestApp {
     pub base: String,
     pub server: Server,
@@ -53,11 +62,13 @@ pub fn start_on_own_runtime(overrides: &[(&str, &str)]) -> TestApp {
     // The container runtime is the one thing the environment chooses, so that CI runs the
     // same suites under runc and under runsc (gVisor).
     let runtime = std::env::var(RUNTIME_VARIABLE).unwrap_or_else(|_| "runc".into());
+    let reuse = std::env::var(REUSE_VARIABLE).unwrap_or_else(|_| "nested".into());
     let with_defaults: Vec<(&str, &str)> = [
         ("RUNBOX_POOL__ENABLED", "false"),
         ("RUNBOX_SESSIONS__OWNER", owner.as_str()),
         ("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "false"),
         (RUNTIME_VARIABLE, runtime.as_str()),
+        (REUSE_VARIABLE, reuse.as_str()),
         // The suite sends far more runs from one address than a client may; the edge tests
         // turn the limits back on. Likewise for REPL starts on one terminal (the room tests
         // start every language's REPL in one session; `rooms::starts_are_rate_limited…` keeps

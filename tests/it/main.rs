@@ -20,6 +20,7 @@ mod logs;
 mod openapi;
 mod piston;
 mod pool;
+mod reuse;
 mod rooms;
 mod sessions;
 mod shutdown;

@@ -69,9 +69,11 @@ async fn wait_until_gone(language: &str) {
 #[tokio::test]
 async fn a_pooled_sandbox_serves_one_job_and_is_replaced() {
     // Lua: no other test app has a Lua pool, so every Lua pool container is this app's.
+    // One job per sandbox is the `fresh` mode; `reuse` tests the nested one.
     let app = start_on_own_runtime(&[
         ("RUNBOX_POOL__ENABLED", "true"),
         ("RUNBOX_POOL__SIZES", "{ lua = 2 }"),
+        ("RUNBOX_SANDBOX__REUSE", "fresh"),
     ]);
     wait_for_ready(&app, "lua", 2).await;
     let before = pool_containers("lua").await;

@@ -1,0 +1,217 @@
+//! Reused sandboxes (`sandbox.reuse = "nested"`): one warm container serves job after job,
+//! each in a fresh nested sandbox, and job N+1 sees nothing of job N. Each test has its own
+//! app with a python pool of one, so the same container serves every job in turn (checked: no
+//! container is created between the jobs).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, containers_with_labels, nested_sandboxes, start_on_own_runtime};
+
+/// What job N leaves behind, as far as a program can: files in the work dir and `/dev/shm`,
+/// SysV shared memory, a semaphore set and a message queue, an abstract unix socket held by
+/// a daemon that double-forked, called `setsid` and ignores every signal it can, a changed
+/// environment, umask, working directory and rlimit.
+const JOB_N: &str = r#"
+import ctypes, os, resource, signal, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+open('/box/left-behind.txt', 'w').write('secret')
+os.mkdir('/box/dir')
+open('/dev/shm/left-behind', 'w').write('secret')
+IPC_CREAT = 0o1000
+assert libc.shmget(0x52554e, 4096, IPC_CREAT | 0o666) >= 0, ctypes.get_errno()
+assert libc.semget(0x52554e, 1, IPC_CREAT | 0o666) >= 0, ctypes.get_errno()
+assert libc.msgget(0x52554e, IPC_CREAT | 0o666) >= 0, ctypes.get_errno()
+os.environ['LEFT_BEHIND'] = '1'
+os.umask(0o077)
+os.chdir('/box/dir')
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        held.bind('\0runbox-left-behind')
+        held.listen(1)
+        open('/box/daemon-up', 'w').write('1')
+        time.sleep(600)
+    os._exit(0)
+while not os.path.exists('/box/daemon-up'):
+    time.sleep(0.01)
+print('left', flush=True)
+"#;
+
+/// Job N+1 reports what it finds of job N, one `name=value` per line.
+const JOB_N_PLUS_1: &str = r#"
+import ctypes, os, resource, socket
+libc = ctypes.CDLL(None, use_errno=True)
+print('box=' + ','.join(sorted(os.listdir('/box'))))
+print('shm=' + ','.join(sorted(os.listdir('/dev/shm'))))
+print('sysv=%d,%d,%d' % (libc.shmget(0x52554e, 0, 0), libc.semget(0x52554e, 0, 0), libc.msgget(0x52554e, 0)))
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect('\0runbox-left-behind')
+    print('socket=reached')
+except OSError:
+    print('socket=none')
+print('pids=' + ','.join(sorted(p for p in os.listdir('/proc') if p.isdigit())))
+print('env=' + ('LEFT_BEHIND' in os.environ and 'left' or 'clean'))
+old = os.umask(0o022)
+print('umask=%03o' % old)
+print('cwd=' + os.getcwd())
+print('nofile=%d' % resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"#;
+
+fn pooled_python_app() -> TestApp {
+    start_on_own_runtime(&[
+        ("RUNBOX_POOL__ENABLED", "true"),
+        ("RUNBOX_POOL__SIZES", "{ python = 1 }"),
+    ])
+}
+
+async fn metric(app: &TestApp, sample: &str) -> u64 {
+    reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the python pool holds a ready sandbox (after a job: until the one that served it
+/// has cleaned up and come back).
+async fn wait_for_ready(app: &TestApp) {
+    let sample = "runbox_pool_sandboxes{language=\"python\",state=\"ready\"}";
+    let started = Instant::now();
+    while metric(app, sample).await < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no ready python sandbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn run(app: &TestApp, code: &str) -> Value {
+    wait_for_ready(app).await;
+    app.run_ok(json!({ "language": "python", "code": code, "timeout_ms": 10000 }))
+        .await
+}
+
+async fn stop(app: TestApp) {
+    app.server.shutdown().await.unwrap();
+    let started = Instant::now();
+    while !containers_with_labels(&[
+        "runbox.language=python".to_owned(),
+        "runbox.kind=pool".to_owned(),
+    ])
+    .await
+    .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "pool containers left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn job_n_plus_1_sees_nothing_of_job_n_in_a_reused_sandbox() {
+    if !nested_sandboxes() {
+        return;
+    }
+    let app = pooled_python_app();
+    wait_for_ready(&app).await;
+    let created = app.server.executor.sandboxes().created_count();
+
+    let first = run(&app, JOB_N).await;
+    assert_eq!(first["status"], "success", "{first}");
+    assert_eq!(first["stdout"], "left\n", "{first}");
+    let second = run(&app, JOB_N_PLUS_1).await;
+    assert_eq!(second["status"], "success", "{second}");
+
+    // The same container served both: none was created, and it came back after each job.
+    assert_eq!(app.server.executor.sandboxes().created_count(), created);
+    assert!(
+        metric(&app, "runbox_pool_returned_total{language=\"python\"}").await >= 1,
+        "the sandbox never came back to the pool"
+    );
+    let report = second["stdout"].as_str().unwrap();
+    for line in [
+        "box=main.py",
+        "shm=",
+        "sysv=-1,-1,-1",
+        "socket=none",
+        // bubblewrap's init and the program: the daemon is gone with job N's pid namespace.
+        "pids=1,2",
+        "env=clean",
+        "umask=022",
+        "cwd=/box",
+        "nofile=512",
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "job N+1 saw `{line}` otherwise:\n{report}"
+        );
+    }
+    stop(app).await;
+}
+
+#[tokio::test]
+async fn a_job_cut_short_retires_its_reused_sandbox() {
+    if !nested_sandboxes() {
+        return;
+    }
+    let app = pooled_python_app();
+    wait_for_ready(&app).await;
+    let created = app.server.executor.sandboxes().created_count();
+    let r = app
+        .run_ok(json!({ "language": "python", "code": "while True: pass", "timeout_ms": 500 }))
+        .await;
+    assert_eq!(r["status"], "timeout", "{r}");
+    // The sandbox is not given back: the pool replaces it with a new container.
+    wait_for_ready(&app).await;
+    assert_eq!(app.server.executor.sandboxes().created_count(), created + 1);
+    assert_eq!(
+        metric(&app, "runbox_pool_returned_total{language=\"python\"}").await,
+        0
+    );
+    // And the next job runs normally in the new one.
+    let r = run(&app, "print('after')").await;
+    assert_eq!(r["stdout"], "after\n", "{r}");
+    stop(app).await;
+}
+
+#[tokio::test]
+async fn a_job_cannot_make_namespaces_or_mounts_in_its_nested_sandbox() {
+    if !nested_sandboxes() {
+        return;
+    }
+    let app = pooled_python_app();
+    let code = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID = 0x10000000, 0x20000, 0x40000000, 0x20000000
+for name, flag in (('user', CLONE_NEWUSER), ('mount', CLONE_NEWNS), ('net', CLONE_NEWNET), ('pid', CLONE_NEWPID)):
+    rc = libc.unshare(flag)
+    print(name, rc, ctypes.get_errno())
+rc = libc.mount(b'none', b'/box', b'tmpfs', 0, None)
+print('mount', rc, ctypes.get_errno())
+print('caps', open('/proc/self/status').read().split('CapEff:')[1].split()[0])
+"#;
+    let r = run(&app, code).await;
+    assert_eq!(r["status"], "success", "{r}");
+    let out = r["stdout"].as_str().unwrap();
+    for name in ["user", "mount", "net", "pid", "mount"] {
+        // EPERM from the job's own seccomp filter.
+        assert!(out.contains(&format!("{name} -1 1\n")), "{name}:\n{out}");
+    }
+    assert!(out.contains("caps 0000000000000000"), "{out}");
+    stop(app).await;
+}
