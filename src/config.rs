@@ -40,6 +40,7 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
+    pub compile_cache: CompileCacheConfig,
     pub sessions: SessionsConfig,
     pub terminal: TerminalConfig,
     pub submissions: SubmissionsConfig,
@@ -241,6 +242,17 @@ impl LimitsConfig {
     }
 }
 
+/// What compiles are kept, in memory (see `executor::compile_cache`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompileCacheConfig {
+    pub enabled: bool,
+    pub max_entries: usize,
+    pub max_mb: usize,
+    /// A compile whose work dir is larger than this is not kept.
+    pub max_entry_mb: usize,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
@@ -382,6 +394,7 @@ struct RawConfig {
     sandbox: SandboxConfig,
     limits: LimitsConfig,
     pool: PoolConfig,
+    compile_cache: CompileCacheConfig,
     sessions: SessionsConfig,
     terminal: TerminalConfig,
     submissions: SubmissionsConfig,
@@ -403,6 +416,7 @@ impl Config {
             sandbox = ?self.sandbox,
             limits = ?self.limits,
             pool = ?self.pool,
+            compile_cache = ?self.compile_cache,
             sessions = ?self.sessions,
             terminal = ?self.terminal,
             submissions = ?self.submissions,
@@ -497,6 +511,7 @@ impl Config {
             sandbox: raw.sandbox,
             limits: raw.limits,
             pool: raw.pool,
+            compile_cache: raw.compile_cache,
             sessions: raw.sessions,
             terminal: raw.terminal,
             submissions: raw.submissions,
@@ -608,6 +623,16 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
             "sandbox.user",
             "must be a numeric non-root uid:gid, e.g. \"65534:65534\"",
         );
+    }
+    let cache = &raw.compile_cache;
+    if cache.enabled && (cache.max_entries == 0 || cache.max_mb == 0 || cache.max_entry_mb == 0) {
+        return key(
+            "compile_cache",
+            "max_entries, max_mb and max_entry_mb must be positive",
+        );
+    }
+    if cache.max_entry_mb > cache.max_mb {
+        return key("compile_cache.max_entry_mb", "must not exceed max_mb");
     }
     if s.reuse_jobs == 0 {
         return key("sandbox.reuse_jobs", "must be at least 1");

@@ -81,6 +81,18 @@ pub struct LiveSnapshot {
     pub sandboxes_owned: usize,
     pub pools: Vec<crate::sandbox::pool::PoolStats>,
     pub sandboxes: crate::sandbox::SandboxTally,
+    /// `None` when compiles are not kept.
+    pub compile_cache: Option<CompileCacheCounts>,
+}
+
+/// The compile cache as the scrape shows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompileCacheCounts {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub entries: usize,
+    pub bytes: usize,
 }
 
 /// Sessions and the clients on their terminals, read at scrape time.
@@ -299,6 +311,39 @@ impl Collector for LiveCollector {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
         };
+        if let Some(cache) = live.compile_cache {
+            for (name, help, value) in [
+                (
+                    "compile_cache_hits",
+                    "Compiles answered from the compile cache",
+                    cache.hits,
+                ),
+                (
+                    "compile_cache_misses",
+                    "Compiles the cache did not hold (compiled, then kept when they could be)",
+                    cache.misses,
+                ),
+                (
+                    "compile_cache_evictions",
+                    "Kept compiles removed to make room (least recently used first)",
+                    cache.evictions,
+                ),
+            ] {
+                counter(&mut encoder, name, help, value)?;
+            }
+            gauge(
+                &mut encoder,
+                "compile_cache_entries",
+                "Compiles kept",
+                cache.entries as i64,
+            )?;
+            gauge(
+                &mut encoder,
+                "compile_cache_bytes",
+                "Bytes the kept compiles hold",
+                cache.bytes as i64,
+            )?;
+        }
         counter(
             &mut encoder,
             "containers_created",
@@ -442,6 +487,13 @@ mod tests {
                     recycled: 1,
                     returned: 6,
                 }],
+                compile_cache: Some(CompileCacheCounts {
+                    hits: 3,
+                    misses: 4,
+                    evictions: 1,
+                    entries: 2,
+                    bytes: 4096,
+                }),
                 sandboxes: crate::sandbox::SandboxTally {
                     by_kind: [
                         (("job".to_owned(), "active"), 2),

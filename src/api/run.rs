@@ -90,6 +90,10 @@ pub struct PhaseResponse {
     pub stderr: String,
     pub truncated: bool,
     pub duration_ms: u64,
+    /// Compile phases only: whether this compile came from the compile cache (then
+    /// `duration_ms` and the output are those of the compile it repeats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -189,6 +193,7 @@ impl From<PhaseOutcome> for PhaseResponse {
             stderr: p.output.stderr_text(),
             truncated: p.output.truncated,
             duration_ms: p.duration.as_millis() as u64,
+            cached: None,
         }
     }
 }
@@ -204,6 +209,7 @@ impl From<RunOutcome> for RunResponse {
             stderr: String::new(),
             truncated: false,
             duration_ms: 0,
+            cached: None,
         });
         RunResponse {
             id: o.id,
@@ -218,7 +224,13 @@ impl From<RunOutcome> for RunResponse {
             duration_ms: run.duration_ms,
             cpu_time_ms: o.cpu_time.map(|d| d.as_millis() as u64),
             memory_kb: o.memory_kb,
-            compile: o.compile.map(PhaseResponse::from),
+            compile: o.compile.map(|compile| {
+                let cached = compile.from_cache;
+                PhaseResponse {
+                    cached: Some(cached),
+                    ..PhaseResponse::from(compile)
+                }
+            }),
             tests: o.tests.map(|tests| {
                 tests
                     .into_iter()

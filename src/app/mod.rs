@@ -94,6 +94,7 @@ impl Server {
             config.languages.clone(),
             &config.limits,
             &config.pool,
+            &config.compile_cache,
             metrics.clone(),
         );
         match executor.check_ready().await {

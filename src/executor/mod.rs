@@ -3,6 +3,7 @@
 
 pub mod admission;
 mod batch;
+pub mod compile_cache;
 pub mod files;
 pub mod job;
 pub mod lasting;
@@ -26,7 +27,7 @@ pub use crate::sandbox::{
     CollectedOutput, InputFull, InputSender, SandboxError, Stream, Utf8Decoder, input_channel,
 };
 
-use crate::config::{LimitsConfig, PoolConfig};
+use crate::config::{CompileCacheConfig, LimitsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +80,10 @@ pub struct Executor {
     /// language id -> version label of its image; filled at start and by readiness checks,
     /// so the hot path never inspects an image.
     versions: Arc<RwLock<HashMap<String, String>>>,
+    /// language id -> id of its image, read with the versions: part of a compile's cache key.
+    image_ids: Arc<RwLock<HashMap<String, String>>>,
+    /// `None`: compiles are not kept.
+    compile_cache: Option<Arc<compile_cache::CompileCache>>,
     admission: Arc<Admission>,
     pool: WarmPool,
     metrics: Arc<Metrics>,
@@ -96,6 +101,7 @@ struct LiveParts {
     admission: Arc<Admission>,
     pool: WarmPool,
     sandboxes: Sandboxes,
+    compile_cache: Option<Arc<compile_cache::CompileCache>>,
 }
 
 impl LiveState for LiveParts {
@@ -106,6 +112,16 @@ impl LiveState for LiveParts {
             sandboxes_owned: self.sandboxes.owned_count(),
             pools: self.pool.stats(),
             sandboxes: self.sandboxes.tally(),
+            compile_cache: self.compile_cache.as_ref().map(|cache| {
+                let stats = cache.stats();
+                crate::metrics::CompileCacheCounts {
+                    hits: stats.hits,
+                    misses: stats.misses,
+                    evictions: stats.evictions,
+                    entries: stats.entries,
+                    bytes: stats.bytes,
+                }
+            }),
         }
     }
 }
@@ -118,8 +134,19 @@ impl Executor {
         catalogue: Catalogue,
         limits: &LimitsConfig,
         pool: &PoolConfig,
+        cache: &CompileCacheConfig,
         metrics: Arc<Metrics>,
     ) -> Executor {
+        const MIB: usize = 1024 * 1024;
+        let compile_cache = cache.enabled.then(|| {
+            Arc::new(compile_cache::CompileCache::new(
+                compile_cache::CacheBounds {
+                    max_entries: cache.max_entries,
+                    max_bytes: cache.max_mb * MIB,
+                    max_entry_bytes: cache.max_entry_mb * MIB,
+                },
+            ))
+        });
         let slots = catalogue
             .iter()
             .map(|language| PoolSlot {
@@ -142,11 +169,14 @@ impl Executor {
             admission: admission.clone(),
             pool: warm.clone(),
             sandboxes: sandboxes.clone(),
+            compile_cache: compile_cache.clone(),
         }));
         Executor {
             sandboxes,
             catalogue: Arc::new(catalogue),
             versions: Arc::default(),
+            image_ids: Arc::default(),
+            compile_cache,
             admission,
             pool: warm,
             metrics,
@@ -198,6 +228,10 @@ impl Executor {
                         .write()
                         .expect("versions lock")
                         .insert(language.id.clone(), info.version);
+                    self.image_ids
+                        .write()
+                        .expect("image ids lock")
+                        .insert(language.id.clone(), info.id);
                 }
                 Ok(None) => missing.push(language.image_ref()),
                 Err(_) => {

@@ -44,6 +44,8 @@ pub struct PhaseOutcome {
     /// The program did not end by itself: a limit or a kill stopped it, and processes may
     /// still be running in its sandbox.
     pub cut_short: bool,
+    /// A compile phase answered from the compile cache (reported as it first ran).
+    pub from_cache: bool,
 }
 
 /// A whole job's result.
@@ -73,6 +75,7 @@ pub(super) fn phase_outcome(outcome: &ExecOutcome, output: OutputCollector) -> P
         output: output.finish(),
         duration: outcome.duration,
         cut_short: !matches!(outcome.end, ExecEnd::Exited { .. }),
+        from_cache: false,
     }
 }
 

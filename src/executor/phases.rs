@@ -7,10 +7,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::languages::Language;
 use crate::sandbox::{
-    ExecSpec, LiveInput, MainProcess, PhaseReport, RunnerJob, Sandbox, SandboxKind, SandboxSpec,
-    Step, unpack_then,
+    ExecSpec, LiveInput, MainProcess, OutputSink, PhaseReport, RunnerJob, Sandbox, SandboxKind,
+    SandboxSpec, Step, Stream, unpack_then,
 };
 
+use super::compile_cache::{self, CachedCompile};
 use super::live::StreamingCollector;
 use super::outcome::{memory_kb_at_oom, phase_outcome};
 use super::{
@@ -32,6 +33,10 @@ pub(super) enum Place<'a> {
         cap: SandboxSpec,
         live_stdin: Option<LiveInput>,
         kill: CancellationToken,
+        /// The compile cache's answer for this job, found before the sandbox was taken.
+        cached: Option<CachedCompile>,
+        /// Where this job's compile is kept when it was not (`None`: it is not kept).
+        cache_key: Option<[u8; 32]>,
     },
     /// A lasting sandbox (a session's): every phase is an exec, next to what earlier runs
     /// left in the work dir, and every process a phase started is ended after it.
@@ -63,17 +68,30 @@ impl Executor {
         job: Job,
         live: Option<LiveRun>,
     ) -> Result<RunOutcome, SandboxError> {
-        let spec = job_sandbox_spec(
-            &job,
-            job.id.clone(),
-            sandbox_memory_mb(&job),
-            MainProcess::Runner,
-        );
-        let (sandbox, _lease) = self.pool.lease(&self.sandboxes, &spec).await?;
+        let cache_key = self.compile_cache_key(&job);
+        let cached = cache_key.and_then(|key| self.compile_cache.as_ref()?.get(&key));
         let (events, live_stdin, kill) = match live {
             Some(live) => (Some(live.events), live.stdin, live.kill),
             None => (None, None, CancellationToken::new()),
         };
+        if let Some(hit) = &cached
+            && hit.work_dir.is_none()
+        {
+            // The same compile error again: no sandbox at all.
+            if let Some(events) = &events {
+                let _ = events.send(RunEvent::Started { id: job.id.clone() });
+            }
+            let streamed = events.as_ref().map(|e| (e, Phase::Compile));
+            let phase = self.replayed(&hit.phase, streamed);
+            return Ok(self.outcome(&job, RunStatus::CompileError, None, Some(phase)));
+        }
+        // With the compile kept, the sandbox needs only the program's memory.
+        let memory_mb = match cached {
+            Some(_) => job.memory_mb,
+            None => sandbox_memory_mb(&job),
+        };
+        let spec = job_sandbox_spec(&job, job.id.clone(), memory_mb, MainProcess::Runner);
+        let (sandbox, _lease) = self.pool.lease(&self.sandboxes, &spec).await?;
         if let Some(events) = &events {
             let _ = events.send(RunEvent::Started { id: job.id.clone() });
         }
@@ -89,6 +107,8 @@ impl Executor {
             cap,
             live_stdin,
             kill,
+            cached,
+            cache_key,
         };
         let done = self.run_phases(place, &job, events.as_ref()).await?;
         if let Some(sandbox) = done.serves_again {
@@ -125,8 +145,23 @@ impl Executor {
             Place::Fresh { kill, .. } => kill.clone(),
             Place::Lasting(_) => CancellationToken::new(),
         };
-        let (compile, archive) = match &job.language.compile {
-            Some(compile_cmd) => {
+        let hit = match &mut place {
+            Place::Fresh { cached, .. } => cached.take(),
+            Place::Lasting(_) => None,
+        };
+        let (compile, archive) = match (&job.language.compile, hit) {
+            (
+                Some(_),
+                Some(CachedCompile {
+                    phase,
+                    work_dir: Some(work_dir),
+                }),
+            ) => {
+                // The kept work dir (sources and what the compiler made) is the run's files.
+                let phase = self.replayed(&phase, streamed(Phase::Compile));
+                (Some(phase), work_dir)
+            }
+            (Some(compile_cmd), _) => {
                 let compiling = async {
                     match &mut place {
                         Place::Fresh { sandbox, .. } if sandbox.is_reused() => {
@@ -153,6 +188,24 @@ impl Executor {
                         return Ok(Sequenced { outcome, sandbox_usable: false, serves_again: None });
                     }
                 };
+                if phase.status == RunStatus::CompileError
+                    && !phase.cut_short
+                    && let (
+                        Some(cache),
+                        Place::Fresh {
+                            cache_key: Some(key),
+                            ..
+                        },
+                    ) = (&self.compile_cache, &place)
+                {
+                    cache.insert(
+                        *key,
+                        CachedCompile {
+                            phase: phase.clone(),
+                            work_dir: None,
+                        },
+                    );
+                }
                 if phase.status != RunStatus::Success {
                     let sandbox_usable = match &place {
                         Place::Fresh { .. } => false,
@@ -177,10 +230,18 @@ impl Executor {
                         serves_again,
                     });
                 }
+                if let Place::Fresh {
+                    sandbox,
+                    cache_key: Some(key),
+                    ..
+                } = &mut place
+                {
+                    self.keep_compile(sandbox, *key, &phase).await;
+                }
                 // The files are in place already.
                 (Some(phase), Bytes::new())
             }
-            None => (None, archive),
+            (None, _) => (None, archive),
         };
         let output_limit = self.sandboxes.config().output_limit_bytes;
         let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run))
@@ -204,6 +265,62 @@ impl Executor {
             sandbox_usable,
             serves_again,
         })
+    }
+
+    /// The key of `job`'s compile in the compile cache: `None` when compiles are not kept, the
+    /// language compiles nothing, or its image's id is not known yet.
+    fn compile_cache_key(&self, job: &Job) -> Option<[u8; 32]> {
+        self.compile_cache.as_ref()?;
+        let compile_cmd = job.language.compile.as_ref()?;
+        let image_id = self
+            .image_ids
+            .read()
+            .expect("image ids lock")
+            .get(&job.language.id)
+            .cloned()?;
+        Some(compile_cache::key(&image_id, job, compile_cmd))
+    }
+
+    /// Keeps a successful compile: its work dir, read out through the sandbox and repacked
+    /// with files and directories only. A work dir too large or unreadable is not kept.
+    async fn keep_compile(&self, sandbox: &mut Sandbox, key: [u8; 32], phase: &PhaseOutcome) {
+        let Some(cache) = &self.compile_cache else {
+            return;
+        };
+        if phase.status != RunStatus::Success || phase.cut_short {
+            return;
+        }
+        let packed = match sandbox.pack_work_dir(cache.max_entry_bytes()).await {
+            Ok(Some(packed)) => packed,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::debug!(error = %err, "a compiled work dir could not be read out; not kept");
+                return;
+            }
+        };
+        if let Some(work_dir) = compile_cache::repack(&packed) {
+            cache.insert(
+                key,
+                CachedCompile {
+                    phase: phase.clone(),
+                    work_dir: Some(Bytes::from(work_dir)),
+                },
+            );
+        }
+    }
+
+    /// A kept compile phase as this job's: the same status, output and duration, streamed
+    /// when the run is, marked as from the cache.
+    fn replayed(&self, phase: &PhaseOutcome, streamed: Streamed<'_>) -> PhaseOutcome {
+        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let mut output = StreamingCollector::new(output_limit, streamed);
+        output.push(Stream::Stdout, &phase.output.stdout);
+        output.push(Stream::Stderr, &phase.output.stderr);
+        PhaseOutcome {
+            output: output.finish().finish(),
+            from_cache: true,
+            ..phase.clone()
+        }
     }
 
     /// Compiles the job's files in a reused sandbox: a step of its runner (no exec), in a fresh
@@ -312,6 +429,7 @@ async fn run_program_in(
             cap,
             live_stdin,
             kill,
+            ..
         } => {
             let runner_job = RunnerJob {
                 step: Step::Run,

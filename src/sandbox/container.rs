@@ -121,6 +121,9 @@ impl Reuse {
     }
 }
 
+/// How long archiving a compiled work dir may take (a few MB of files in memory).
+const PACK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a reused runner may take to clean up after a job (deleting a full work dir of
 /// 4096 files takes well under a second).
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -193,10 +196,12 @@ impl Sandbox {
         if let Some(reuse) = &mut self.reuse {
             if end.health == runner::Health::Clean && !end.outcome.oom_killed {
                 *self.runner.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(io);
-                // Only a compile that succeeded is checked before its trailer (see `nested`).
-                let compiled = step == runner::Step::Compile
-                    && end.outcome.end == (ExecEnd::Exited { code: 0 });
-                reuse.ready_after = (!compiled).then(|| end.nonce.clone());
+                // A compile that succeeded is checked before its trailer, and a pack leaves
+                // the work dir as it was (see `nested`): neither is followed by `ready`.
+                let keeps_work_dir = step == runner::Step::Pack
+                    || (step == runner::Step::Compile
+                        && end.outcome.end == (ExecEnd::Exited { code: 0 }));
+                reuse.ready_after = (!keeps_work_dir).then(|| end.nonce.clone());
             } else {
                 reuse.trusted = false;
                 tracing::debug!(sandbox = %self.id, health = ?end.health, "a reused sandbox is retired after its job");
@@ -206,6 +211,53 @@ impl Sandbox {
             }
         }
         Ok(end.outcome)
+    }
+
+    /// The work dir after a compile, as a tar written by the sandbox user inside the sandbox
+    /// (a reused runner's `pack` step, else an exec of `tar`), at most `limit` bytes: `None`
+    /// when it is larger or could not be read. The host never reads a work dir.
+    pub async fn pack_work_dir(&mut self, limit: usize) -> Result<Option<Vec<u8>>, SandboxError> {
+        let mut output = OutputCollector::new(limit);
+        let outcome = if self.reuse.is_some() {
+            let job = RunnerJob {
+                step: runner::Step::Pack,
+                archive: bytes::Bytes::new(),
+                argv: Vec::new(),
+                stdin: bytes::Bytes::new(),
+                live_stdin: None,
+                timeout: PACK_TIMEOUT,
+                cpu_limit: None,
+                kill: Default::default(),
+            };
+            self.run_main(job, &mut output).await?
+        } else {
+            let cmd = [
+                "tar",
+                "-c",
+                "-b",
+                "1",
+                "-f",
+                "-",
+                "-C",
+                super::policy::WORK_DIR,
+                ".",
+            ];
+            self.exec(
+                ExecSpec {
+                    cmd: cmd.map(String::from).to_vec(),
+                    stdin: bytes::Bytes::new(),
+                    timeout: PACK_TIMEOUT,
+                    cpu_limit: None,
+                },
+                &mut output,
+            )
+            .await?
+        };
+        let collected = output.finish();
+        if outcome.end != (ExecEnd::Exited { code: 0 }) || collected.truncated {
+            return Ok(None);
+        }
+        Ok(Some(collected.stdout))
     }
 
     /// Whether this sandbox takes jobs in steps, each in a nested sandbox (a compile through

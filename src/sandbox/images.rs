@@ -63,6 +63,8 @@ pub enum ImageError {
 /// What `GET /languages` and readiness need to know of a language's image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
+    /// The engine's id of the image (`sha256:…`).
+    pub id: String,
     pub version: String,
     pub context_hash: Option<String>,
 }
@@ -89,6 +91,7 @@ impl Sandboxes {
         };
         let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
         Ok(Some(ImageInfo {
+            id: inspect.id.unwrap_or_default(),
             version: labels
                 .get(LABEL_VERSION)
                 .cloned()

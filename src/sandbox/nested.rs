@@ -64,8 +64,9 @@ const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
 /// NUL-terminated arguments, the tar archive (unpacked into a new work dir: a job's first
 /// step has one), then the step's stdin. A stdin length of -1 means the rest of the stream is
 /// the program's stdin (an interactive run), after which the runner takes nothing more. A
-/// `compile` step that succeeds keeps its work dir for the `run` step that follows; any other
-/// step ends with the work dir deleted.
+/// `compile` step that succeeds keeps its work dir for the steps that follow: `pack` (the work
+/// dir as a tar on stdout, for the compile cache; no program, no nested sandbox) and `run`; a
+/// `run` step, or a failed one, ends with the work dir deleted.
 ///
 /// Trailers, on stdout `\x1e<nonce> <status>` and on stderr `\x1e<nonce> <status> <health>`,
 /// where health is `ok`, `dirty:<what>` (a process or the work dir of the job was left, or the
@@ -115,6 +116,15 @@ while :; do
     IFS= read -r -d '' arg || exit 125
     argv+=("$arg")
   done
+  if [ "$step" = pack ]; then
+    # The work dir a compile left, out on stdout for the compile cache: read here by tar as
+    # the sandbox user (links are archived as links, never followed).
+    tar -c -b 1 -f - -C "$work" . 2>/dev/null
+    status=$?
+    printf '\036%s %d\n' "$nonce" "$status"
+    printf '\036%s %d ok\n' "$nonce" "$status" >&3
+    continue
+  fi
   health=ok
   status=125
   # tar with 512-byte records reads exactly up to the archive's end (the two zero blocks

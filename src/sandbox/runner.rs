@@ -86,6 +86,8 @@ const EXIT_POLL: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Compile,
+    /// The work dir after a compile, as a tar on stdout (a reused runner only).
+    Pack,
     Run,
 }
 
@@ -93,6 +95,7 @@ impl Step {
     fn word(self) -> &'static str {
         match self {
             Step::Compile => "compile",
+            Step::Pack => "pack",
             Step::Run => "run",
         }
     }

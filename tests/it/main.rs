@@ -5,6 +5,7 @@ mod adversarial;
 mod batch;
 mod browser;
 mod common;
+mod compile_cache;
 mod connections;
 mod dialects;
 mod edge;

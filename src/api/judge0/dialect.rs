@@ -342,6 +342,7 @@ mod tests {
             },
             duration: Duration::from_millis(2),
             cut_short: false,
+            from_cache: false,
         }
     }
 

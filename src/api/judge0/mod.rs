@@ -703,6 +703,7 @@ pub fn translation_cost(catalogue: &Catalogue, iterations: u32) -> std::time::Du
         },
         duration: std::time::Duration::from_millis(20),
         cut_short: false,
+        from_cache: false,
     };
     let outcome = RunOutcome {
         id: "bench".to_owned(),

@@ -356,6 +356,7 @@ pub fn translation_cost(iterations: u32) -> std::time::Duration {
         },
         duration: std::time::Duration::from_millis(20),
         cut_short: false,
+        from_cache: false,
     };
     let started = std::time::Instant::now();
     for _ in 0..iterations {
