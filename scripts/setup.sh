@@ -125,10 +125,15 @@ say "running the playground in Debian's chromium (tests/clients/playground.mjs)"
 cargo test --locked --test it -- browser::
 say "running the benchmarks' unit tests (feature bench: not part of the service build)"
 cargo test --locked --quiet --features bench --lib bench::
+# The suite above ran with reused sandboxes (sandbox.reuse = "nested", the default): the
+# hostile and limit suites again with a fresh container per job, the other mode.
+say "running the limit, hardening, adversarial, live and compile cache suites with a fresh container per job (sandbox.reuse = fresh)"
+RUNBOX_SANDBOX__REUSE=fresh cargo test --locked --test it -- \
+  limits:: hardening:: adversarial:: live:: compile_cache::
 if docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
-  say "running the language, limit, hardening, adversarial, Piston and Judge0 suites under gVisor (runsc)"
+  say "running the language, limit, hardening, adversarial, Piston, Judge0 and compile cache suites under gVisor (runsc)"
   RUNBOX_SANDBOX__RUNTIME=runsc cargo test --locked --test it -- \
-    languages:: limits:: hardening:: adversarial:: piston:: judge0:: dialects::
+    languages:: limits:: hardening:: adversarial:: piston:: judge0:: dialects:: compile_cache::
 else
   fail "the engine has no runsc runtime; see $daemon_json"
 fi

@@ -268,6 +268,11 @@ async fn run_all(
         };
         let mut result = measure_server(&server, name, options).await;
         if result.is_ok() && pool != Some(false) {
+            if let Err(err) = measure_compile_cache(&server, options.runs).await {
+                result = Err(err);
+            }
+        }
+        if result.is_ok() && pool != Some(false) {
             if let Err(err) = measure_dialects(&server, &config.languages, options.runs).await {
                 result = Err(err);
             }
@@ -642,6 +647,69 @@ async fn post_run(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::
     let (_, response) = timed_post(client, url, body).await?;
     if response["status"] != "success" || response["stdout"] != "hello\n" {
         bail!("unexpected run result: {response}");
+    }
+    Ok(())
+}
+
+/// The compile cache seen from a client: C and Java hello world back to back, each run with a
+/// source of its own (a miss: a comment that changes every run) and then the same source again
+/// and again (hits), with the compile's own duration beside.
+async fn measure_compile_cache(server: &ServerUnderTest, runs: usize) -> anyhow::Result<()> {
+    section(
+        "compile cache: hello world back to back, a new source each run (miss) vs the same (hit)",
+    );
+    let client = reqwest::Client::new();
+    let programs = [
+        (
+            "c",
+            "#include <stdio.h>\nint main(void){ puts(\"hello\"); return 0; }",
+        ),
+        (
+            "java",
+            "public class Main { public static void main(String[] a) { System.out.println(\"hello\"); } }",
+        ),
+    ];
+    println!("{:<44} {:>9} {:>9} {:>9}", "", "p50", "p95", "p99");
+    for (language, code) in programs {
+        let url = server.url("/run");
+        let mut compile_ms = Vec::new();
+        let run_once = |code: String, cached: bool| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let body = json!({ "language": language, "code": code });
+                let (took, answer) = timed_post(&client, &url, &body).await?;
+                if answer["status"] != "success"
+                    || answer["stdout"] != "hello\n"
+                    || answer["compile"]["cached"] != cached
+                {
+                    bail!("unexpected {language} answer (cached {cached} expected): {answer}");
+                }
+                anyhow::Ok((took, answer["compile"]["duration_ms"].as_u64().unwrap_or(0)))
+            }
+        };
+        let mut misses = Vec::new();
+        for run in 0..runs {
+            let unique = format!("{code}\n// run {run} {}", uuid::Uuid::new_v4());
+            let (took, compile) = run_once(unique, false).await?;
+            misses.push(took);
+            compile_ms.push(compile);
+        }
+        let same = format!("{code}\n// {}", uuid::Uuid::new_v4());
+        run_once(same.clone(), false).await?;
+        let mut hits = Vec::new();
+        for _ in 0..runs {
+            hits.push(run_once(same.clone(), true).await?.0);
+        }
+        misses.sort();
+        hits.sort();
+        compile_ms.sort();
+        print_row(&format!("{language}: cache miss (compile + run)"), &misses);
+        print_row(&format!("{language}: cache hit (run only)"), &hits);
+        println!(
+            "{:<44} {:>7}ms",
+            format!("{language}: the compile alone, p50 of the misses"),
+            compile_ms[compile_ms.len() / 2]
+        );
     }
     Ok(())
 }
