@@ -321,18 +321,8 @@ mod tests {
     #[test]
     fn a_job_gets_every_namespace_new_and_no_capability() {
         let config = SandboxConfig {
-            runtime: "runc".into(),
-            output_limit_bytes: 65536,
-            work_dir_mb: 64,
-            work_dir_inodes: 4096,
-            cpus: 1.0,
-            pids_limit: 64,
-            nofile_limit: 512,
-            user: "65534:65534".into(),
-            sweep_interval_secs: 60,
             reuse: crate::config::Reuse::Nested,
-            reuse_jobs: 100,
-            reuse_max_age_secs: 300,
+            ..crate::sandbox::policy::tests::test_config()
         };
         let args = launcher_args(&config);
         for flag in [

@@ -384,7 +384,7 @@ pub fn docker_run_flags(body: &ContainerCreateBody, seccomp_file: &std::path::Pa
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -399,6 +399,11 @@ mod tests {
     }
 
     fn config() -> SandboxConfig {
+        test_config()
+    }
+
+    /// The shipped sandbox settings, for the unit tests of the sandbox layer.
+    pub(crate) fn test_config() -> SandboxConfig {
         SandboxConfig {
             runtime: "runc".into(),
             output_limit_bytes: 65536,

@@ -170,9 +170,16 @@ pub struct RunnerJob {
 
 /// Encodes `job` in the runner's wire format.
 pub fn encode(nonce: &str, job: &RunnerJob) -> Bytes {
+    let header = format!("{nonce}\n{}\n{}\n", job.archive.len(), job.argv.len());
+    encode_with(header, job)
+}
+
+/// `header`, then the job's NUL-terminated argv, its archive and its stdin.
+fn encode_with(header: String, job: &RunnerJob) -> Bytes {
     let argv_len: usize = job.argv.iter().map(|a| a.len() + 1).sum();
-    let mut out = BytesMut::with_capacity(64 + argv_len + job.archive.len() + job.stdin.len());
-    out.put_slice(format!("{nonce}\n{}\n{}\n", job.archive.len(), job.argv.len()).as_bytes());
+    let mut out =
+        BytesMut::with_capacity(header.len() + argv_len + job.archive.len() + job.stdin.len());
+    out.put_slice(header.as_bytes());
     for arg in &job.argv {
         debug_assert!(!arg.contains('\0'), "argv is validated to hold no NUL");
         out.put_slice(arg.as_bytes());
@@ -187,29 +194,17 @@ pub fn encode(nonce: &str, job: &RunnerJob) -> Bytes {
 /// length up front, so that the next job's header follows it, unless live input follows (-1:
 /// the rest of the stream).
 pub fn encode_nested(nonce: &str, job: &RunnerJob) -> Bytes {
-    let argv_len: usize = job.argv.iter().map(|a| a.len() + 1).sum();
     let stdin_len = match job.live_stdin {
         Some(_) => -1,
         None => job.stdin.len() as i64,
     };
-    let mut out = BytesMut::with_capacity(80 + argv_len + job.archive.len() + job.stdin.len());
-    out.put_slice(
-        format!(
-            "{nonce}\n{}\n{}\n{stdin_len}\n{}\n",
-            job.step.word(),
-            job.archive.len(),
-            job.argv.len()
-        )
-        .as_bytes(),
+    let header = format!(
+        "{nonce}\n{}\n{}\n{stdin_len}\n{}\n",
+        job.step.word(),
+        job.archive.len(),
+        job.argv.len()
     );
-    for arg in &job.argv {
-        debug_assert!(!arg.contains('\0'), "argv is validated to hold no NUL");
-        out.put_slice(arg.as_bytes());
-        out.put_u8(0);
-    }
-    out.put_slice(&job.archive);
-    out.put_slice(&job.stdin);
-    out.freeze()
+    encode_with(header, job)
 }
 
 /// Finds the runner's trailer in one output stream, passing every byte before it on.

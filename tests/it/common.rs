@@ -342,6 +342,35 @@ impl ServerProcess {
     }
 }
 
+impl TestApp {
+    /// A counter or gauge of this app's `/metrics` as a whole number, 0 when absent.
+    pub async fn metric(&self, sample: &str) -> u64 {
+        metric(&self.base, sample).await as u64
+    }
+}
+
+/// Waits until no container carries every label of `labels` (an app's pool after its
+/// shutdown), at most 15 s.
+pub async fn wait_until_no_containers(labels: &[String]) {
+    let started = Instant::now();
+    loop {
+        let left: Vec<_> = containers_with_labels(labels)
+            .await
+            .into_iter()
+            .filter(|c| c.state != Some(bollard::models::ContainerSummaryStateEnum::EXITED))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "containers {labels:?} left: {}",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The value of one sample of `/metrics` (`name{labels}` as exposed), 0 when absent.
 pub async fn metric(base: &str, sample: &str) -> f64 {
     let text = reqwest::get(format!("{base}/metrics"))

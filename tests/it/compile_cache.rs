@@ -8,18 +8,6 @@ use crate::common::{TestApp, run_in_session, session_id, start_on_own_runtime};
 
 const HELLO: &str = "#include <stdio.h>\nint main(void){ puts(\"hi from c\"); return 3; }";
 
-async fn metric(app: &TestApp, sample: &str) -> u64 {
-    reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn c(app: &TestApp, code: &str) -> Value {
     let (status, body) = app.run(json!({ "language": "c", "code": code })).await;
     assert!(status.is_success(), "{status}: {body}");
@@ -43,7 +31,7 @@ async fn a_hit_answers_as_the_miss_did_and_changes_miss() {
             "compile {field}: {hit} vs {miss}"
         );
     }
-    assert_eq!(metric(&app, "runbox_compile_cache_hits_total").await, 1);
+    assert_eq!(app.metric("runbox_compile_cache_hits_total").await, 1);
 
     // Another source is another compile.
     let other = c(&app, &HELLO.replace("hi from c", "another")).await;
@@ -91,8 +79,8 @@ async fn a_session_compile_is_never_cached() {
         assert_eq!(body["stdout"], "hi from c\n", "{body}");
         assert_eq!(body["compile"]["cached"], false, "{body}");
     }
-    assert_eq!(metric(&app, "runbox_compile_cache_entries").await, 0);
-    assert_eq!(metric(&app, "runbox_compile_cache_hits_total").await, 0);
+    assert_eq!(app.metric("runbox_compile_cache_entries").await, 0);
+    assert_eq!(app.metric("runbox_compile_cache_hits_total").await, 0);
     // The same program outside the session is a miss: the session's compile was not kept.
     let outside = c(&app, HELLO).await;
     assert_eq!(outside["compile"]["cached"], false, "{outside}");
@@ -106,11 +94,8 @@ async fn the_cache_keeps_within_its_entry_bound() {
         let r = c(&app, &HELLO.replace("hi from c", word)).await;
         assert_eq!(r["stdout"], format!("{word}\n"), "{r}");
     }
-    assert_eq!(metric(&app, "runbox_compile_cache_entries").await, 2);
-    assert_eq!(
-        metric(&app, "runbox_compile_cache_evictions_total").await,
-        1
-    );
+    assert_eq!(app.metric("runbox_compile_cache_entries").await, 2);
+    assert_eq!(app.metric("runbox_compile_cache_evictions_total").await, 1);
     // The first went out: it is compiled again.
     let first = c(&app, &HELLO.replace("hi from c", "one")).await;
     assert_eq!(first["compile"]["cached"], false, "{first}");

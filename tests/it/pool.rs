@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{TestApp, containers_with_labels, start_on_own_runtime};
+use crate::common::{
+    TestApp, containers_with_labels, start_on_own_runtime, wait_until_no_containers,
+};
 
 /// How long a pool may take to fill (each sandbox is created and started, ~100-300 ms).
 const FILL_DEADLINE: Duration = Duration::from_secs(30);
@@ -33,19 +35,10 @@ async fn metrics(app: &TestApp) -> String {
         .unwrap()
 }
 
-/// The value of one sample line of `/metrics` (`name{labels}`), 0 when absent.
-async fn metric(app: &TestApp, sample: &str) -> u64 {
-    metrics(app)
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn wait_for_ready(app: &TestApp, language: &str, want: u64) {
     let sample = format!("runbox_pool_sandboxes{{language=\"{language}\",state=\"ready\"}}");
     let started = Instant::now();
-    while metric(app, &sample).await < want {
+    while app.metric(&sample).await < want {
         assert!(
             started.elapsed() < FILL_DEADLINE,
             "{language} pool not filled to {want}:\n{}",
@@ -56,14 +49,11 @@ async fn wait_for_ready(app: &TestApp, language: &str, want: u64) {
 }
 
 async fn wait_until_gone(language: &str) {
-    let started = Instant::now();
-    while !pool_containers(language).await.is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "pool containers of {language} left after shutdown"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_no_containers(&[
+        "runbox.kind=pool".to_owned(),
+        format!("runbox.language={language}"),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -86,11 +76,12 @@ async fn a_pooled_sandbox_serves_one_job_and_is_replaced() {
     assert_eq!(r["status"], "success", "{r}");
     assert_eq!(r["stdout"], "warm\n");
     assert_eq!(
-        metric(&app, "runbox_pool_hits_total{language=\"lua\"}").await,
+        app.metric("runbox_pool_hits_total{language=\"lua\"}").await,
         1
     );
     assert_eq!(
-        metric(&app, "runbox_pool_misses_total{language=\"lua\"}").await,
+        app.metric("runbox_pool_misses_total{language=\"lua\"}")
+            .await,
         0
     );
 
@@ -124,8 +115,10 @@ async fn a_pooled_sandbox_serves_one_job_and_is_replaced() {
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r["stdout"], format!("{i}\n"), "{r}");
     }
-    let hits = metric(&app, "runbox_pool_hits_total{language=\"lua\"}").await;
-    let misses = metric(&app, "runbox_pool_misses_total{language=\"lua\"}").await;
+    let hits = app.metric("runbox_pool_hits_total{language=\"lua\"}").await;
+    let misses = app
+        .metric("runbox_pool_misses_total{language=\"lua\"}")
+        .await;
     assert_eq!(hits + misses, 4);
     assert!(hits >= 3, "hits {hits}, misses {misses}");
 
@@ -143,7 +136,11 @@ async fn pooled_sandboxes_that_wait_too_long_are_recycled() {
     wait_for_ready(&app, "perl", 1).await;
     let first = pool_containers("perl").await;
     let started = Instant::now();
-    while metric(&app, "runbox_pool_recycled_total{language=\"perl\"}").await == 0 {
+    while app
+        .metric("runbox_pool_recycled_total{language=\"perl\"}")
+        .await
+        == 0
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "never recycled"
@@ -200,7 +197,7 @@ async fn past_the_running_slots_and_the_queue_runs_are_refused_at_once() {
     assert_eq!(refused.headers()["retry-after"], "1");
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
-    assert_eq!(metric(&app, "runbox_overloaded_rejections_total").await, 1);
+    assert_eq!(app.metric("runbox_overloaded_rejections_total").await, 1);
 
     // Both admitted jobs finish normally, one after the other.
     for handle in [running, queued] {
@@ -260,7 +257,7 @@ async fn a_client_that_leaves_the_queue_frees_its_place_and_creates_nothing() {
 async fn wait_for_metric(app: &TestApp, sample: &str, want: u64) {
     let started = Instant::now();
     loop {
-        let value = metric(app, &format!("{sample} ")).await;
+        let value = app.metric(sample).await;
         if value == want {
             return;
         }

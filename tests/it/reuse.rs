@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, containers_with_labels, nested_sandboxes, start_on_own_runtime};
+use crate::common::{TestApp, nested_sandboxes, start_on_own_runtime, wait_until_no_containers};
 
 /// What job N leaves behind, as far as a program can: files in the work dir and `/dev/shm`,
 /// SysV shared memory, a semaphore set and a message queue, an abstract unix socket held by
@@ -71,24 +71,12 @@ fn pooled_python_app() -> TestApp {
     ])
 }
 
-async fn metric(app: &TestApp, sample: &str) -> u64 {
-    reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits until the python pool holds a ready sandbox (after a job: until the one that served it
 /// has cleaned up and come back).
 async fn wait_for_ready(app: &TestApp) {
     let sample = "runbox_pool_sandboxes{language=\"python\",state=\"ready\"}";
     let started = Instant::now();
-    while metric(app, sample).await < 1 {
+    while app.metric(sample).await < 1 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "no ready python sandbox"
@@ -105,20 +93,11 @@ async fn run(app: &TestApp, code: &str) -> Value {
 
 async fn stop(app: TestApp) {
     app.server.shutdown().await.unwrap();
-    let started = Instant::now();
-    while !containers_with_labels(&[
+    wait_until_no_containers(&[
         "runbox.language=python".to_owned(),
         "runbox.kind=pool".to_owned(),
     ])
-    .await
-    .is_empty()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "pool containers left"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    .await;
 }
 
 #[tokio::test]
@@ -139,7 +118,9 @@ async fn job_n_plus_1_sees_nothing_of_job_n_in_a_reused_sandbox() {
     // The same container served both: none was created, and it came back after each job.
     assert_eq!(app.server.executor.sandboxes().created_count(), created);
     assert!(
-        metric(&app, "runbox_pool_returned_total{language=\"python\"}").await >= 1,
+        app.metric("runbox_pool_returned_total{language=\"python\"}")
+            .await
+            >= 1,
         "the sandbox never came back to the pool"
     );
     let report = second["stdout"].as_str().unwrap();
@@ -179,7 +160,8 @@ async fn a_job_cut_short_retires_its_reused_sandbox() {
     wait_for_ready(&app).await;
     assert_eq!(app.server.executor.sandboxes().created_count(), created + 1);
     assert_eq!(
-        metric(&app, "runbox_pool_returned_total{language=\"python\"}").await,
+        app.metric("runbox_pool_returned_total{language=\"python\"}")
+            .await,
         0
     );
     // And the next job runs normally in the new one.
