@@ -67,6 +67,9 @@ enum Command {
         /// Only the terminal benchmark: keystroke echo round trips through a room.
         #[arg(long)]
         terminal: bool,
+        /// Only the soak: this many seconds of mixed and hostile programs at concurrency 16.
+        #[arg(long)]
+        soak: Option<u64>,
     },
     /// The benchmarks are not in this build: it says how to get them.
     #[cfg(not(feature = "bench"))]
@@ -148,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
             skip_engine,
             sessions,
             terminal,
+            soak,
         } => {
             let options = runbox::bench::BenchOptions {
                 url,
@@ -158,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
                 skip_engine,
                 sessions,
                 terminal,
+                soak: soak.map(std::time::Duration::from_secs),
             };
             runbox::bench::run(config, options).await?
         }

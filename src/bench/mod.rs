@@ -50,6 +50,8 @@ pub struct BenchOptions {
     pub sessions: Vec<usize>,
     /// Instead of everything else: the keystroke echo round trip through a room.
     pub terminal: bool,
+    /// Instead of everything else: mixed and hostile programs at concurrency 16 for this long.
+    pub soak: Option<Duration>,
 }
 
 /// A hello world per language.
@@ -80,6 +82,9 @@ const PROGRAMS: [Program; 2] = [
 pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
     if !options.sessions.is_empty() {
         return sessions_bench(&config, &options).await;
+    }
+    if let Some(length) = options.soak {
+        return soak(&config, &options, length).await;
     }
     if options.terminal {
         let sandboxes = connect(&config).await?;
@@ -711,6 +716,228 @@ async fn measure_compile_cache(server: &ServerUnderTest, runs: usize) -> anyhow:
             compile_ms[compile_ms.len() / 2]
         );
     }
+    Ok(())
+}
+
+/// Clients of the soak.
+const SOAK_CONCURRENCY: usize = 16;
+
+/// One kind of run the soak sends: the request, and the status it must end with.
+struct SoakRun {
+    name: &'static str,
+    body: Value,
+    status: &'static str,
+}
+
+fn soak_mix(run: u64) -> Vec<SoakRun> {
+    let java = "public class Main { public static void main(String[] a) { System.out.println(\"hello\"); } }";
+    vec![
+        SoakRun {
+            name: "python",
+            body: json!({ "language": "python", "code": "print('hello')" }),
+            status: "success",
+        },
+        SoakRun {
+            name: "javascript",
+            body: json!({ "language": "javascript", "code": "console.log('hello')" }),
+            status: "success",
+        },
+        // A new C source every tenth run: compile cache misses among the hits.
+        SoakRun {
+            name: "c",
+            body: json!({ "language": "c", "code": format!(
+                "#include <stdio.h>\nint main(void){{ puts(\"hello\"); return 0; }}\n// {}",
+                run / 10
+            ) }),
+            status: "success",
+        },
+        SoakRun {
+            name: "java",
+            body: json!({ "language": "java", "code": java }),
+            status: "success",
+        },
+        SoakRun {
+            name: "spin",
+            body: json!({ "language": "python", "code": "while True: pass", "timeout_ms": 500 }),
+            status: "timeout",
+        },
+        SoakRun {
+            name: "fork bomb",
+            body: json!({ "language": "bash", "code": "f() { f | f & }; f; sleep 2", "timeout_ms": 1000 }),
+            status: "timeout",
+        },
+        SoakRun {
+            name: "daemon",
+            body: json!({ "language": "python", "code": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\nprint('left')" }),
+            status: "success",
+        },
+        SoakRun {
+            name: "memory",
+            body: json!({ "language": "python", "code": "b = bytearray(1 << 30)" }),
+            status: "memory_limit_exceeded",
+        },
+        SoakRun {
+            name: "flood",
+            body: json!({ "language": "python", "code": "while True: print('x' * 1000)" }),
+            status: "output_limit_exceeded",
+        },
+    ]
+}
+
+/// Resident memory of a process in KiB (`VmRSS`).
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Processes on the host running as the sandbox user (what a sandbox left would be).
+fn sandbox_user_processes(uid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+                    == Some(uid)
+            })
+        })
+        .count()
+}
+
+/// The soak: a spawned server (pool on, the shipped reuse mode) under `SOAK_CONCURRENCY`
+/// clients sending a mix of languages and hostile programs for `length`; every answer is
+/// checked. Reports the errors (anything but the expected status, `503 overloaded` and `429`
+/// counted apart), the server's RSS after the warm-up and at the end, and what is left once
+/// it has stopped: runbox containers and processes of the sandbox user.
+async fn soak(config: &Config, options: &BenchOptions, length: Duration) -> anyhow::Result<()> {
+    let server = ServerUnderTest::spawn(&options.config_path, true, Reuse::Nested).await?;
+    let pid = server
+        .child
+        .as_ref()
+        .and_then(|c| c.id())
+        .context("no server pid")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let url = server.url("/run");
+    // Warm-up: one of each, so every image, the pools and the cache have been used once.
+    for run in soak_mix(0) {
+        timed_post(&client, &url, &run.body).await?;
+    }
+    let rss_start = rss_kb(pid);
+    section(&format!(
+        "soak: {SOAK_CONCURRENCY} clients for {} s, python/javascript/c/java and hostile programs",
+        length.as_secs()
+    ));
+    #[derive(Default)]
+    struct Tally {
+        ok: u64,
+        overloaded: u64,
+        errors: Vec<String>,
+        by_kind: std::collections::BTreeMap<&'static str, u64>,
+    }
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let deadline = Instant::now() + length;
+    let clients = (0..SOAK_CONCURRENCY).map(|_| {
+        let (client, url, tally, counter) =
+            (client.clone(), url.clone(), tally.clone(), counter.clone());
+        async move {
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mix = soak_mix(n);
+                let run = &mix[(n as usize) % mix.len()];
+                let answer = client.post(&url).json(&run.body).send().await;
+                // What the answer means, worked out before the tally is locked.
+                let verdict: Result<bool, String> = match answer {
+                    Ok(r) if r.status() == 503 || r.status() == 429 => Ok(false),
+                    Ok(r) => {
+                        let status = r.status();
+                        match r.json::<Value>().await {
+                            Ok(body) if status.is_success() && body["status"] == run.status => {
+                                Ok(true)
+                            }
+                            Ok(body) => Err(format!("{}: {status}: {body}", run.name)),
+                            Err(err) => Err(format!("{}: {status}: {err}", run.name)),
+                        }
+                    }
+                    Err(err) => Err(format!("{}: {err}", run.name)),
+                };
+                let mut tally = tally.lock().expect("tally lock");
+                match verdict {
+                    Ok(true) => {
+                        tally.ok += 1;
+                        *tally.by_kind.entry(run.name).or_default() += 1;
+                    }
+                    Ok(false) => tally.overloaded += 1,
+                    Err(error) => tally.errors.push(error),
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(clients).await;
+    let rss_end = rss_kb(pid);
+    let metrics = server.metrics(&client).await;
+    server.stop().await;
+    let tally = Arc::try_unwrap(tally)
+        .ok()
+        .expect("every client is done")
+        .into_inner()
+        .expect("tally lock");
+    println!(
+        "{} runs as expected, {} answered 503/429, {} errors",
+        tally.ok,
+        tally.overloaded,
+        tally.errors.len()
+    );
+    for (kind, count) in &tally.by_kind {
+        println!("  {kind:<12} {count}");
+    }
+    for error in tally.errors.iter().take(10) {
+        println!("  error: {error}");
+    }
+    let kb = |v: Option<u64>| {
+        v.map_or("n/a".to_owned(), |v| {
+            format!("{:.1} MiB", v as f64 / 1024.0)
+        })
+    };
+    println!(
+        "runbox RSS after the warm-up {}, at the end {}",
+        kb(rss_start),
+        kb(rss_end)
+    );
+    for name in [
+        "runbox_containers_created_total",
+        "runbox_pool_returned_total{language=\"python\"}",
+        "runbox_compile_cache_hits_total",
+        "runbox_compile_cache_misses_total",
+    ] {
+        println!("  {name} {}", sample(&metrics, name).unwrap_or(0.0));
+    }
+    // The stopped server removed its sandboxes; give the engine a moment, then look.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sandboxes = connect(config).await?;
+    let left = sandboxes.list(None, &[], true).await?.len();
+    sandboxes.shutdown().await;
+    println!(
+        "left after the server stopped: {left} runbox containers, {} processes of uid 65534",
+        sandbox_user_processes(65534)
+    );
     Ok(())
 }
 
