@@ -926,6 +926,7 @@ async fn soak(config: &Config, options: &BenchOptions, length: Duration) -> anyh
         "runbox_pool_returned_total{language=\"python\"}",
         "runbox_compile_cache_hits_total",
         "runbox_compile_cache_misses_total",
+        "runbox_compile_cache_bytes",
     ] {
         println!("  {name} {}", sample(&metrics, name).unwrap_or(0.0));
     }
