@@ -188,23 +188,13 @@ impl Executor {
                         return Ok(Sequenced { outcome, sandbox_usable: false, serves_again: None });
                     }
                 };
-                if phase.status == RunStatus::CompileError
-                    && !phase.cut_short
-                    && let (
-                        Some(cache),
-                        Place::Fresh {
-                            cache_key: Some(key),
-                            ..
-                        },
-                    ) = (&self.compile_cache, &place)
+                if let Place::Fresh {
+                    sandbox,
+                    cache_key: Some(key),
+                    ..
+                } = &mut place
                 {
-                    cache.insert(
-                        *key,
-                        CachedCompile {
-                            phase: phase.clone(),
-                            work_dir: None,
-                        },
-                    );
+                    self.keep_compile(sandbox, *key, &phase).await;
                 }
                 if phase.status != RunStatus::Success {
                     let sandbox_usable = match &place {
@@ -229,14 +219,6 @@ impl Executor {
                         sandbox_usable,
                         serves_again,
                     });
-                }
-                if let Place::Fresh {
-                    sandbox,
-                    cache_key: Some(key),
-                    ..
-                } = &mut place
-                {
-                    self.keep_compile(sandbox, *key, &phase).await;
                 }
                 // The files are in place already.
                 (Some(phase), Bytes::new())
@@ -281,14 +263,28 @@ impl Executor {
         Some(compile_cache::key(&image_id, job, compile_cmd))
     }
 
-    /// Keeps a successful compile: its work dir, read out through the sandbox and repacked
-    /// with files and directories only. A work dir too large or unreadable is not kept.
+    /// Keeps a compile that ended by itself: a compile error as it was reported, a success with
+    /// its work dir, read out through the sandbox and repacked with files and directories
+    /// only (a work dir too large or unreadable is not kept).
     async fn keep_compile(&self, sandbox: &mut Sandbox, key: [u8; 32], phase: &PhaseOutcome) {
         let Some(cache) = &self.compile_cache else {
             return;
         };
-        if phase.status != RunStatus::Success || phase.cut_short {
+        if phase.cut_short {
             return;
+        }
+        match phase.status {
+            // The same error again costs no sandbox (`run_admitted`).
+            RunStatus::CompileError => {
+                let kept = CachedCompile {
+                    phase: phase.clone(),
+                    work_dir: None,
+                };
+                return cache.insert(key, kept);
+            }
+            RunStatus::Success => {}
+            // A limit's end says nothing of the next compile.
+            _ => return,
         }
         let packed = match sandbox.pack_work_dir(cache.max_entry_bytes()).await {
             Ok(Some(packed)) => packed,
