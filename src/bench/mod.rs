@@ -10,6 +10,7 @@
 //! `--sessions` and `--terminal` measure instead what idle sessions cost and how fast a
 //! keystroke comes back through a room ([`terminal`]).
 
+mod languages;
 mod terminal;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ const WARMUP_RUNS: usize = 3;
 const VARIANT_ROUNDS: usize = 20;
 /// Rounds of the step-by-step timing.
 const STEP_ROUNDS: usize = 10;
+/// Runs of each language's hello world in the per-language table (the catalogue issue's
+/// table was a median of 5).
+const LANGUAGE_RUNS: usize = 5;
 /// Concurrency of the engine ceiling (the reference point).
 const CEILING_CONCURRENCY: usize = 8;
 /// How long a pool may take to fill before a warm measurement.
@@ -272,6 +276,12 @@ async fn run_all(
             (None, None) => unreachable!("a spawned server always has a pool setting"),
         };
         let mut result = measure_server(&server, name, options).await;
+        // The table once, on the first server (the default setup, or the given one).
+        if result.is_ok() && summary.is_empty() {
+            if let Err(err) = languages::table(&server, LANGUAGE_RUNS).await {
+                result = Err(err);
+            }
+        }
         if result.is_ok() && pool != Some(false) {
             if let Err(err) = measure_compile_cache(&server, options.runs).await {
                 result = Err(err);

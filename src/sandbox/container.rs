@@ -476,6 +476,10 @@ impl Sandbox {
 
     /// Changes the memory cap (and the equal memory+swap cap) of the running sandbox.
     pub(super) async fn set_memory_limit(&mut self, memory_mb: u64) -> Result<(), SandboxError> {
+        if host_cgroup::set_memory_limit(&self.container_id, memory_mb * 1024 * 1024).await {
+            self.memory_mb = memory_mb;
+            return Ok(());
+        }
         let bytes = memory_mb as i64 * 1024 * 1024;
         let update = ContainerUpdateBody {
             memory: Some(bytes),
