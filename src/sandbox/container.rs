@@ -362,11 +362,11 @@ impl Sandbox {
     }
 
     /// Starts a new peak-memory measurement (cgroup v1 on the host only; elsewhere the peak
-    /// keeps covering everything so far). Returns whether it did.
-    /// With `reclaim`, the page cache charged to the sandbox so far (a compiler's binaries and
-    /// libraries) is dropped first, so it does not count toward the new peak.
-    pub async fn reset_memory_peak(&self, reclaim: bool) -> bool {
-        host_cgroup::reset_peak(&self.container_id, reclaim).await
+    /// keeps covering everything so far). Returns the bytes the new peak is to leave out, or
+    /// `None` where it could not reset. With `discount_cache`, that is the file cache charged
+    /// to the sandbox so far (a compiler's binaries and libraries), which is not the program's.
+    pub async fn reset_memory_peak(&self, discount_cache: bool) -> Option<u64> {
+        host_cgroup::reset_peak(&self.container_id, discount_cache).await
     }
 
     /// CPU time and peak memory read from the sandbox's own cgroup files, through an exec (the

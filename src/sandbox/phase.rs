@@ -60,7 +60,7 @@ impl Sandbox {
         let again = ended_by_itself && sandbox.may_serve_again();
         let report = PhaseReport {
             outcome,
-            usage: phase_usage(before, after),
+            usage: phase_usage(before.usage, after, before.peak_discount),
         };
         Ok((report, again.then_some(sandbox)))
     }
@@ -80,7 +80,7 @@ impl Sandbox {
         Ok(LastingPhaseReport {
             report: PhaseReport {
                 outcome,
-                usage: phase_usage(before, after),
+                usage: phase_usage(before.usage, after, before.peak_discount),
             },
             programs_ended,
         })
@@ -92,27 +92,39 @@ impl Sandbox {
     /// the usage may be read through an exec where the host's cgroup files are out of sight;
     /// before an interpreted program only the host's files are read (no Engine API call on the
     /// hot path).
-    async fn usage_before_phase(&self, after_compile: bool) -> Option<Usage> {
+    async fn usage_before_phase(&self, after_compile: bool) -> Before {
         let peak_reset = self.reset_memory_peak(after_compile).await;
         let usage = if after_compile {
             self.usage().await.ok()
         } else {
             self.usage_on_host().await
         };
-        usage.map(|mut usage| {
-            if peak_reset {
-                usage.memory_peak_bytes = Some(0);
-            }
-            usage
-        })
+        Before {
+            usage: usage.map(|mut usage| {
+                if peak_reset.is_some() {
+                    usage.memory_peak_bytes = Some(0);
+                }
+                usage
+            }),
+            peak_discount: peak_reset.unwrap_or(0),
+        }
     }
+}
+
+/// What is known of a sandbox right before a phase.
+#[derive(Debug, Clone, Copy, Default)]
+struct Before {
+    usage: Option<Usage>,
+    /// Bytes of the phase's peak that are not the phase's (the compiler's file cache).
+    peak_discount: u64,
 }
 
 /// CPU time and peak memory of a phase from cgroup snapshots taken before (where an earlier
 /// phase shares the sandbox) and after it. The cgroup's peak cannot always be reset between
 /// phases, so after a compile the run's peak is known only when the run set a new one;
 /// otherwise it is reported as unknown rather than as the compiler's peak.
-fn phase_usage(before: Option<Usage>, after: Option<Usage>) -> PhaseUsage {
+/// `peak_discount` bytes of the peak are left out (see [`Sandbox::reset_memory_peak`]).
+fn phase_usage(before: Option<Usage>, after: Option<Usage>, peak_discount: u64) -> PhaseUsage {
     let Some(after) = after else {
         return PhaseUsage::default();
     };
@@ -131,7 +143,7 @@ fn phase_usage(before: Option<Usage>, after: Option<Usage>) -> PhaseUsage {
     };
     PhaseUsage {
         cpu_time: cpu_ns.map(Duration::from_nanos),
-        memory_peak_kb: peak.map(|bytes| bytes.div_ceil(1024)),
+        memory_peak_kb: peak.map(|bytes| bytes.saturating_sub(peak_discount).div_ceil(1024)),
     }
 }
 
@@ -153,19 +165,24 @@ mod tests {
         };
         // Interpreted: everything the sandbox used.
         assert_eq!(
-            phase_usage(None, u(5_000_000, 10 * 1024)),
+            phase_usage(None, u(5_000_000, 10 * 1024), 0),
             usage(5, Some(10))
         );
         // Compiled, the run set a new peak: exact.
         assert_eq!(
-            phase_usage(u(100_000_000, 50 << 20), u(103_000_000, 60 << 20)),
+            phase_usage(u(100_000_000, 50 << 20), u(103_000_000, 60 << 20), 0),
             usage(3, Some(60 << 10))
         );
         // Compiled, the compiler's peak stands: the run's own peak is unknown.
         assert_eq!(
-            phase_usage(u(100_000_000, 50 << 20), u(101_000_000, 50 << 20)),
+            phase_usage(u(100_000_000, 50 << 20), u(101_000_000, 50 << 20), 0),
             usage(1, None)
         );
-        assert_eq!(phase_usage(u(1, 1), None), PhaseUsage::default());
+        assert_eq!(phase_usage(u(1, 1), None, 0), PhaseUsage::default());
+        // After a compile: the compiler's file cache, charged at the reset, is left out.
+        assert_eq!(
+            phase_usage(u(100_000_000, 0), u(101_000_000, 40 << 20), 36 << 20),
+            usage(1, Some(4 * 1024))
+        );
     }
 }

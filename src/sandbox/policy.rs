@@ -205,6 +205,7 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
                 "runner".to_owned(),
                 super::nested::job_filter().to_owned(),
                 super::nested::masked_paths(),
+                super::nested::shim(),
             ])
             .chain(super::nested::launcher_args(config))
             .collect(),

@@ -745,3 +745,47 @@ async fn output_bytes_that_are_not_utf8_are_replaced_and_nul_survives() {
     .await;
     assert_eq!(r["stdout"], "ok\u{FFFD}\u{0}end", "{r}");
 }
+
+/// The Java image's class-data sharing archive of javac's classes is one this JVM can map:
+/// `-Xshare:on` makes the JVM fail instead of silently ignoring an archive that does not match
+/// (a JDK upgraded under it, a corrupt file). runbox-javac uses it with `-Xshare:auto`.
+#[tokio::test]
+async fn java_image_has_a_usable_javac_archive() {
+    let code = r#"public class Main {
+  public static void main(String[] args) throws Exception {
+    Process p = new ProcessBuilder("javac", "-J-Xshare:on", "-J-XX:+UseSerialGC",
+        "-J-XX:TieredStopAtLevel=1", "-J-XX:-UsePerfData",
+        "-J-XX:SharedArchiveFile=/usr/local/lib/runbox/javac.jsa", "-version")
+        .redirectErrorStream(true).start();
+    String out = new String(p.getInputStream().readAllBytes()).trim();
+    System.out.println(p.waitFor() + " " + out);
+  }
+}"#;
+    let r = run_and_clean(json!({ "language": "java", "code": code, "memory_mb": 512 })).await;
+    assert_eq!(r["status"], "success", "{r}");
+    let stdout = r["stdout"].as_str().unwrap();
+    assert!(stdout.starts_with("0 javac 17"), "{r}");
+}
+
+/// The C++ image's precompiled `<bits/stdc++.h>` is taken by g++ with the catalogue's flags
+/// (`-H` lists it with `!` when it is used, `x` when it was found but refused).
+#[tokio::test]
+async fn cpp_image_uses_the_precompiled_bits_header() {
+    let code = r#"#include <cstdio>
+#include <cstdlib>
+int main() {
+  std::system("printf '#include <bits/stdc++.h>\\nint main(){}\\n' > /box/t.cpp");
+  FILE* p = popen("g++ -O2 -std=gnu++20 -Wall -H -fsyntax-only /box/t.cpp 2>&1 | head -n 1", "r");
+  char line[512] = {0};
+  if (!fgets(line, sizeof line, p)) return 2;
+  std::printf("%s", line);
+  return pclose(p) == 0 ? 0 : 3;
+}"#;
+    let r = run_and_clean(json!({ "language": "cpp", "code": code, "memory_mb": 512 })).await;
+    assert_eq!(r["status"], "success", "{r}");
+    let stdout = r["stdout"].as_str().unwrap();
+    assert!(
+        stdout.starts_with("! /usr/include/") && stdout.trim_end().ends_with("bits/stdc++.h.gch"),
+        "{r}"
+    );
+}

@@ -45,7 +45,7 @@ print('left', flush=True)
 
 /// Job N+1 reports what it finds of job N, one `name=value` per line.
 const JOB_N_PLUS_1: &str = r#"
-import ctypes, os, resource, socket
+import ctypes, os, resource, socket, sys
 libc = ctypes.CDLL(None, use_errno=True)
 print('box=' + ','.join(sorted(os.listdir('/box'))))
 print('shm=' + ','.join(sorted(os.listdir('/dev/shm'))))
@@ -58,6 +58,8 @@ except OSError:
     print('socket=none')
 print('pids=' + ','.join(sorted(p for p in os.listdir('/proc') if p.isdigit())))
 print('env=' + ('LEFT_BEHIND' in os.environ and 'left' or 'clean'))
+print('variables=' + ','.join(sorted(os.environ)))
+print('stdin=' + sys.stdin.read())
 old = os.umask(0o022)
 print('umask=%03o' % old)
 print('cwd=' + os.getcwd())
@@ -112,7 +114,13 @@ async fn job_n_plus_1_sees_nothing_of_job_n_in_a_reused_sandbox() {
     let first = run(&app, JOB_N).await;
     assert_eq!(first["status"], "success", "{first}");
     assert_eq!(first["stdout"], "left\n", "{first}");
-    let second = run(&app, JOB_N_PLUS_1).await;
+    wait_for_ready(&app).await;
+    let second = app
+        .run_ok(
+            json!({ "language": "python", "code": JOB_N_PLUS_1, "timeout_ms": 10000,
+            "stdin": "from job N+1" }),
+        )
+        .await;
     assert_eq!(second["status"], "success", "{second}");
 
     // The same container served both: none was created, and it came back after each job.
@@ -132,6 +140,11 @@ async fn job_n_plus_1_sees_nothing_of_job_n_in_a_reused_sandbox() {
         // bubblewrap's init and the program: the daemon is gone with job N's pid namespace.
         "pids=1,2",
         "env=clean",
+        // Exactly the sandbox's environment, whether the job's
+        // nested sandbox was made ahead of it or not.
+        "variables=HOME,LANG,PATH,TMPDIR",
+        // Its own stdin, written into the sandbox made ahead of the job.
+        "stdin=from job N+1",
         "umask=022",
         "cwd=/box",
         "nofile=512",
