@@ -148,11 +148,18 @@ pub(super) async fn resident(container: &str) -> Option<u64> {
 }
 
 fn parse_resident(text: &str) -> u64 {
+    ["rss", "anon", "shmem"]
+        .iter()
+        .filter_map(|name| stat_field(text, name))
+        .sum()
+}
+
+/// One `name value` line of `memory.stat`.
+fn stat_field(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .filter_map(|line| line.split_once(' '))
-        .filter(|(key, _)| matches!(*key, "rss" | "anon" | "shmem"))
-        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
-        .sum()
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| value.trim().parse().ok())
 }
 
 /// cgroup v1 resets `memory.max_usage_in_bytes` to the current usage when 0 is written to it.
@@ -187,13 +194,7 @@ pub(super) async fn reset_peak(container: &str, discount_cache: bool) -> Option<
 
 /// v1 `memory.stat`: page cache of files (`cache` counts tmpfs and shared memory too).
 fn file_cache(text: &str) -> u64 {
-    let field = |name: &str| {
-        text.lines()
-            .filter_map(|line| line.split_once(' '))
-            .find(|(key, _)| *key == name)
-            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let field = |name| stat_field(text, name).unwrap_or(0);
     field("cache").saturating_sub(field("shmem"))
 }
 

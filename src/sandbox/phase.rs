@@ -88,10 +88,10 @@ impl Sandbox {
 
     /// The usage right before a phase, with a fresh peak where the cgroup allows resetting it
     /// (then the phase's peak is exact; otherwise it is known only when the phase sets a new
-    /// one). After a compile the compiler's page cache is dropped from the account first, and
-    /// the usage may be read through an exec where the host's cgroup files are out of sight;
-    /// before an interpreted program only the host's files are read (no Engine API call on the
-    /// hot path).
+    /// one). After a compile the file cache the compiler left is noted, to be left out of the
+    /// phase's peak, and the usage may be read through an exec where the host's cgroup files
+    /// are out of sight; before an interpreted program only the host's files are read (no
+    /// Engine API call on the hot path).
     async fn usage_before_phase(&self, after_compile: bool) -> Before {
         let peak_reset = self.reset_memory_peak(after_compile).await;
         let usage = if after_compile {
