@@ -37,6 +37,7 @@ pub enum ConfigError {
 pub struct Config {
     pub server: ServerConfig,
     pub engine: EngineConfig,
+    pub cluster: ClusterConfig,
     pub sandbox: SandboxConfig,
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
@@ -317,6 +318,97 @@ pub struct EngineConfig {
     pub host: String,
 }
 
+/// Several engines, and later several nodes. Absent (or with no engines): the one engine of
+/// [`EngineConfig`], every state in memory, as on a single machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The Docker engines sandboxes are placed on; empty: the one of `[engine]`.
+    pub engines: Vec<EngineEntry>,
+    /// How often each engine is pinged.
+    pub health_interval_ms: u64,
+    /// Failed pings (or failed calls) in a row after which an engine gets no new work until a
+    /// ping succeeds again.
+    pub unhealthy_after: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            engines: Vec::new(),
+            health_interval_ms: 2000,
+            unhealthy_after: 3,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms)
+    }
+}
+
+/// One engine of the cluster.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineEntry {
+    /// Short name: in logs, metrics and the labels of what runbox makes there.
+    pub id: String,
+    /// `unix:///path/docker.sock`, or `tcp://host:port` with `tls_*` (mutual TLS).
+    pub host: String,
+    /// Sandboxes runbox may own on this engine at once; default: an equal share of
+    /// `limits.max_sandboxes`.
+    #[serde(default)]
+    pub capacity: Option<usize>,
+    /// PEM files of mutual TLS: the CA that signed the engine's certificate, and runbox's
+    /// client certificate and key.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Paths only: the key's file name is not secret, its content is never read into a log.
+impl std::fmt::Debug for EngineEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineEntry")
+            .field("id", &self.id)
+            .field("host", &self.host)
+            .field("capacity", &self.capacity)
+            .field("tls", &self.tls_ca.is_some())
+            .finish()
+    }
+}
+
+/// The engine id used when `[cluster]` names none.
+pub const LOCAL_ENGINE_ID: &str = "local";
+
+impl Config {
+    /// Every engine with its capacity: the cluster's list, or the one of `[engine]`.
+    pub fn engines(&self) -> Vec<(EngineEntry, usize)> {
+        let max = self.limits.max_sandboxes;
+        if self.cluster.engines.is_empty() {
+            let local = EngineEntry {
+                id: LOCAL_ENGINE_ID.to_owned(),
+                host: self.engine.host.clone(),
+                capacity: Some(max),
+                tls_ca: None,
+                tls_cert: None,
+                tls_key: None,
+            };
+            return vec![(local, max)];
+        }
+        let share = max / self.cluster.engines.len();
+        self.cluster
+            .engines
+            .iter()
+            .map(|e| (e.clone(), e.capacity.unwrap_or(share)))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
@@ -391,6 +483,8 @@ struct LanguagesSection {
 struct RawConfig {
     server: ServerConfig,
     engine: EngineConfig,
+    #[serde(default)]
+    cluster: ClusterConfig,
     sandbox: SandboxConfig,
     limits: LimitsConfig,
     pool: PoolConfig,
@@ -413,6 +507,7 @@ impl Config {
         tracing::info!(
             server = ?self.server,
             engine = ?self.engine,
+            cluster = ?self.cluster,
             sandbox = ?self.sandbox,
             limits = ?self.limits,
             pool = ?self.pool,
@@ -508,6 +603,7 @@ impl Config {
         Ok(Config {
             server,
             engine: raw.engine,
+            cluster: raw.cluster,
             sandbox: raw.sandbox,
             limits: raw.limits,
             pool: raw.pool,
@@ -553,6 +649,84 @@ fn apply_env_overrides(
             });
         };
         section_table.insert(key, parsed);
+    }
+    Ok(())
+}
+
+/// Each engine keeps the whole warm pool and must have room for it and for jobs; together they
+/// stay within `limits.max_sandboxes` (the descriptor reserve is sized by it).
+fn validate_cluster(raw: &RawConfig, pooled: usize) -> Result<(), ConfigError> {
+    let c = &raw.cluster;
+    let key = |key: &str, reason: String| {
+        Err(ConfigError::Key {
+            key: key.to_owned(),
+            reason,
+        })
+    };
+    if c.health_interval_ms < 100 || c.unhealthy_after == 0 {
+        return key(
+            "cluster",
+            "health_interval_ms must be at least 100 and unhealthy_after at least 1".to_owned(),
+        );
+    }
+    if c.engines.is_empty() {
+        return Ok(());
+    }
+    let share = raw.limits.max_sandboxes / c.engines.len();
+    let mut ids = std::collections::HashSet::new();
+    let mut total = 0;
+    for engine in &c.engines {
+        let named = format!("cluster.engines.{}", engine.id);
+        if engine.id.is_empty()
+            || !engine
+                .id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return key(
+                "cluster.engines",
+                format!("id {:?} must be letters, digits, '-' or '_'", engine.id),
+            );
+        }
+        if !ids.insert(engine.id.as_str()) {
+            return key(&named, "is named twice".to_owned());
+        }
+        let scheme = engine.host.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("unix" | "tcp")) {
+            return key(
+                &named,
+                format!("host {:?} must start with unix:// or tcp://", engine.host),
+            );
+        }
+        let tls = [&engine.tls_ca, &engine.tls_cert, &engine.tls_key];
+        let given = tls.iter().filter(|p| p.is_some()).count();
+        if scheme == Some("unix") && given != 0 {
+            return key(&named, "a unix:// engine takes no tls_* files".to_owned());
+        }
+        if scheme == Some("tcp") && given == 0 {
+            // The Engine API is root on that machine: never without mutual TLS.
+            return key(
+                &named,
+                "a tcp:// engine needs tls_ca, tls_cert and tls_key".to_owned(),
+            );
+        }
+        let capacity = engine.capacity.unwrap_or(share);
+        if capacity <= pooled {
+            return key(
+                &named,
+                format!("capacity {capacity} must exceed the warm pool it keeps ({pooled})"),
+            );
+        }
+        total += capacity;
+    }
+    if total > raw.limits.max_sandboxes {
+        return key(
+            "cluster.engines",
+            format!(
+                "capacities add up to {total}, past limits.max_sandboxes ({})",
+                raw.limits.max_sandboxes
+            ),
+        );
     }
     Ok(())
 }
@@ -686,6 +860,7 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
              (max_running_jobs + the sum of pool.sizes)",
         );
     }
+    validate_cluster(raw, pooled)?;
     let t = &raw.terminal;
     if t.client_queue_frames < 2
         || t.max_input_bytes == 0

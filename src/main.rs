@@ -86,6 +86,22 @@ enum ImagesCommand {
     Build {
         /// Languages to build (ids or aliases); all when none is given.
         languages: Vec<String>,
+        /// The engine of `cluster.engines` to build on (default: the first).
+        #[arg(long)]
+        engine: Option<String>,
+    },
+    /// Copy the language images from one engine of the cluster to another (save, then load:
+    /// the image ids stay the same, which readiness compares); an image already there with
+    /// the same id is left alone.
+    Copy {
+        /// Languages to copy (ids or aliases); all when none is given.
+        languages: Vec<String>,
+        /// The engine to copy from (default: the first).
+        #[arg(long)]
+        from: Option<String>,
+        /// The engine to copy to.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -106,19 +122,39 @@ async fn main() -> anyhow::Result<()> {
             server.wait_for_signal().await?;
         }
         Command::Images {
-            command: ImagesCommand::Build { languages },
+            command:
+                ImagesCommand::Copy {
+                    languages,
+                    from,
+                    to,
+                },
         } => {
             let selected = config
                 .languages
                 .select(&languages)
                 .map_err(|unknown| anyhow::anyhow!("unknown language `{unknown}`"))?;
-            let sandboxes = runbox::sandbox::Sandboxes::connect(
-                &config.engine,
-                config.sandbox.clone(),
-                runbox::sandbox::SandboxBudget::unbounded(),
-            )
-            .await
-            .context("the Docker engine does not answer; is dockerd running?")?;
+            let source = runbox::app::connect_tool(&config, from.as_deref()).await?;
+            let target = runbox::app::connect_tool(&config, Some(&to)).await?;
+            let result = source.copy_images(&target, &selected).await;
+            source.shutdown().await;
+            target.shutdown().await;
+            for (image, copied) in result? {
+                println!(
+                    "{image:<28} {}",
+                    if copied { "copied" } else { "already there" }
+                );
+            }
+        }
+        Command::Images {
+            command: ImagesCommand::Build { languages, engine },
+        } => {
+            let selected = config
+                .languages
+                .select(&languages)
+                .map_err(|unknown| anyhow::anyhow!("unknown language `{unknown}`"))?;
+            let sandboxes = runbox::app::connect_tool(&config, engine.as_deref())
+                .await
+                .context("the Docker engine does not answer; is dockerd running?")?;
             let result = sandboxes.build_images(&config.images, &selected).await;
             sandboxes.shutdown().await;
             for report in result? {

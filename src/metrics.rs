@@ -62,6 +62,11 @@ struct SandboxLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabels {
+    engine: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectionLabels {
     /// `unauthorized`, or the rate-limit rule that refused.
     reason: String,
@@ -81,6 +86,8 @@ pub struct LiveSnapshot {
     pub sandboxes_owned: usize,
     pub pools: Vec<crate::sandbox::pool::PoolStats>,
     pub sandboxes: crate::sandbox::SandboxTally,
+    /// Every engine sandboxes are placed on.
+    pub engines: Vec<crate::sandbox::EngineHealth>,
     /// `None` when compiles are not kept.
     pub compile_cache: Option<CompileCacheCounts>,
 }
@@ -381,6 +388,49 @@ impl Collector for LiveCollector {
             };
             ConstGauge::new(*count as i64).encode(family.encode_family(&labels)?)?;
         }
+        for (name, help, value) in [
+            (
+                "engine_healthy",
+                "1 while the engine takes new work, 0 while its pings or calls fail",
+                (|e: &crate::sandbox::EngineHealth| i64::from(e.healthy))
+                    as fn(&crate::sandbox::EngineHealth) -> i64,
+            ),
+            (
+                "engine_sandboxes",
+                "Sandboxes this process owns on the engine",
+                |e| e.owned as i64,
+            ),
+            (
+                "engine_capacity",
+                "Sandboxes this process may own on the engine",
+                |e| e.capacity as i64,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for engine in &live.engines {
+                let labels = EngineLabels {
+                    engine: engine.id.clone(),
+                };
+                ConstGauge::new(value(engine)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "engine_containers_created",
+            "Sandbox containers created on the engine since start",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for engine in &live.engines {
+            let labels = EngineLabels {
+                engine: engine.id.clone(),
+            };
+            ConstCounter::new(engine.created).encode(family.encode_family(&labels)?)?;
+        }
         if let Some(sessions) = self.1.get() {
             let (live_sessions, clients) = sessions.sessions_and_clients();
             gauge(
@@ -506,6 +556,13 @@ mod tests {
                     reaped: 1,
                     engine_errors: 0,
                 },
+                engines: vec![crate::sandbox::EngineHealth {
+                    id: "b".into(),
+                    healthy: false,
+                    owned: 3,
+                    capacity: 64,
+                    created: 12,
+                }],
             }
         }
     }
@@ -532,6 +589,10 @@ mod tests {
             "runbox_pool_target{language=\"python\"} 4",
             "runbox_pool_hits_total{language=\"python\"} 10",
             "runbox_pool_misses_total{language=\"python\"} 2",
+            "runbox_engine_healthy{engine=\"b\"} 0",
+            "runbox_engine_sandboxes{engine=\"b\"} 3",
+            "runbox_engine_capacity{engine=\"b\"} 64",
+            "runbox_engine_containers_created_total{engine=\"b\"} 12",
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }

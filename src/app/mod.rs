@@ -12,10 +12,10 @@ use tokio::net::TcpListener;
 use crate::access::Access;
 use crate::api;
 use crate::callbacks::Callbacks;
-use crate::config::Config;
-use crate::executor::Executor;
+use crate::config::{Config, EngineEntry};
+use crate::executor::{Executor, HealthPolicy};
 use crate::metrics::Metrics;
-use crate::sandbox::{Lifetimes, SandboxBudget, SandboxError, Sandboxes};
+use crate::sandbox::{EngineAddress, Lifetimes, SandboxBudget, SandboxError, Sandboxes};
 use crate::sessions::Sessions;
 use crate::submissions::Submissions;
 
@@ -38,6 +38,68 @@ pub enum StartError {
     Sandbox(#[from] SandboxError),
     #[error("the listener has no address: {0}")]
     Listener(#[from] std::io::Error),
+}
+
+/// A client for every engine of the config, each with its share of the sandbox budget.
+pub async fn connect_engines(config: &Config) -> Result<Vec<Sandboxes>, SandboxError> {
+    let entries = config.engines();
+    // A running job may own two sandboxes for a moment: its own, and the one that takes
+    // over with the run's memory cap under gVisor while the first is being removed. Jobs are
+    // placed over the engines, so each keeps its share of that room free of sessions.
+    let reserved = (2 * config.limits.running_jobs()).div_ceil(entries.len());
+    let mut engines = Vec::with_capacity(entries.len());
+    for (entry, capacity) in &entries {
+        let budget = SandboxBudget {
+            max: *capacity,
+            reserved_for_jobs: reserved.min(*capacity),
+        };
+        engines.push(connect_engine(config, entry, budget).await?);
+    }
+    Ok(engines)
+}
+
+/// A client for one engine of the config by id (`None`: the first), for the tools (image
+/// builds and copies, the bench): no budget, no sweep.
+pub async fn connect_tool(config: &Config, id: Option<&str>) -> Result<Sandboxes, ToolError> {
+    let entries = config.engines();
+    let entry = match id {
+        None => &entries[0].0,
+        Some(id) => {
+            &entries
+                .iter()
+                .find(|(entry, _)| entry.id == id)
+                .ok_or_else(|| ToolError::UnknownEngine(id.to_owned()))?
+                .0
+        }
+    };
+    Ok(connect_engine(config, entry, SandboxBudget::unbounded()).await?)
+}
+
+/// Why a tool could not reach its engine.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("no engine `{0}` in the config's cluster.engines")]
+    UnknownEngine(String),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+async fn connect_engine(
+    config: &Config,
+    entry: &EngineEntry,
+    budget: SandboxBudget,
+) -> Result<Sandboxes, SandboxError> {
+    let address = match (&entry.tls_ca, &entry.tls_cert, &entry.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => EngineAddress::Tls {
+            host: &entry.host,
+            ca,
+            cert,
+            key,
+        },
+        _ if entry.host.is_empty() => EngineAddress::Default,
+        _ => EngineAddress::Host(&entry.host),
+    };
+    Sandboxes::connect(&entry.id, &address, config.sandbox.clone(), budget).await
 }
 
 /// A running server: its address, and a way to stop it.
@@ -79,24 +141,22 @@ impl Server {
             pool: config.pool.max_idle() + job_lifetime_bound,
             session: config.sessions.max_age() + job_lifetime_bound,
         };
-        // A running job may own two sandboxes for a moment: its own, and the one that takes
-        // over with the run's memory cap under gVisor while the first is being removed.
-        let budget = SandboxBudget {
-            max: config.limits.max_sandboxes,
-            reserved_for_jobs: 2 * config.limits.running_jobs(),
-        };
-        let sandboxes = Sandboxes::connect(&config.engine, config.sandbox.clone(), budget).await?;
-        sandboxes.start_sweep(lifetimes);
+        let engines = connect_engines(&config).await?;
         // Built here and handed to each part that counts (nothing reaches through another).
         let metrics = std::sync::Arc::new(Metrics::new());
         let executor = Executor::new(
-            sandboxes,
+            engines,
+            HealthPolicy {
+                interval: config.cluster.health_interval(),
+                unhealthy_after: config.cluster.unhealthy_after,
+            },
             config.languages.clone(),
             &config.limits,
             &config.pool,
             &config.compile_cache,
             metrics.clone(),
         );
+        executor.sandboxes().start_sweeps(lifetimes);
         match executor.check_ready().await {
             Ok(()) => tracing::info!("engine and every language image present"),
             Err(not_ready) => tracing::warn!(reason = %not_ready, "not ready yet"),

@@ -105,12 +105,20 @@ pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
 /// The bench's own handle to the engine (it starts no sweep: the measured servers' sandboxes
 /// are theirs).
 async fn connect(config: &Config) -> anyhow::Result<Sandboxes> {
-    Ok(Sandboxes::connect(
-        &config.engine,
+    Ok(crate::sandbox::Sandboxes::connect(
+        crate::config::LOCAL_ENGINE_ID,
+        &local_address(config),
         config.sandbox.clone(),
         crate::sandbox::SandboxBudget::unbounded(),
     )
     .await?)
+}
+
+fn local_address(config: &Config) -> crate::sandbox::EngineAddress<'_> {
+    match config.engine.host.as_str() {
+        "" => crate::sandbox::EngineAddress::Default,
+        host => crate::sandbox::EngineAddress::Host(host),
+    }
 }
 
 async fn run_all(

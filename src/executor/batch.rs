@@ -32,7 +32,7 @@ impl Executor {
         sandbox = sandbox
             .with_memory_limit(&run_spec(format!("{}.run", job.id)))
             .await?;
-        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let output_limit = self.fleet.config().output_limit_bytes;
         let argv = job.argv();
         let mut results = Vec::with_capacity(job.tests.len());
         for (index, test) in job.tests.iter().enumerate() {
@@ -80,7 +80,7 @@ impl Executor {
         sandbox_id: &str,
     ) -> Result<(Sandbox, Option<PhaseOutcome>), RunError> {
         let sandbox = self
-            .sandboxes
+            .fleet
             .create(&super::job_sandbox_spec(
                 job,
                 sandbox_id.to_owned(),

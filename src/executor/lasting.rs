@@ -24,7 +24,7 @@ pub struct LastingSpec<'a> {
 
 impl Executor {
     pub async fn create_lasting(&self, spec: LastingSpec<'_>) -> Result<Sandbox, SandboxError> {
-        self.sandboxes
+        self.fleet
             .create(&SandboxSpec {
                 kind: SandboxKind::Session,
                 id: spec.name,
@@ -45,7 +45,7 @@ impl Executor {
         labels: &[String],
         memory_mb: u64,
     ) -> Result<Vec<Adopted>, SandboxError> {
-        self.sandboxes
+        self.fleet
             .adopt(SandboxKind::Session, labels, memory_mb)
             .await
     }

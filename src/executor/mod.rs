@@ -32,8 +32,9 @@ use crate::languages::{Catalogue, Language};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{LiveSnapshot, LiveState, Metrics};
-use crate::sandbox::Sandboxes;
-use crate::sandbox::pool::{PoolSlot, WarmPool};
+pub use crate::sandbox::fleet::{EngineHealth, HealthPolicy};
+use crate::sandbox::pool::PoolSlot;
+use crate::sandbox::{Fleet, Sandboxes};
 use admission::Admission;
 
 /// A language as `GET /languages` shows it.
@@ -75,7 +76,8 @@ pub struct NotReady(pub String);
 /// Runs jobs. Cheap to clone.
 #[derive(Clone)]
 pub struct Executor {
-    sandboxes: Sandboxes,
+    /// The engines, each with its warm pool.
+    fleet: Fleet,
     catalogue: Arc<Catalogue>,
     /// language id -> version label of its image; filled at start and by readiness checks,
     /// so the hot path never inspects an image.
@@ -85,7 +87,6 @@ pub struct Executor {
     /// `None`: compiles are not kept.
     compile_cache: Option<Arc<compile_cache::CompileCache>>,
     admission: Arc<Admission>,
-    pool: WarmPool,
     metrics: Arc<Metrics>,
     /// Cancelled when shutdown's grace period ends: every job still waiting or running is
     /// dropped (its sandbox removed by its owner) and answered [`RunError::ShuttingDown`].
@@ -99,8 +100,7 @@ pub struct Executor {
 #[derive(Debug)]
 struct LiveParts {
     admission: Arc<Admission>,
-    pool: WarmPool,
-    sandboxes: Sandboxes,
+    fleet: Fleet,
     compile_cache: Option<Arc<compile_cache::CompileCache>>,
 }
 
@@ -109,9 +109,10 @@ impl LiveState for LiveParts {
         LiveSnapshot {
             jobs_running: self.admission.running(),
             jobs_queued: self.admission.queued(),
-            sandboxes_owned: self.sandboxes.owned_count(),
-            pools: self.pool.stats(),
-            sandboxes: self.sandboxes.tally(),
+            sandboxes_owned: self.fleet.owned_count(),
+            pools: self.fleet.pool_stats(),
+            sandboxes: self.fleet.tally(),
+            engines: self.fleet.engine_health(),
             compile_cache: self.compile_cache.as_ref().map(|cache| {
                 let stats = cache.stats();
                 crate::metrics::CompileCacheCounts {
@@ -127,10 +128,11 @@ impl LiveState for LiveParts {
 }
 
 impl Executor {
-    /// Starts the warm pool (each language's sandboxes get the memory its jobs start with: the
-    /// compiler's when it needs more than the program).
+    /// Starts each engine's warm pool (each language's sandboxes get the memory its jobs start
+    /// with: the compiler's when it needs more than the program) and their health checks.
     pub fn new(
-        sandboxes: Sandboxes,
+        engines: Vec<Sandboxes>,
+        health: HealthPolicy,
         catalogue: Catalogue,
         limits: &LimitsConfig,
         pool: &PoolConfig,
@@ -159,26 +161,24 @@ impl Executor {
                 ),
                 size: pool.size(&language.id),
             })
-            .collect();
-        let warm = WarmPool::start(&sandboxes, slots, pool.max_idle(), limits.max_sandboxes);
+            .collect::<Vec<_>>();
+        let fleet = Fleet::start(engines, &slots, pool.max_idle(), health);
         let admission = Arc::new(Admission::new(
             limits.running_jobs(),
             limits.max_queued_jobs,
         ));
         metrics.watch_live(Arc::new(LiveParts {
             admission: admission.clone(),
-            pool: warm.clone(),
-            sandboxes: sandboxes.clone(),
+            fleet: fleet.clone(),
             compile_cache: compile_cache.clone(),
         }));
         Executor {
-            sandboxes,
+            fleet,
             catalogue: Arc::new(catalogue),
             versions: Arc::default(),
             image_ids: Arc::default(),
             compile_cache,
             admission,
-            pool: warm,
             metrics,
             stop_jobs: CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -199,56 +199,98 @@ impl Executor {
     }
 
     /// Waits for the tracked tasks (their jobs end by now: see [`Executor::stop_jobs`]), stops
-    /// the pool, then removes every sandbox this process still owns.
+    /// the pools, then removes every sandbox this process still owns.
     pub async fn shutdown(&self) {
         self.tasks.close();
         self.tasks.wait().await;
-        self.pool.shutdown().await;
-        self.sandboxes.shutdown().await;
+        self.fleet.shutdown().await;
     }
 
     pub fn catalogue(&self) -> &Catalogue {
         &self.catalogue
     }
 
-    pub fn sandboxes(&self) -> &Sandboxes {
-        &self.sandboxes
+    /// The engines and their pools.
+    pub fn sandboxes(&self) -> &Fleet {
+        &self.fleet
     }
 
-    /// Checks the engine and every language image, refreshing the cached versions.
+    /// Every engine and its health.
+    pub fn engines(&self) -> Vec<EngineHealth> {
+        self.fleet.engine_health()
+    }
+
+    /// Checks the engines and every language image on each engine that takes work, refreshing
+    /// the cached versions. Every engine must hold the same image (by id) of a language: a
+    /// kept compile may run on any of them.
     pub async fn check_ready(&self) -> Result<(), NotReady> {
-        self.sandboxes.ping().await.map_err(|_| {
+        self.fleet.ping().await.map_err(|_| {
             NotReady("the container engine does not answer; start it (see README)".to_owned())
         })?;
+        let several = self.fleet.engine_health().len() > 1;
+        let healthy: Vec<String> = self
+            .fleet
+            .engine_health()
+            .into_iter()
+            .filter(|e| e.healthy)
+            .map(|e| e.id)
+            .collect();
         let mut missing = Vec::new();
+        let mut differing = Vec::new();
         for language in self.catalogue.iter() {
-            match self.sandboxes.image_info(language).await {
-                Ok(Some(info)) => {
-                    self.versions
-                        .write()
-                        .expect("versions lock")
-                        .insert(language.id.clone(), info.version);
-                    self.image_ids
-                        .write()
-                        .expect("image ids lock")
-                        .insert(language.id.clone(), info.id);
-                }
-                Ok(None) => missing.push(language.image_ref()),
-                Err(_) => {
-                    return Err(NotReady(
-                        "the container engine does not answer; start it (see README)".to_owned(),
-                    ));
+            let mut seen: Option<crate::sandbox::images::ImageInfo> = None;
+            for engine in self
+                .fleet
+                .engines()
+                .filter(|e| healthy.iter().any(|id| id == e.engine_id()))
+            {
+                let at = |image: String| match several {
+                    true => format!("{image} on engine {}", engine.engine_id()),
+                    false => image,
+                };
+                match engine.image_info(language).await {
+                    Ok(Some(info)) => match &seen {
+                        Some(first) if first.id != info.id => {
+                            differing.push(at(language.image_ref()));
+                        }
+                        Some(_) => {}
+                        None => seen = Some(info),
+                    },
+                    Ok(None) => missing.push(at(language.image_ref())),
+                    // Between its last ping and now: the next check sees it out.
+                    Err(_) if several => {}
+                    Err(_) => {
+                        return Err(NotReady(
+                            "the container engine does not answer; start it (see README)"
+                                .to_owned(),
+                        ));
+                    }
                 }
             }
+            if let Some(info) = seen {
+                self.versions
+                    .write()
+                    .expect("versions lock")
+                    .insert(language.id.clone(), info.version);
+                self.image_ids
+                    .write()
+                    .expect("image ids lock")
+                    .insert(language.id.clone(), info.id);
+            }
         }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(NotReady(format!(
+        if !missing.is_empty() {
+            return Err(NotReady(format!(
                 "missing image(s) {}; run `runbox images build`",
                 missing.join(", ")
-            )))
+            )));
         }
+        if !differing.is_empty() {
+            return Err(NotReady(format!(
+                "image(s) {} differ from the first engine's; copy them with `runbox images copy`",
+                differing.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// Every language with its version (read from its image).

@@ -91,7 +91,7 @@ impl Executor {
             None => sandbox_memory_mb(&job),
         };
         let spec = job_sandbox_spec(&job, job.id.clone(), memory_mb, MainProcess::Runner);
-        let (sandbox, _lease) = self.pool.lease(&self.sandboxes, &spec).await?;
+        let (sandbox, _lease) = self.fleet.lease(&spec).await?;
         if let Some(events) = &events {
             let _ = events.send(RunEvent::Started { id: job.id.clone() });
         }
@@ -112,7 +112,7 @@ impl Executor {
         };
         let done = self.run_phases(place, &job, events.as_ref()).await?;
         if let Some(sandbox) = done.serves_again {
-            self.pool.give_back(sandbox);
+            self.fleet.give_back(sandbox);
         }
         Ok(done.outcome)
     }
@@ -225,7 +225,7 @@ impl Executor {
             }
             (None, _) => (None, archive),
         };
-        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let output_limit = self.fleet.config().output_limit_bytes;
         let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run))
             .merging_stderr(job.merge_stderr);
         let after_compile = compile.is_some();
@@ -308,7 +308,7 @@ impl Executor {
     /// A kept compile phase as this job's: the same status, output and duration, streamed
     /// when the run is, marked as from the cache.
     fn replayed(&self, phase: &PhaseOutcome, streamed: Streamed<'_>) -> PhaseOutcome {
-        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let output_limit = self.fleet.config().output_limit_bytes;
         let mut output = StreamingCollector::new(output_limit, streamed);
         output.push(Stream::Stdout, &phase.output.stdout);
         output.push(Stream::Stderr, &phase.output.stderr);
@@ -333,7 +333,7 @@ impl Executor {
         let mut argv = job.command(compile_cmd);
         argv.extend(job.compile_args.iter().cloned());
         self.metrics.compiled(&job.language.id);
-        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let output_limit = self.fleet.config().output_limit_bytes;
         let mut output = StreamingCollector::new(output_limit, streamed);
         let step = RunnerJob {
             step: Step::Compile,
@@ -371,7 +371,7 @@ impl Executor {
             cpu_limit: None,
         };
         self.metrics.compiled(&job.language.id);
-        let output_limit = self.sandboxes.config().output_limit_bytes;
+        let output_limit = self.fleet.config().output_limit_bytes;
         let mut phase = exec_phase(sandbox, spec, output_limit, streamed, false).await?;
         if phase.status == RunStatus::RuntimeError {
             // The compiler itself failed: that is what a compile error is.

@@ -168,6 +168,11 @@ impl Sandbox {
         self.memory_mb
     }
 
+    /// The engine this sandbox lives on.
+    pub fn engine_id(&self) -> &str {
+        self.sandboxes.engine_id()
+    }
+
     /// Sends the runner a job (a fresh runner's one job, or a reused runner's next step) and
     /// collects the program's output; see [`runner`].
     pub async fn run_main(

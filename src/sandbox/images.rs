@@ -286,6 +286,55 @@ impl Sandboxes {
         })
     }
 
+    /// Copies each language's image to `target` (the engine's save, streamed into the other's
+    /// load: the image id stays the same); an image `target` holds with the same id already is
+    /// left alone. Returns each image with whether it was copied.
+    pub async fn copy_images(
+        &self,
+        target: &Sandboxes,
+        languages: &[std::sync::Arc<Language>],
+    ) -> Result<Vec<(String, bool)>, ImageError> {
+        let mut copied = Vec::new();
+        for language in languages {
+            let image = language.image_ref();
+            let source = self
+                .image_info(language)
+                .await?
+                .ok_or_else(|| ImageError::Sandbox(SandboxError::ImageMissing(image.clone())))?;
+            if target.image_info(language).await?.map(|info| info.id) == Some(source.id.clone()) {
+                copied.push((image, false));
+                continue;
+            }
+            tracing::info!(%image, from = self.engine_id(), to = target.engine_id(), "copying image");
+            let saved = self.docker().export_image(&image);
+            let mut loaded = target.docker().import_image_stream(
+                bollard::query_parameters::ImportImageOptionsBuilder::default()
+                    .quiet(true)
+                    .build(),
+                saved,
+                None,
+            );
+            while let Some(step) = loaded.next().await {
+                let step = step.map_err(SandboxError::from_engine)?;
+                if let Some(detail) = step.error_detail {
+                    return Err(ImageError::Build {
+                        image,
+                        message: detail.message.unwrap_or_default(),
+                    });
+                }
+            }
+            let landed = target.image_info(language).await?.map(|info| info.id);
+            if landed != Some(source.id.clone()) {
+                return Err(ImageError::Build {
+                    image,
+                    message: format!("the copy has id {landed:?}, not {}", source.id),
+                });
+            }
+            copied.push((image, true));
+        }
+        Ok(copied)
+    }
+
     async fn image_size(&self, image: &str) -> Option<i64> {
         self.docker()
             .inspect_image(image)

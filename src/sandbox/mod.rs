@@ -12,6 +12,7 @@ pub mod cleanup;
 mod container;
 mod error;
 mod exec;
+pub mod fleet;
 mod host_cgroup;
 pub mod images;
 pub mod input;
@@ -27,6 +28,7 @@ pub mod pool;
 pub mod runner;
 pub mod seccomp;
 pub mod terminal;
+pub mod transport;
 mod work_dir;
 
 use std::collections::HashMap;
@@ -54,9 +56,11 @@ pub use phase::{LastingPhaseReport, PhaseReport, PhaseUsage};
 pub use policy::{MainProcess, SandboxKind, SandboxSpec};
 pub use runner::{RunnerJob, Step};
 
-use crate::config::{EngineConfig, SandboxConfig};
+use crate::config::SandboxConfig;
 use cleanup::Cleaner;
+pub use fleet::{EngineHealth, Fleet};
 use oom::OomWatch;
+pub use transport::EngineAddress;
 
 /// How many sandboxes this process may own at once, of every kind (jobs, pool, sessions,
 /// probes): one budget, checked as each is created.
@@ -96,6 +100,8 @@ pub struct Sandboxes {
 }
 
 struct Shared {
+    /// The engine's id in the cluster (`local` on a single machine).
+    engine_id: String,
     docker: Docker,
     config: SandboxConfig,
     budget: SandboxBudget,
@@ -122,11 +128,12 @@ impl Sandboxes {
     /// the cleanup queue and the OOM event watch. The orphan sweep is the server's to start
     /// ([`Sandboxes::start_sweep`]): a tool sharing the engine must not judge others' sandboxes.
     pub async fn connect(
-        engine: &EngineConfig,
+        engine_id: &str,
+        address: &EngineAddress<'_>,
         config: SandboxConfig,
         budget: SandboxBudget,
     ) -> Result<Sandboxes, SandboxError> {
-        let docker = connect_docker(engine)?;
+        let docker = transport::connect(address)?;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let live = LiveSet::default();
@@ -134,6 +141,7 @@ impl Sandboxes {
         let oom = OomWatch::start(docker.clone(), &tasks, stop.clone());
         let sandboxes = Sandboxes {
             shared: Arc::new(Shared {
+                engine_id: engine_id.to_owned(),
                 docker,
                 config,
                 budget,
@@ -162,6 +170,16 @@ impl Sandboxes {
 
     pub fn config(&self) -> &SandboxConfig {
         &self.shared.config
+    }
+
+    /// The engine these sandboxes live on.
+    pub fn engine_id(&self) -> &str {
+        &self.shared.engine_id
+    }
+
+    /// Sandboxes this process may own on this engine at once.
+    pub fn capacity(&self) -> usize {
+        self.shared.budget.max
     }
 
     pub(crate) fn docker(&self) -> &Docker {
@@ -226,7 +244,10 @@ impl Sandboxes {
             name: Some(name.clone()),
             id: &spec.id,
         };
-        let body = policy::container_body(&shared.config, spec);
+        let mut body = policy::container_body(&shared.config, spec);
+        if let Some(labels) = body.labels.as_mut() {
+            labels.insert(policy::LABEL_ENGINE.to_owned(), shared.engine_id.clone());
+        }
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = shared
             .docker
@@ -354,17 +375,6 @@ impl std::fmt::Debug for Sandboxes {
             .field("owned", &self.owned_count())
             .finish_non_exhaustive()
     }
-}
-
-/// Builds the client. The engine may be down right now: that is not fatal (readiness says
-/// so); the API version is negotiated as soon as the engine answers.
-fn connect_docker(engine: &EngineConfig) -> Result<Docker, SandboxError> {
-    if engine.host.is_empty() {
-        Docker::connect_with_defaults()
-    } else {
-        Docker::connect_with_host(&engine.host)
-    }
-    .map_err(SandboxError::from_engine)
 }
 
 /// A running sandbox of an earlier runbox process, taken back with its labels.

@@ -73,6 +73,8 @@ pub const LABEL_MANAGED: &str = "runbox.managed";
 pub const LABEL_KIND: &str = "runbox.kind";
 pub const LABEL_ID: &str = "runbox.id";
 pub const LABEL_LANGUAGE: &str = "runbox.language";
+/// The engine's id in the cluster: an audit of every engine's containers names where each was.
+pub const LABEL_ENGINE: &str = "runbox.engine";
 
 const MIB: i64 = 1024 * 1024;
 /// Under gVisor the host's pids cgroup counts the sandbox kernel's own threads and, on the

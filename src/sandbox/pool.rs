@@ -253,6 +253,14 @@ impl WarmPool {
         });
     }
 
+    /// Sandboxes of `language` ready right now.
+    pub fn ready(&self, language: &str) -> usize {
+        self.inner
+            .pools
+            .get(language)
+            .map_or(0, |pool| pool.lock().ready.len())
+    }
+
     pub fn stats(&self) -> Vec<PoolStats> {
         let mut stats: Vec<PoolStats> = self
             .inner

@@ -1,0 +1,114 @@
+//! How runbox reaches an engine: its unix socket, or TCP with mutual TLS.
+//!
+//! For TLS runbox brings its own transport. bollard's `connect_with_ssl` opens a new TCP+TLS
+//! connection for every call with Nagle on; measured on this project's machine: `/_ping` p50
+//! 44–47 ms against 0.2 ms on the unix socket, a create→remove 347–380 ms against 221–242 ms.
+//! Kept-alive pooled connections with `TCP_NODELAY` gave 0.1 ms and 191–213 ms.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::SandboxError;
+
+/// Seconds bollard waits for an answer's head (what its own constructors use).
+const CALL_TIMEOUT_SECS: u64 = 120;
+/// An idle connection to a TLS engine is kept this long (the engine closes its own after
+/// a few minutes; a handshake costs a few ms).
+const IDLE_KEPT: Duration = Duration::from_secs(60);
+
+/// Where an engine is, and how runbox proves who it is there.
+#[derive(Debug, Clone)]
+pub enum EngineAddress<'a> {
+    /// `DOCKER_HOST`, else the platform's default socket.
+    Default,
+    /// An address bollard reads itself: `unix:///path` (or `[engine]`'s plain `tcp://`, as
+    /// it always took).
+    Host(&'a str),
+    /// `tcp://host:port`, mutual TLS with these PEM files.
+    Tls {
+        host: &'a str,
+        ca: &'a Path,
+        cert: &'a Path,
+        key: &'a Path,
+    },
+}
+
+/// The client for one engine. Nothing is dialled yet: an engine that is down now is not fatal.
+pub fn connect(address: &EngineAddress<'_>) -> Result<Docker, SandboxError> {
+    match address {
+        EngineAddress::Default => {
+            Docker::connect_with_defaults().map_err(SandboxError::from_engine)
+        }
+        EngineAddress::Host(host) => {
+            Docker::connect_with_host(host).map_err(SandboxError::from_engine)
+        }
+        EngineAddress::Tls {
+            host,
+            ca,
+            cert,
+            key,
+        } => connect_tls(host, ca, cert, key),
+    }
+}
+
+fn connect_tls(host: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Docker, SandboxError> {
+    let unreadable = |path: &Path, what: &str| {
+        SandboxError::EngineUnavailable(format!("{what} {} cannot be read", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|_| unreadable(ca, "the CA file"))? {
+        roots
+            .add(cert.map_err(|_| unreadable(ca, "the CA file"))?)
+            .map_err(|_| unreadable(ca, "the CA file"))?;
+    }
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|_| unreadable(cert, "the client certificate"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| unreadable(cert, "the client certificate"))?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|_| unreadable(key, "the client key"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| SandboxError::EngineUnavailable(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key_der)
+        .map_err(|err| SandboxError::EngineUnavailable(format!("the client key: {err}")))?;
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(tcp);
+    let client = Arc::new(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_KEPT)
+            .build(https),
+    );
+    let address = format!("https://{}", host.trim_start_matches("tcp://"));
+    Docker::connect_with_custom_transport(
+        move |request: BollardRequest| {
+            let client = client.clone();
+            async move {
+                client
+                    .request(request)
+                    .await
+                    .map_err(bollard::errors::Error::from)
+            }
+        },
+        Some(address),
+        CALL_TIMEOUT_SECS,
+        API_DEFAULT_VERSION,
+    )
+    .map_err(SandboxError::from_engine)
+}
