@@ -120,7 +120,20 @@ tests/clients/venv/bin/pip install --quiet --disable-pip-version-check -r tests/
 say "running the test suite (runc)"
 # The browser's checks run on their own afterwards: chromium beside the suite's floods and
 # compiles would take the CPU that their timing-sensitive readers need.
-cargo test --locked -- --skip browser::
+cargo test --locked -- --skip browser:: --skip cluster::
+say "starting two more Docker engines for the cluster suite (scripts/engines.sh: one in its own network namespace, one over mutual TLS on 127.0.0.1)"
+trap 'scripts/engines.sh stop --purge >/dev/null 2>&1 || true' EXIT
+RUNBOX_TEST_ENGINES=$(scripts/engines.sh start)
+export RUNBOX_TEST_ENGINES
+cluster_config=(RUNBOX_CLUSTER__ENGINES="[{id=\"local\", host=\"unix:///var/run/docker.sock\"}, ${RUNBOX_TEST_ENGINES#[}")
+for engine in e1 e2; do
+  say "copying the python image to engine $engine (save | load keeps its id)"
+  env "${cluster_config[@]}" "$binary" images copy --to "$engine" python >/dev/null
+done
+say "running the cluster suite (three engines)"
+cargo test --locked --test it -- cluster::
+scripts/engines.sh stop --purge
+trap - EXIT
 say "running the playground in Debian's chromium (tests/clients/playground.mjs)"
 cargo test --locked --test it -- browser::
 say "running the benchmarks' unit tests (feature bench: not part of the service build)"

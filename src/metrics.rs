@@ -431,6 +431,18 @@ impl Collector for LiveCollector {
             };
             ConstCounter::new(engine.created).encode(family.encode_family(&labels)?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "engine_jobs",
+            "Job sandboxes handed out from the engine since start (pooled or made for the job)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for engine in &live.engines {
+            let labels = EngineLabels {
+                engine: engine.id.clone(),
+            };
+            ConstCounter::new(engine.leased).encode(family.encode_family(&labels)?)?;
+        }
         if let Some(sessions) = self.1.get() {
             let (live_sessions, clients) = sessions.sessions_and_clients();
             gauge(
@@ -562,6 +574,7 @@ mod tests {
                     owned: 3,
                     capacity: 64,
                     created: 12,
+                    leased: 20,
                 }],
             }
         }
@@ -593,6 +606,7 @@ mod tests {
             "runbox_engine_sandboxes{engine=\"b\"} 3",
             "runbox_engine_capacity{engine=\"b\"} 64",
             "runbox_engine_containers_created_total{engine=\"b\"} 12",
+            "runbox_engine_jobs_total{engine=\"b\"} 20",
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }

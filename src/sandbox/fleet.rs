@@ -9,7 +9,7 @@
 //! made or leased on one engine is placed again on another: nothing of it has run yet.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -38,6 +38,8 @@ struct Engine {
     sandboxes: Sandboxes,
     pool: WarmPool,
     health: Health,
+    /// Job sandboxes handed out from this engine (pooled or made for the job).
+    leased: AtomicU64,
 }
 
 /// Failures in a row, and whether the engine takes new work.
@@ -75,6 +77,8 @@ pub struct EngineHealth {
     pub owned: usize,
     pub capacity: usize,
     pub created: u64,
+    /// Job sandboxes handed out from it since start.
+    pub leased: u64,
 }
 
 /// How the fleet watches its engines.
@@ -108,6 +112,7 @@ impl Fleet {
                     healthy: AtomicBool::new(true),
                     unhealthy_after: health.unhealthy_after,
                 },
+                leased: AtomicU64::new(0),
             })
             .collect();
         let fleet = Fleet {
@@ -156,6 +161,7 @@ impl Fleet {
                 owned: e.sandboxes.owned_count(),
                 capacity: e.sandboxes.capacity(),
                 created: e.sandboxes.created_count(),
+                leased: e.leased.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -227,8 +233,10 @@ impl Fleet {
         &self,
         spec: &SandboxSpec,
     ) -> Result<(Sandbox, Option<PoolLease>), SandboxError> {
-        self.placed(Some(&spec.language), |engine| {
-            engine.pool.lease(&engine.sandboxes, spec)
+        self.placed(Some(&spec.language), |engine| async move {
+            let leased = engine.pool.lease(&engine.sandboxes, spec).await?;
+            engine.leased.fetch_add(1, Ordering::Relaxed);
+            Ok(leased)
         })
         .await
     }

@@ -47,9 +47,10 @@ pub fn connect(address: &EngineAddress<'_>) -> Result<Docker, SandboxError> {
         EngineAddress::Default => {
             Docker::connect_with_defaults().map_err(SandboxError::from_engine)
         }
-        EngineAddress::Host(host) => {
-            Docker::connect_with_host(host).map_err(SandboxError::from_engine)
-        }
+        EngineAddress::Host(host) => match host.strip_prefix("unix://") {
+            Some(path) => connect_unix(path),
+            None => Docker::connect_with_host(host).map_err(SandboxError::from_engine),
+        },
         EngineAddress::Tls {
             host,
             ca,
@@ -57,6 +58,31 @@ pub fn connect(address: &EngineAddress<'_>) -> Result<Docker, SandboxError> {
             key,
         } => connect_tls(host, ca, cert, key),
     }
+}
+
+/// A unix socket through the same kind of pooled client bollard uses, built without looking
+/// for the socket: bollard's own constructor fails when the file is missing, and one engine
+/// of a cluster that is down when runbox starts must not stop it (it is marked out instead,
+/// and taken in once it answers).
+fn connect_unix(path: &str) -> Result<Docker, SandboxError> {
+    let client = Arc::new(Client::builder(TokioExecutor::new()).build(hyperlocal::UnixConnector));
+    // hyperlocal reads the socket's path from the host part, hex-encoded.
+    let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
+    Docker::connect_with_custom_transport(
+        move |request: BollardRequest| {
+            let client = client.clone();
+            async move {
+                client
+                    .request(request)
+                    .await
+                    .map_err(bollard::errors::Error::from)
+            }
+        },
+        Some(format!("unix://{hex}:0")),
+        CALL_TIMEOUT_SECS,
+        API_DEFAULT_VERSION,
+    )
+    .map_err(SandboxError::from_engine)
 }
 
 fn connect_tls(host: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Docker, SandboxError> {

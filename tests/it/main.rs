@@ -4,6 +4,7 @@
 mod adversarial;
 mod batch;
 mod browser;
+mod cluster;
 mod common;
 mod compile_cache;
 mod connections;
