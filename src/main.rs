@@ -70,6 +70,10 @@ enum Command {
         /// Only the soak: this many seconds of mixed and hostile programs at concurrency 16.
         #[arg(long)]
         soak: Option<u64>,
+        /// Only the engines: python hello world back to back on each engine of
+        /// `cluster.engines` alone (one server each, its pool warm).
+        #[arg(long)]
+        engines: bool,
     },
     /// The benchmarks are not in this build: it says how to get them.
     #[cfg(not(feature = "bench"))]
@@ -188,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
             sessions,
             terminal,
             soak,
+            engines,
         } => {
             let options = runbox::bench::BenchOptions {
                 url,
@@ -199,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
                 sessions,
                 terminal,
                 soak: soak.map(std::time::Duration::from_secs),
+                engines,
             };
             runbox::bench::run(config, options).await?
         }

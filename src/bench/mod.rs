@@ -56,6 +56,8 @@ pub struct BenchOptions {
     pub terminal: bool,
     /// Instead of everything else: mixed and hostile programs at concurrency 16 for this long.
     pub soak: Option<Duration>,
+    /// Instead of everything else: a warm python run on each engine of the cluster alone.
+    pub engines: bool,
 }
 
 /// A hello world per language.
@@ -90,6 +92,9 @@ pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
     if let Some(length) = options.soak {
         return soak(&config, &options, length).await;
     }
+    if options.engines {
+        return engines_bench(&config, &options).await;
+    }
     if options.terminal {
         let sandboxes = connect(&config).await?;
         let result = terminal::keystroke_echo(&options, &sandboxes).await;
@@ -119,6 +124,50 @@ fn local_address(config: &Config) -> crate::sandbox::EngineAddress<'_> {
         "" => crate::sandbox::EngineAddress::Default,
         host => crate::sandbox::EngineAddress::Host(host),
     }
+}
+
+/// What each engine adds to a warm run: a server per engine of `cluster.engines`, that engine
+/// alone with a warm python pool, one client back to back (python only: the other images need
+/// not be on every engine, so these servers are taken as up once a run succeeds).
+async fn engines_bench(config: &Config, options: &BenchOptions) -> anyhow::Result<()> {
+    if config.cluster.engines.is_empty() {
+        bail!("--engines measures the engines of cluster.engines; the config lists none");
+    }
+    section(&format!(
+        "engines: python hello world, one client, {} runs back to back, on each engine alone",
+        options.runs
+    ));
+    println!("{:<44} {:>9} {:>9} {:>9}", "engine", "p50", "p95", "p99");
+    let body = json!({"language": "python", "code": "print(\"hello\")"});
+    let client = reqwest::Client::new();
+    for engine in &config.cluster.engines {
+        let mut entry = format!("{{id={:?}, host={:?}", engine.id, engine.host);
+        for (key, path) in [
+            ("tls_ca", &engine.tls_ca),
+            ("tls_cert", &engine.tls_cert),
+            ("tls_key", &engine.tls_key),
+        ] {
+            if let Some(path) = path {
+                entry.push_str(&format!(", {key}={:?}", path.display().to_string()));
+            }
+        }
+        entry.push('}');
+        let server = ServerUnderTest::spawn_until_python_runs(
+            &options.config_path,
+            &[
+                ("RUNBOX_CLUSTER__ENGINES", format!("[{entry}]")),
+                ("RUNBOX_POOL__ENABLED", "true".to_owned()),
+                ("RUNBOX_POOL__SIZES", "{python=2}".to_owned()),
+            ],
+        )
+        .await?;
+        let url = server.url("/run");
+        let samples = measure_sequential(options.runs, || post_run(&client, &url, &body)).await?;
+        let scheme = engine.host.split("://").next().unwrap_or("");
+        print_row(&format!("{} ({scheme})", engine.id), &samples);
+        server.stop().await;
+    }
+    Ok(())
 }
 
 async fn run_all(
@@ -1073,10 +1122,27 @@ impl ServerUnderTest {
         .await
     }
 
+    /// As [`ServerUnderTest::spawn_with`], taken as up once a python run succeeds rather
+    /// than at readiness (which wants every image on every engine).
+    async fn spawn_until_python_runs(
+        config_path: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<ServerUnderTest> {
+        Self::spawn_waiting(config_path, env, true).await
+    }
+
     /// Starts `runbox serve` on a free port with `env` overrides and waits until it is ready.
     async fn spawn_with(
         config_path: &Path,
         env: &[(&str, String)],
+    ) -> anyhow::Result<ServerUnderTest> {
+        Self::spawn_waiting(config_path, env, false).await
+    }
+
+    async fn spawn_waiting(
+        config_path: &Path,
+        env: &[(&str, String)],
+        until_python_runs: bool,
     ) -> anyhow::Result<ServerUnderTest> {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -1099,10 +1165,15 @@ impl ServerUnderTest {
             child: Some(child),
         };
         let started = Instant::now();
+        let client = reqwest::Client::new();
+        let hello = json!({"language": "python", "code": "print(\"hello\")"});
         loop {
-            if let Ok(r) = reqwest::get(server.url("/readyz")).await
-                && r.status().is_success()
-            {
+            let up = if until_python_runs {
+                post_run(&client, &server.url("/run"), &hello).await.is_ok()
+            } else {
+                matches!(reqwest::get(server.url("/readyz")).await, Ok(r) if r.status().is_success())
+            };
+            if up {
                 return Ok(server);
             }
             if started.elapsed() > Duration::from_secs(60) {
