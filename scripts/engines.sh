@@ -87,7 +87,7 @@ start() {
       >"$root_run/e2.log" 2>&1 &
     wait_for "${tls[@]}" || fail "e2 did not come up; see $root_run/e2.log"
   fi
-  printf '[{id="e1", host="unix://%s/e1.sock"}, {id="e2", host="tcp://127.0.0.1:%s", tls_ca="%s/tls/ca.pem", tls_cert="%s/tls/client.pem", tls_key="%s/tls/client-key.pem"}]\n' \
+  printf '[{id="e1", host="unix://%s/e1.sock", cgroup_parent="runbox-e1"}, {id="e2", host="tcp://127.0.0.1:%s", tls_ca="%s/tls/ca.pem", tls_cert="%s/tls/client.pem", tls_key="%s/tls/client-key.pem", cgroup_parent="runbox-e2"}]\n' \
     "$root_run" "$tls_port" "$root_run" "$root_run" "$root_run"
 }
 

@@ -368,6 +368,11 @@ pub struct EngineEntry {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// The engine's `--cgroup-parent` when it runs on this machine with one, so that runbox
+    /// reads and sets its sandboxes' cgroups directly (as for the default parent) instead of
+    /// through the engine (measured: +55 ms a warm run without it).
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
 }
 
 /// Paths only: the key's file name is not secret, its content is never read into a log.
@@ -397,6 +402,7 @@ impl Config {
                 tls_ca: None,
                 tls_cert: None,
                 tls_key: None,
+                cgroup_parent: None,
             };
             return vec![(local, max)];
         }

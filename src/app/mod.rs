@@ -99,7 +99,11 @@ async fn connect_engine(
         _ if entry.host.is_empty() => EngineAddress::Default,
         _ => EngineAddress::Host(&entry.host),
     };
-    Sandboxes::connect(&entry.id, &address, config.sandbox.clone(), budget).await
+    let sandboxes = Sandboxes::connect(&entry.id, &address, config.sandbox.clone(), budget).await?;
+    if let Some(parent) = &entry.cgroup_parent {
+        sandboxes.cgroups_under(parent);
+    }
+    Ok(sandboxes)
 }
 
 /// A running server: its address, and a way to stop it.

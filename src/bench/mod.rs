@@ -151,6 +151,9 @@ async fn engines_bench(config: &Config, options: &BenchOptions) -> anyhow::Resul
                 entry.push_str(&format!(", {key}={:?}", path.display().to_string()));
             }
         }
+        if let Some(parent) = &engine.cgroup_parent {
+            entry.push_str(&format!(", cgroup_parent={parent:?}"));
+        }
         entry.push('}');
         let server = ServerUnderTest::spawn_until_python_runs(
             &options.config_path,

@@ -10,14 +10,36 @@ use super::Usage;
 
 const ROOT: &str = "/sys/fs/cgroup";
 
-/// The directory of `container` under a controller (`""` for the v2 unified hierarchy).
-fn candidates(controller: &str, container: &str) -> [PathBuf; 2] {
+/// Cgroup parents of engines on this machine started with `--cgroup-parent` (config
+/// `cluster.engines[].cgroup_parent`), next to the default `docker`.
+static PARENTS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Looks for sandboxes under `parent` too (an engine of this machine with its own
+/// `--cgroup-parent`).
+pub(super) fn add_parent(parent: &str) {
+    let parent = parent.trim_matches('/').to_owned();
+    let mut parents = PARENTS.write().unwrap_or_else(|p| p.into_inner());
+    if !parent.is_empty() && !parents.contains(&parent) {
+        parents.push(parent);
+    }
+}
+
+/// The directories `container` may have under a controller (`""` for the v2 unified
+/// hierarchy): the default parent, systemd's scope, then each engine's own parent.
+fn candidates(controller: &str, container: &str) -> Vec<PathBuf> {
     let base = PathBuf::from(ROOT).join(controller);
-    [
+    let mut dirs = vec![
         base.join("docker").join(container),
         base.join("system.slice")
             .join(format!("docker-{container}.scope")),
-    ]
+    ];
+    let parents = PARENTS.read().unwrap_or_else(|p| p.into_inner());
+    dirs.extend(
+        parents
+            .iter()
+            .map(|parent| base.join(parent).join(container)),
+    );
+    dirs
 }
 
 async fn read_number(path: PathBuf) -> Option<u64> {

@@ -172,6 +172,12 @@ impl Sandboxes {
         &self.shared.config
     }
 
+    /// This engine runs on this machine with its sandboxes' cgroups under `parent` (its
+    /// `--cgroup-parent`): they are read and set there directly.
+    pub fn cgroups_under(&self, parent: &str) {
+        host_cgroup::add_parent(parent);
+    }
+
     /// The engine these sandboxes live on.
     pub fn engine_id(&self) -> &str {
         &self.shared.engine_id
