@@ -419,29 +419,31 @@ impl Collector for LiveCollector {
                 ConstGauge::new(value(engine)).encode(family.encode_family(&labels)?)?;
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "engine_containers_created",
-            "Sandbox containers created on the engine since start",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for engine in &live.engines {
-            let labels = EngineLabels {
-                engine: engine.id.clone(),
-            };
-            ConstCounter::new(engine.created).encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "engine_jobs",
-            "Job sandboxes handed out from the engine since start (pooled or made for the job)",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for engine in &live.engines {
-            let labels = EngineLabels {
-                engine: engine.id.clone(),
-            };
-            ConstCounter::new(engine.leased).encode(family.encode_family(&labels)?)?;
+        for (name, help, value) in [
+            (
+                "engine_containers_created",
+                "Sandbox containers created on the engine since start",
+                (|e: &crate::sandbox::EngineHealth| e.created)
+                    as fn(&crate::sandbox::EngineHealth) -> u64,
+            ),
+            (
+                "engine_jobs",
+                "Job sandboxes handed out from the engine since start (pooled or made for the job)",
+                |e| e.leased,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for engine in &live.engines {
+                let labels = EngineLabels {
+                    engine: engine.id.clone(),
+                };
+                ConstCounter::new(value(engine)).encode(family.encode_family(&labels)?)?;
+            }
         }
         if let Some(sessions) = self.1.get() {
             let (live_sessions, clients) = sessions.sessions_and_clients();

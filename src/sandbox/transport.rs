@@ -18,6 +18,17 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::SandboxError;
 
+/// The body type of bollard's requests (bollard names it only through `BollardRequest`).
+trait RequestBody {
+    type Body;
+}
+
+impl<B> RequestBody for http::Request<B> {
+    type Body = B;
+}
+
+type EngineBody = <BollardRequest as RequestBody>::Body;
+
 /// Seconds bollard waits for an answer's head (what its own constructors use).
 const CALL_TIMEOUT_SECS: u64 = 120;
 /// An idle connection to a TLS engine is kept this long (the engine closes its own after
@@ -68,21 +79,7 @@ fn connect_unix(path: &str) -> Result<Docker, SandboxError> {
     let client = Arc::new(Client::builder(TokioExecutor::new()).build(hyperlocal::UnixConnector));
     // hyperlocal reads the socket's path from the host part, hex-encoded.
     let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
-    Docker::connect_with_custom_transport(
-        move |request: BollardRequest| {
-            let client = client.clone();
-            async move {
-                client
-                    .request(request)
-                    .await
-                    .map_err(bollard::errors::Error::from)
-            }
-        },
-        Some(format!("unix://{hex}:0")),
-        CALL_TIMEOUT_SECS,
-        API_DEFAULT_VERSION,
-    )
-    .map_err(SandboxError::from_engine)
+    through(client, format!("unix://{hex}:0"))
 }
 
 fn connect_tls(host: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Docker, SandboxError> {
@@ -122,6 +119,15 @@ fn connect_tls(host: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Docker,
             .build(https),
     );
     let address = format!("https://{}", host.trim_start_matches("tcp://"));
+    through(client, address)
+}
+
+/// The engine's client over `client` (a pooled hyper client with its connector), at `address`
+/// (the scheme and authority bollard puts in front of every path).
+fn through<C>(client: Arc<Client<C, EngineBody>>, address: String) -> Result<Docker, SandboxError>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     Docker::connect_with_custom_transport(
         move |request: BollardRequest| {
             let client = client.clone();
