@@ -60,7 +60,7 @@ daemon_flags() {
 start() {
   mkdir -p "$root_run"
   # e1: its own network namespace, kept by a bind mount.
-  if ! wait_for -H "unix://$root_run/e1.sock" 2>/dev/null; then
+  if ! docker -H "unix://$root_run/e1.sock" info >/dev/null 2>&1; then
     say "starting engine e1 (own network namespace, unix://$root_run/e1.sock)"
     touch "$root_run/e1.netns"
     mountpoint -q "$root_run/e1.netns" || unshare --net="$root_run/e1.netns" true
@@ -73,7 +73,7 @@ start() {
   make_certs
   local tls=(--tlsverify --tlscacert="$root_run/tls/ca.pem" --tlscert="$root_run/tls/client.pem"
     --tlskey="$root_run/tls/client-key.pem" -H "tcp://127.0.0.1:$tls_port")
-  if ! wait_for "${tls[@]}" 2>/dev/null; then
+  if ! docker "${tls[@]}" info >/dev/null 2>&1; then
     say "starting engine e2 (own bridge, tcp://127.0.0.1:$tls_port with mutual TLS)"
     ip link show runbox-e2 >/dev/null 2>&1 || {
       ip link add runbox-e2 type bridge
