@@ -1012,4 +1012,53 @@ mod tests {
         let err = load_with(&[("RUNBOX_SANDBOX__PIDS_LIMIT", "many")]).unwrap_err();
         assert!(err.to_string().contains("pids_limit"), "{err}");
     }
+
+    #[test]
+    fn no_cluster_is_the_one_local_engine_with_the_whole_budget() {
+        let config = load_with(&[]).unwrap();
+        let engines = config.engines();
+        assert_eq!(engines.len(), 1);
+        assert_eq!(engines[0].0.id, LOCAL_ENGINE_ID);
+        assert_eq!(engines[0].1, config.limits.max_sandboxes);
+    }
+
+    #[test]
+    fn engines_share_the_budget_unless_given_a_capacity() {
+        let config = load_with(&[(
+            "RUNBOX_CLUSTER__ENGINES",
+            r#"[{id="a", host="unix:///a.sock"}, {id="b", host="unix:///b.sock", capacity=40}]"#,
+        )])
+        .unwrap();
+        let engines = config.engines();
+        assert_eq!(engines[0].1, config.limits.max_sandboxes / 2);
+        assert_eq!(engines[1].1, 40);
+    }
+
+    #[test]
+    fn a_bad_engine_list_names_what_is_wrong() {
+        for (engines, expected) in [
+            (r#"[{id="a", host="tcp://10.0.0.2:2376"}]"#, "needs tls_ca"),
+            (
+                r#"[{id="a", host="unix:///a"}, {id="a", host="unix:///b"}]"#,
+                "named twice",
+            ),
+            (r#"[{id="a b", host="unix:///a"}]"#, "letters, digits"),
+            (r#"[{id="a", host="ssh://x"}]"#, "must start with unix://"),
+            (
+                r#"[{id="a", host="unix:///a", tls_ca="/ca.pem", tls_cert="/c.pem", tls_key="/k.pem"}]"#,
+                "takes no tls_",
+            ),
+            (
+                r#"[{id="a", host="unix:///a", capacity=1}]"#,
+                "must exceed the warm pool",
+            ),
+            (
+                r#"[{id="a", host="unix:///a", capacity=100000}]"#,
+                "past limits.max_sandboxes",
+            ),
+        ] {
+            let err = load_with(&[("RUNBOX_CLUSTER__ENGINES", engines)]).unwrap_err();
+            assert!(err.to_string().contains(expected), "{engines}: {err}");
+        }
+    }
 }
