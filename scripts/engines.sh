@@ -62,7 +62,7 @@ start() {
   # e1: its own network namespace, kept by a bind mount.
   if ! docker -H "unix://$root_run/e1.sock" info >/dev/null 2>&1; then
     say "starting engine e1 (own network namespace, unix://$root_run/e1.sock)"
-    touch "$root_run/e1.netns"
+    [ -e "$root_run/e1.netns" ] || touch "$root_run/e1.netns"
     mountpoint -q "$root_run/e1.netns" || unshare --net="$root_run/e1.netns" true
     # shellcheck disable=SC2046
     nsenter --net="$root_run/e1.netns" sh -c 'ip link set lo up; exec "$@"' sh \

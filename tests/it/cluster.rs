@@ -256,3 +256,150 @@ async fn an_engine_that_does_not_answer_gets_no_work_and_jobs_go_on_elsewhere() 
     app.server.shutdown().await.unwrap();
     assert_eq!(runbox_containers(&engines[1]).await, Vec::new());
 }
+
+/// Labels' values of `key` on the runbox containers of `engine` carrying `filter`.
+async fn labelled(engine: &Engine, filter: &str, key: &str) -> Vec<String> {
+    let output = tokio::process::Command::new("docker")
+        .args(&engine.cli)
+        .args([
+            "ps",
+            "--filter",
+            &format!("label={filter}"),
+            "--format",
+            &format!("{{{{.Label \"{key}\"}}}}"),
+        ])
+        .output()
+        .await
+        .expect("docker runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_engine_whose_daemon_is_killed_gets_no_work_and_keeps_its_sessions() {
+    let Some(extra) = extra_engines() else { return };
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let engines = engines_of(&extra);
+    let e1 = &engines[1];
+    let e1_entry = extra
+        .split("}, {")
+        .next()
+        .unwrap()
+        .trim_start_matches('[')
+        .trim_start_matches('{')
+        .to_owned();
+    let cluster =
+        format!("[{{id=\"local\", host=\"unix:///var/run/docker.sock\"}}, {{{e1_entry}}}]");
+    let app = start_on_own_runtime(&[
+        ("RUNBOX_CLUSTER__ENGINES", cluster.as_str()),
+        ("RUNBOX_CLUSTER__HEALTH_INTERVAL_MS", "500"),
+        ("RUNBOX_CLUSTER__UNHEALTHY_AFTER", "3"),
+    ]);
+    // Sessions go to the freer engine: a few land on e1.
+    let mut sessions = Vec::new();
+    let mut on_e1 = None;
+    for _ in 0..8 {
+        let id = crate::common::session_id(&app, "python").await;
+        sessions.push(id.clone());
+        let here = labelled(e1, &format!("runbox.session.id={id}"), "runbox.session.id").await;
+        if !here.is_empty() {
+            on_e1 = Some(id);
+            break;
+        }
+    }
+    let on_e1 = on_e1.expect("a session on e1 among 8");
+    let (status, body) = crate::common::run_in_session(
+        &app,
+        &on_e1,
+        json!({"language": "python", "code": "open('kept.txt', 'w').write('kept')"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Kill e1's daemon (-9). live-restore keeps its containers running meanwhile.
+    let pidfile = "/run/runbox-engines/e1/docker.pid";
+    let pid = std::fs::read_to_string(pidfile).expect("e1's pid file");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let outage = Instant::now();
+    // One-shot runs go on (on the other engine) all through the outage.
+    let mut out_after = None;
+    let mut jobs_on_e1_when_out = 0.0;
+    let mut runs = 0;
+    while outage.elapsed() < Duration::from_secs(20) {
+        let body = app
+            .run_ok(json!({"language": "python", "code": format!("print({runs})")}))
+            .await;
+        assert_eq!(body["stdout"], format!("{runs}\n"), "{body}");
+        runs += 1;
+        if out_after.is_none()
+            && metric(&app.base, "runbox_engine_healthy{engine=\"e1\"}").await == 0.0
+        {
+            out_after = Some(outage.elapsed());
+            jobs_on_e1_when_out =
+                metric(&app.base, "runbox_engine_jobs_total{engine=\"e1\"}").await;
+        }
+    }
+    let out_after = out_after.expect("e1 marked out during the outage");
+    assert!(
+        out_after < Duration::from_secs(6),
+        "out after {out_after:?}"
+    );
+    assert_eq!(
+        metric(&app.base, "runbox_engine_jobs_total{engine=\"e1\"}").await,
+        jobs_on_e1_when_out,
+        "work went to e1 while it was out"
+    );
+    // Its session cannot run while its engine is down, and says so in the usual way.
+    let (status, body) = crate::common::run_in_session(
+        &app,
+        &on_e1,
+        json!({"language": "python", "code": "print(1)"}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "sandbox_unavailable", "{body}");
+
+    // Back: the daemon restarted, the engine taken in again, the session with its file.
+    let restarted =
+        std::process::Command::new(crate::common::repo_root().join("scripts/engines.sh"))
+            .arg("start")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+    assert!(restarted.success());
+    let back = Instant::now();
+    while metric(&app.base, "runbox_engine_healthy{engine=\"e1\"}").await != 1.0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "e1 not taken in again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = crate::common::run_in_session(
+        &app,
+        &on_e1,
+        json!({"language": "python", "code": "print(open('kept.txt').read())"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stdout"], "kept\n", "{body}");
+    eprintln!(
+        "e1 killed: out after {out_after:?}, {runs} one-shot runs during 20 s, all answered; its session intact after the restart"
+    );
+    let client = reqwest::Client::new();
+    for id in &sessions {
+        client
+            .delete(app.url(&format!("/sessions/{id}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    app.server.shutdown().await.unwrap();
+    assert_eq!(runbox_containers(e1).await, Vec::new());
+}
