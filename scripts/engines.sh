@@ -93,8 +93,12 @@ start() {
 
 stop() {
   for name in e1 e2; do
+    # dockerd mounts its data root on itself; a daemon killed with -9 leaves that mount.
     local pidfile=$root_run/$name/docker.pid
-    [ -f "$pidfile" ] || continue
+    if [ ! -f "$pidfile" ]; then
+      while mountpoint -q "$root_data/$name"; do umount "$root_data/$name"; done
+      continue
+    fi
     local pid
     pid=$(cat "$pidfile")
     if kill -0 "$pid" 2>/dev/null; then
@@ -108,6 +112,7 @@ stop() {
       for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     fi
     rm -f "$pidfile"
+    while mountpoint -q "$root_data/$name"; do umount "$root_data/$name"; done
   done
   mountpoint -q "$root_run/e1.netns" && umount "$root_run/e1.netns"
   ip link show runbox-e2 >/dev/null 2>&1 && ip link delete runbox-e2
