@@ -388,61 +388,53 @@ impl Collector for LiveCollector {
             };
             ConstGauge::new(*count as i64).encode(family.encode_family(&labels)?)?;
         }
-        for (name, help, value) in [
+        use prometheus_client::metrics::MetricType;
+        type PerEngine = fn(&crate::sandbox::EngineHealth) -> u64;
+        let per_engine: [(&str, &str, MetricType, PerEngine); 5] = [
             (
                 "engine_healthy",
                 "1 while the engine takes new work, 0 while its pings or calls fail",
-                (|e: &crate::sandbox::EngineHealth| i64::from(e.healthy))
-                    as fn(&crate::sandbox::EngineHealth) -> i64,
+                MetricType::Gauge,
+                |e| u64::from(e.healthy),
             ),
             (
                 "engine_sandboxes",
                 "Sandboxes this process owns on the engine",
-                |e| e.owned as i64,
+                MetricType::Gauge,
+                |e| e.owned as u64,
             ),
             (
                 "engine_capacity",
                 "Sandboxes this process may own on the engine",
-                |e| e.capacity as i64,
+                MetricType::Gauge,
+                |e| e.capacity as u64,
             ),
-        ] {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for engine in &live.engines {
-                let labels = EngineLabels {
-                    engine: engine.id.clone(),
-                };
-                ConstGauge::new(value(engine)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        for (name, help, value) in [
             (
                 "engine_containers_created",
                 "Sandbox containers created on the engine since start",
-                (|e: &crate::sandbox::EngineHealth| e.created)
-                    as fn(&crate::sandbox::EngineHealth) -> u64,
+                MetricType::Counter,
+                |e| e.created,
             ),
             (
                 "engine_jobs",
                 "Job sandboxes handed out from the engine since start (pooled or made for the job)",
+                MetricType::Counter,
                 |e| e.leased,
             ),
-        ] {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
+        ];
+        for (name, help, kind, value) in per_engine {
+            let is_counter = matches!(kind, MetricType::Counter);
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for engine in &live.engines {
                 let labels = EngineLabels {
                     engine: engine.id.clone(),
                 };
-                ConstCounter::new(value(engine)).encode(family.encode_family(&labels)?)?;
+                let sample = family.encode_family(&labels)?;
+                if is_counter {
+                    ConstCounter::new(value(engine)).encode(sample)?;
+                } else {
+                    ConstGauge::new(value(engine) as i64).encode(sample)?;
+                }
             }
         }
         if let Some(sessions) = self.1.get() {
