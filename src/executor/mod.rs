@@ -32,7 +32,7 @@ use crate::languages::{Catalogue, Language};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{LiveSnapshot, LiveState, Metrics};
-pub use crate::sandbox::fleet::{EngineHealth, HealthPolicy};
+pub use crate::sandbox::fleet::HealthPolicy;
 use crate::sandbox::pool::PoolSlot;
 use crate::sandbox::{Fleet, Sandboxes};
 use admission::Admission;
@@ -215,11 +215,6 @@ impl Executor {
         &self.fleet
     }
 
-    /// Every engine and its health.
-    pub fn engines(&self) -> Vec<EngineHealth> {
-        self.fleet.engine_health()
-    }
-
     /// Checks the engines and every language image on each engine that takes work, refreshing
     /// the cached versions. Every engine must hold the same image (by id) of a language: a
     /// kept compile may run on any of them.
@@ -227,23 +222,12 @@ impl Executor {
         self.fleet.ping().await.map_err(|_| {
             NotReady("the container engine does not answer; start it (see README)".to_owned())
         })?;
-        let several = self.fleet.engine_health().len() > 1;
-        let healthy: Vec<String> = self
-            .fleet
-            .engine_health()
-            .into_iter()
-            .filter(|e| e.healthy)
-            .map(|e| e.id)
-            .collect();
+        let several = self.fleet.engines().count() > 1;
         let mut missing = Vec::new();
         let mut differing = Vec::new();
         for language in self.catalogue.iter() {
             let mut seen: Option<crate::sandbox::images::ImageInfo> = None;
-            for engine in self
-                .fleet
-                .engines()
-                .filter(|e| healthy.iter().any(|id| id == e.engine_id()))
-            {
+            for engine in self.fleet.taking_work() {
                 let at = |image: String| match several {
                     true => format!("{image} on engine {}", engine.engine_id()),
                     false => image,

@@ -151,6 +151,15 @@ impl Fleet {
         self.inner.engines.iter().map(|e| &e.sandboxes)
     }
 
+    /// The engines that take new work now.
+    pub fn taking_work(&self) -> impl Iterator<Item = &Sandboxes> {
+        self.inner
+            .engines
+            .iter()
+            .filter(|e| e.health.is_healthy())
+            .map(|e| &e.sandboxes)
+    }
+
     pub fn engine_health(&self) -> Vec<EngineHealth> {
         self.inner
             .engines
@@ -218,8 +227,8 @@ impl Fleet {
     /// Answers whether an engine that takes work responds.
     pub async fn ping(&self) -> Result<(), SandboxError> {
         let mut last = None;
-        for engine in self.inner.engines.iter().filter(|e| e.health.is_healthy()) {
-            match engine.sandboxes.ping().await {
+        for engine in self.taking_work() {
+            match engine.ping().await {
                 Ok(()) => return Ok(()),
                 Err(err) => last = Some(err),
             }
@@ -283,6 +292,10 @@ impl Fleet {
     /// with a ready sandbox of `language` if any, the freer of two picked at random.
     fn place(&self, language: Option<&str>, tried: &[bool]) -> Option<usize> {
         let engines = &self.inner.engines;
+        // One engine: nothing to choose (it is never marked out), no look at pools or room.
+        if engines.len() == 1 {
+            return (!tried[0]).then_some(0);
+        }
         let open: Vec<usize> = (0..engines.len())
             .filter(|&i| !tried[i] && engines[i].health.is_healthy())
             .collect();

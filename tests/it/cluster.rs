@@ -17,6 +17,10 @@ use crate::common::{metric, start_on_own_runtime};
 /// The variable the setup script sets to `scripts/engines.sh start`'s output.
 const ENGINES_VARIABLE: &str = "RUNBOX_TEST_ENGINES";
 
+/// The machine's own engine in these fleets: not `local`, the id every single-engine app of
+/// the other suites labels its containers with, so that this suite judges only its own there.
+const HERE: &str = "here";
+
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The extra engines as a TOML array, or `None` outside CI when none were started (CI must
@@ -43,7 +47,7 @@ struct Engine {
 fn engines_of(toml_array: &str) -> Vec<Engine> {
     let table: toml::Table = format!("v = {toml_array}").parse().expect("a TOML array");
     let mut engines = vec![Engine {
-        id: "local".to_owned(),
+        id: HERE.to_owned(),
         cli: Vec::new(),
     }];
     for entry in table["v"].as_array().expect("an array") {
@@ -68,7 +72,7 @@ fn engines_of(toml_array: &str) -> Vec<Engine> {
 /// The cluster setting: the machine's engine as `local`, then the extra ones.
 fn cluster_setting(extra: &str) -> String {
     let inner = extra.trim().trim_start_matches('[').trim_end_matches(']');
-    format!("[{{id=\"local\", host=\"unix:///var/run/docker.sock\"}}, {inner}]")
+    format!("[{{id=\"{HERE}\", host=\"unix:///var/run/docker.sock\"}}, {inner}]")
 }
 
 /// `runbox.id` and `runbox.engine` of every runbox container on `engine`.
@@ -107,7 +111,7 @@ async fn audit(engines: &[Engine]) -> usize {
         for (id, labelled) in runbox_containers(engine).await {
             // The machine's engine is shared with other suites (no engine label before this
             // one, or another app's): only this fleet's are judged there.
-            if engine.id == "local" && labelled != "local" {
+            if engine.id == HERE && labelled != HERE {
                 continue;
             }
             assert_eq!(
@@ -194,7 +198,7 @@ async fn jobs_spread_over_three_engines_and_each_engine_keeps_its_own_sandboxes(
         runbox_containers(&engines[0])
             .await
             .iter()
-            .all(|(_, at)| at != "local"),
+            .all(|(_, at)| at != HERE),
         "this fleet's containers left on the machine's engine"
     );
 }
@@ -291,7 +295,7 @@ async fn an_engine_whose_daemon_is_killed_gets_no_work_and_keeps_its_sessions() 
         .trim_start_matches('{')
         .to_owned();
     let cluster =
-        format!("[{{id=\"local\", host=\"unix:///var/run/docker.sock\"}}, {{{e1_entry}}}]");
+        format!("[{{id=\"{HERE}\", host=\"unix:///var/run/docker.sock\"}}, {{{e1_entry}}}]");
     let app = start_on_own_runtime(&[
         ("RUNBOX_CLUSTER__ENGINES", cluster.as_str()),
         ("RUNBOX_CLUSTER__HEALTH_INTERVAL_MS", "500"),
