@@ -318,9 +318,9 @@ pub struct EngineConfig {
     pub host: String,
 }
 
-/// Several engines, and later several nodes. Absent (or with no engines): the one engine of
-/// [`EngineConfig`], every state in memory, as on a single machine.
-#[derive(Debug, Clone, Deserialize)]
+/// Several engines and several nodes. Absent: the one engine of [`EngineConfig`], every state
+/// in memory, as on a single machine.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// The Docker engines sandboxes are placed on; empty: the one of `[engine]`.
@@ -330,6 +330,23 @@ pub struct ClusterConfig {
     /// Failed pings (or failed calls) in a row after which an engine gets no new work until a
     /// ping succeeds again.
     pub unhealthy_after: u32,
+    /// `redis://host:port/db` of the Redis that several runbox nodes share (the session
+    /// catalog and leases, rate limits, caps, Judge0's submissions); empty: this node alone,
+    /// everything in memory.
+    pub redis: String,
+    /// This node's name in the shared state; empty: a random one at every start.
+    pub node_id: String,
+    /// Where the other nodes reach this one for a session it hosts (`http://host:port`);
+    /// empty: `http://` + the address it listens on.
+    pub node_url: String,
+    /// The secret that authenticates a request one node forwards to another (the same on every
+    /// node, at least 16 characters; never sent to a client). Needed with `redis`.
+    pub internal_token: String,
+    /// How long a node's hold on a session (and its own heartbeat) lasts without renewal: a
+    /// node killed hands its sessions over this long after its last renewal.
+    pub lease_ttl_ms: u64,
+    /// Prefix of every Redis key runbox writes.
+    pub key_prefix: String,
 }
 
 impl Default for ClusterConfig {
@@ -338,13 +355,45 @@ impl Default for ClusterConfig {
             engines: Vec::new(),
             health_interval_ms: 2000,
             unhealthy_after: 3,
+            redis: String::new(),
+            node_id: String::new(),
+            node_url: String::new(),
+            internal_token: String::new(),
+            lease_ttl_ms: 5000,
+            key_prefix: "runbox:".to_owned(),
         }
+    }
+}
+
+/// The nodes' shared secret stays out of logs (the effective config is logged at start).
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("engines", &self.engines)
+            .field("health_interval_ms", &self.health_interval_ms)
+            .field("unhealthy_after", &self.unhealthy_after)
+            .field("redis", &self.redis)
+            .field("node_id", &self.node_id)
+            .field("node_url", &self.node_url)
+            .field("internal_token", &"<redacted>")
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
     }
 }
 
 impl ClusterConfig {
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
+    }
+
+    /// Several nodes share state through Redis.
+    pub fn is_shared(&self) -> bool {
+        !self.redis.is_empty()
     }
 }
 
@@ -674,6 +723,37 @@ fn validate_cluster(raw: &RawConfig, pooled: usize) -> Result<(), ConfigError> {
             "cluster",
             "health_interval_ms must be at least 100 and unhealthy_after at least 1".to_owned(),
         );
+    }
+    if c.is_shared() {
+        if !c.redis.starts_with("redis://") && !c.redis.starts_with("unix://") {
+            return key(
+                "cluster.redis",
+                "must start with redis:// (or unix:// for a socket)".to_owned(),
+            );
+        }
+        if c.internal_token.chars().count() < 16 {
+            return key(
+                "cluster.internal_token",
+                "needs at least 16 characters when cluster.redis is set (the nodes' shared secret)"
+                    .to_owned(),
+            );
+        }
+        if c.lease_ttl_ms < 500 {
+            return key("cluster.lease_ttl_ms", "must be at least 500".to_owned());
+        }
+        if !c.node_url.is_empty() && !c.node_url.starts_with("http://") {
+            return key("cluster.node_url", "must start with http://".to_owned());
+        }
+        if !c
+            .node_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return key(
+                "cluster.node_id",
+                "must be letters, digits, '-' or '_'".to_owned(),
+            );
+        }
     }
     if c.engines.is_empty() {
         return Ok(());

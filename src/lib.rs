@@ -39,4 +39,5 @@ pub mod names;
 pub mod rooms;
 pub mod sandbox;
 pub mod sessions;
+pub mod shared;
 pub mod submissions;

@@ -4,14 +4,17 @@
 pub mod client;
 pub mod keys;
 pub mod rate;
+pub mod shared_rate;
 
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
+use crate::shared::Shared;
 pub use client::ClientId;
 pub use keys::{ApiKeys, KeyCheck};
 pub use rate::{Limiter, Quota, RateLimited, RateLimiter};
+use shared_rate::SharedRateLimiter;
 
 use crate::config::{ApiKeyConfig, AuthConfig, ConfigError, RateLimitConfig};
 
@@ -35,6 +38,8 @@ pub struct Access {
     /// The metrics scraper's token, when one is configured.
     metrics_token: Option<Arc<ApiKeys>>,
     limiter: Arc<dyn Limiter>,
+    /// With several nodes: what tells a request another node forwarded.
+    shared: Option<Shared>,
     client_ip_header: Arc<str>,
 }
 
@@ -44,8 +49,17 @@ impl Access {
         rate_limit: &RateLimitConfig,
         auth: &AuthConfig,
         routes: &[String],
+        shared: Option<&Shared>,
     ) -> Result<Access, ConfigError> {
         validate(rate_limit, auth, routes)?;
+        let limiter: Arc<dyn Limiter> = match shared {
+            Some(shared) => Arc::new(SharedRateLimiter::new(
+                rate_limit,
+                &auth.keys,
+                shared.clone(),
+            )),
+            None => Arc::new(RateLimiter::new(rate_limit, &auth.keys)),
+        };
         let metrics_token = (!auth.metrics_token_sha256.is_empty()).then(|| {
             Arc::new(ApiKeys::new(&[ApiKeyConfig {
                 name: METRICS_CLIENT.to_owned(),
@@ -56,8 +70,28 @@ impl Access {
         Ok(Access {
             keys: Arc::new(ApiKeys::new(&auth.keys)),
             metrics_token,
-            limiter: Arc::new(RateLimiter::new(rate_limit, &auth.keys)),
+            limiter,
+            shared: shared.cloned(),
             client_ip_header: rate_limit.client_ip_header.to_ascii_lowercase().into(),
+        })
+    }
+
+    /// The client of a request another node forwarded (it carries the nodes' secret): that
+    /// node checked its key and counted it against its rate limit already. `None` for any
+    /// other request (a wrong secret included: it is then judged as a client's).
+    pub fn forwarded_client(&self, headers: &HeaderMap) -> Option<ClientId> {
+        let shared = self.shared.as_ref()?;
+        let token = headers.get(crate::shared::HOP_TOKEN_HEADER)?;
+        if !shared.is_hop_token(token.as_bytes()) {
+            return None;
+        }
+        let client = headers
+            .get(crate::shared::HOP_CLIENT_HEADER)?
+            .to_str()
+            .ok()?;
+        Some(match client.strip_prefix("key:") {
+            Some(name) => ClientId::Key(name.to_owned()),
+            None => ClientId::Address(client.parse().ok()?),
         })
     }
 
@@ -207,7 +241,7 @@ mod tests {
     fn refused_key(routes: &[&str], digest: &str) -> String {
         let served = ["POST /run".to_owned(), "GET /healthz".to_owned()];
         let (rate_limit, auth) = settings(routes, digest);
-        match Access::new(&rate_limit, &auth, &served) {
+        match Access::new(&rate_limit, &auth, &served, None) {
             Err(ConfigError::Key { key, .. }) => key,
             other => panic!("{other:?}"),
         }
@@ -218,7 +252,7 @@ mod tests {
         let digest = "ab".repeat(32);
         let served = ["POST /run".to_owned()];
         let (rate_limit, auth) = settings(&["POST /run"], &digest);
-        assert!(Access::new(&rate_limit, &auth, &served).is_ok());
+        assert!(Access::new(&rate_limit, &auth, &served, None).is_ok());
         assert_eq!(
             refused_key(&["POST /nowhere"], &digest),
             "rate_limit.rules.runs.routes"

@@ -189,6 +189,17 @@ impl<C: Clock + Clone> RateLimiter<C> {
         }
     }
 
+    /// The rule that limits `route` for `client`: its name, the client's requests per window
+    /// (its key's own quota, or the rule's), and the window.
+    pub fn rule_for(&self, route: &str, client: &ClientId) -> Option<(&str, u32, Duration)> {
+        let rule = &self.rules[*self.route_rule.get(route)?];
+        let own = match client {
+            ClientId::Key(name) => rule.own_quota.get(name).map(|(requests, _)| *requests),
+            ClientId::Address(_) => None,
+        };
+        Some((&rule.name, own.unwrap_or(rule.requests), rule.window))
+    }
+
     /// How many (rule, client) buckets are tracked.
     pub fn tracked(&self) -> usize {
         self.rules.iter().map(|rule| rule.clients.len()).sum()

@@ -12,6 +12,11 @@ use super::ApiError;
 use super::AppState;
 use crate::access::{ClientId, Quota, Refusal};
 
+/// Marks a request another node forwarded: it is not counted again, and it is served here
+/// (never forwarded a second time).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded;
+
 /// Identifies the client; refuses a request without a valid key where one is needed.
 pub async fn identify_client(
     State(state): State<AppState>,
@@ -23,6 +28,13 @@ pub async fn identify_client(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |c| c.0);
+    if let Some(client) = state.access.forwarded_client(request.headers()) {
+        // Identified and counted by the node it came through.
+        tracing::Span::current().record("client", tracing::field::display(&client));
+        request.extensions_mut().insert(client);
+        request.extensions_mut().insert(Forwarded);
+        return next.run(request).await;
+    }
     match state
         .access
         .identify(request.uri().path(), peer, request.headers())
@@ -48,6 +60,9 @@ pub async fn rate_limit(
     let Some(client) = request.extensions().get::<ClientId>() else {
         return next.run(request).await;
     };
+    if request.extensions().get::<Forwarded>().is_some() {
+        return next.run(request).await;
+    }
     match state.access.admit(&route, client).await {
         Ok(None) => next.run(request).await,
         Ok(Some(quota)) => {

@@ -74,6 +74,14 @@ pub enum ApiError {
     TooSlow,
     #[error("runbox is restarting; reconnect shortly")]
     ShuttingDown,
+    #[error("this session's sandbox was lost with its engine; create a new session")]
+    SessionLost,
+    #[error(
+        "sessions cannot be reached right now (the nodes' shared state is unavailable); retry shortly"
+    )]
+    StateUnavailable,
+    #[error("this session is moving to another node; retry in a moment")]
+    SessionMoving,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -130,6 +138,9 @@ impl ApiError {
             },
             ApiError::TooSlow => (StatusCode::TOO_MANY_REQUESTS, "too_slow"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::SessionLost => (StatusCode::GONE, "session_lost"),
+            ApiError::StateUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable"),
+            ApiError::SessionMoving => (StatusCode::SERVICE_UNAVAILABLE, "session_moving"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -203,6 +214,12 @@ impl From<SessionError> for ApiError {
             SessionError::Run(err) => err.into(),
             SessionError::Sandbox(err) => err.into(),
             SessionError::Refused(refused) => ApiError::InputRefused(refused),
+            SessionError::Lost => ApiError::SessionLost,
+            SessionError::Moving => ApiError::SessionMoving,
+            SessionError::Shared(crate::shared::SharedError::Unavailable) => {
+                ApiError::StateUnavailable
+            }
+            SessionError::Shared(err) => ApiError::Internal(Box::new(err)),
         }
     }
 }
@@ -277,6 +294,9 @@ impl IntoResponse for ApiError {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             ApiError::SandboxUnavailable(_) => Some(RETRY_AFTER_SECS),
+            ApiError::StateUnavailable | ApiError::SessionMoving => {
+                Some(RETRY_AFTER_OVERLOADED_SECS)
+            }
             _ => None,
         };
         if let Some(seconds) = retry_after {

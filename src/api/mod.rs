@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod json;
 pub mod judge0;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub judge0: crate::config::Judge0Config,
     /// The browser playground's files (or why there are none).
     pub playground: playground::SharedPlayground,
+    /// With several nodes: the shared state (the hop to a session's host goes by it).
+    pub shared: Option<crate::shared::Shared>,
 }
 
 /// One route: its method and path (as routed, with `{id}`) and its handler.

@@ -17,6 +17,7 @@ use crate::executor::{Executor, HealthPolicy};
 use crate::metrics::Metrics;
 use crate::sandbox::{EngineAddress, Lifetimes, SandboxBudget, SandboxError, Sandboxes};
 use crate::sessions::Sessions;
+use crate::shared::Shared;
 use crate::submissions::Submissions;
 
 pub use crate::api::AppState;
@@ -38,6 +39,8 @@ pub enum StartError {
     Sandbox(#[from] SandboxError),
     #[error("the listener has no address: {0}")]
     Listener(#[from] std::io::Error),
+    #[error("cluster.redis: {0}")]
+    Shared(#[from] crate::shared::SharedError),
 }
 
 /// A client for every engine of the config, each with its share of the sandbox budget.
@@ -115,6 +118,7 @@ pub struct Server {
     pub sessions: Sessions,
     pub submissions: Submissions,
     callbacks: Callbacks,
+    shared: Option<Shared>,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     judge0_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -127,7 +131,27 @@ impl Server {
     pub async fn start(config: Config, listener: TcpListener) -> Result<Server, StartError> {
         // The settings the domain checks itself, before anything starts.
         crate::sandbox::policy::validate(&config.sandbox)?;
-        let access = Access::new(&config.rate_limit, &config.auth, &api::route_names())?;
+        let addr = listener.local_addr()?;
+        // Several nodes: their shared state, reached lazily (a node starts while Redis is
+        // down, and serves one-shot runs meanwhile).
+        let shared = if config.cluster.is_shared() {
+            let shared = Shared::connect(&config.cluster, addr)?;
+            shared.start_heartbeat();
+            tracing::info!(
+                node = shared.node_id(),
+                url = shared.node_url(),
+                "a node of a cluster (shared state in Redis)"
+            );
+            Some(shared)
+        } else {
+            None
+        };
+        let access = Access::new(
+            &config.rate_limit,
+            &config.auth,
+            &api::route_names(),
+            shared.as_ref(),
+        )?;
         let job_lifetime_bound = config
             .languages
             .iter()
@@ -169,6 +193,7 @@ impl Server {
             config.sessions.clone(),
             config.terminal.clone(),
             executor.clone(),
+            shared.clone(),
         )
         .await;
         metrics.watch_sessions(std::sync::Arc::new(sessions.clone()));
@@ -182,6 +207,7 @@ impl Server {
                 access,
                 metrics: metrics.clone(),
                 callbacks: callbacks.clone(),
+                shared: shared.clone(),
                 judge0: config.judge0.clone(),
                 playground: std::sync::Arc::new(api::playground::Playground::load(
                     config.server.playground,
@@ -190,7 +216,6 @@ impl Server {
             },
             &config.server,
         );
-        let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
         // Judge0 alone at the root of a second address, when configured.
         let judge0_listener = match config.judge0.listen {
@@ -231,6 +256,7 @@ impl Server {
             sessions,
             submissions,
             callbacks,
+            shared,
             stop,
             task,
             judge0_task,
@@ -268,6 +294,9 @@ impl Server {
         // Callbacks of the submissions just ended are dropped with the ones in flight.
         self.callbacks.shutdown().await;
         self.sessions.shutdown().await;
+        if let Some(shared) = &self.shared {
+            shared.shutdown().await;
+        }
         self.executor.shutdown().await;
         served.unwrap_or(Ok(()))
     }

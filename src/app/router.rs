@@ -35,6 +35,11 @@ pub fn router(state: AppState, server: &ServerConfig) -> Router {
         routes = routes.route(route.path, route.handler);
     }
     routes
+        // A session's request goes to the node hosting it, after it is counted here.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            api::forward::to_host,
+        ))
         // Runs after routing, so the rule is found by the route's pattern.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -50,6 +50,19 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// The container this call was about is gone or no longer runs (its engine lost it, e.g.
+    /// a daemon restarted without live-restore): a lasting sandbox cannot come back from this.
+    pub fn is_gone(&self) -> bool {
+        match self {
+            SandboxError::EngineRefused { status: 404, .. } => true,
+            SandboxError::EngineRefused {
+                status: 409,
+                message,
+            } => message.contains("not running") || message.contains("is paused"),
+            _ => false,
+        }
+    }
+
     pub(super) fn from_engine(err: bollard::errors::Error) -> Self {
         use bollard::errors::Error as E;
         ENGINE_ERRORS.fetch_add(1, Ordering::Relaxed);

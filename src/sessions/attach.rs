@@ -83,7 +83,7 @@ impl Sessions {
                 tracing::warn!(session = %super::log_tag(id), error = %err, "terminal start replaces the sandbox");
                 *slot = None;
                 let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
-                self.install(id, &mut slot, sandbox, language.clone());
+                self.install(id, &mut slot, sandbox, language.clone()).await;
             }
         } else {
             // The new sandbox first: when it cannot be made, the REPL goes on untouched.
@@ -97,7 +97,7 @@ impl Sessions {
             match moved {
                 Ok(()) => {
                     // The old sandbox, its REPL with it, is removed as it is dropped here.
-                    self.install(id, &mut slot, fresh, language.clone());
+                    self.install(id, &mut slot, fresh, language.clone()).await;
                 }
                 Err(err) => {
                     // The files stay where they are, and so does the language: the REPL

@@ -12,6 +12,7 @@
 //! spares.
 
 pub mod attach;
+pub mod catalog;
 pub mod store;
 
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ use crate::executor::{
 };
 use crate::languages::Language;
 use crate::rooms::{InputRefused, LOST_WITH_SANDBOX, SharedTerminal};
+use crate::shared::{Shared, SharedError};
+use catalog::{Catalog, Claim, Held};
 use store::{MemoryStore, SessionRecord, SessionStore};
 
 /// Language of a session created without one: a shell.
@@ -36,6 +39,9 @@ const DEFAULT_LANGUAGE: &str = "bash";
 const LABEL_SESSION_ID: &str = "runbox.session.id";
 const LABEL_SESSION_CREATED: &str = "runbox.session.created";
 const LABEL_SESSION_OWNER: &str = "runbox.session.owner";
+/// The client that created the session: its per-client cap counts it again after the shared
+/// catalog is rebuilt from the labels.
+const LABEL_SESSION_CLIENT: &str = "runbox.session.client";
 
 /// What logs say of a session instead of its id, which is the session's only credential (the
 /// invite link of its room): the first 12 hex digits of its SHA-256, the same on every line
@@ -86,6 +92,24 @@ pub enum SessionError {
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
     Refused(#[from] InputRefused),
+    /// The session's sandbox is gone with its engine (e.g. a daemon restarted without
+    /// live-restore): the session is removed.
+    #[error("this session's sandbox was lost with its engine; create a new session")]
+    Lost,
+    /// The shared catalog cannot be reached, or the session is moving between nodes.
+    #[error("{0}")]
+    Shared(#[from] SharedError),
+    #[error("this session is moving to another node; retry")]
+    Moving,
+}
+
+/// Which node serves a request for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// This one (always so without shared state).
+    Here,
+    /// Another live node, at this address (`cluster.node_url`).
+    At(String),
 }
 
 /// A session as clients see it.
@@ -119,6 +143,10 @@ struct Inner {
     executor: Executor,
     /// The sandbox of every live session of this process. The async mutex serialises runs.
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
+    /// With several nodes: the shared records and leases.
+    catalog: Option<Catalog>,
+    /// One takeover at a time on this node (two requests for one session find it once).
+    takeovers: tokio::sync::Mutex<()>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -131,6 +159,13 @@ struct LiveSession {
     /// Cancelled by DELETE and expiry: a run in progress ends at once.
     ended: CancellationToken,
     terminal: SharedTerminal,
+}
+
+/// A session's sandbox found by its label, with what its labels say.
+struct Adopted {
+    sandbox: Sandbox,
+    language: Arc<Language>,
+    labels: HashMap<String, String>,
 }
 
 struct SessionSandbox {
@@ -152,11 +187,14 @@ impl LiveSession {
 
 impl Sessions {
     /// Takes back the live sessions an earlier process with the same `sessions.owner` left
-    /// running (expired ones are removed), then starts the reaper.
+    /// running (expired ones are removed), then starts the reaper. With `shared` (several
+    /// nodes) nothing is taken back at start: a session is taken over by the node its next
+    /// request reaches, and this node renews the leases of those it hosts.
     pub async fn start(
         config: SessionsConfig,
         terminal_config: TerminalConfig,
         executor: Executor,
+        shared: Option<Shared>,
     ) -> Sessions {
         let sessions = Sessions {
             inner: Arc::new(Inner {
@@ -165,14 +203,24 @@ impl Sessions {
                 store: Arc::new(MemoryStore::default()),
                 executor,
                 live: Mutex::default(),
+                catalog: shared.map(Catalog::new),
+                takeovers: tokio::sync::Mutex::new(()),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
         };
-        match sessions.recover().await {
-            Ok(0) => {}
-            Ok(taken) => tracing::info!(taken, "took back live sessions"),
-            Err(err) => tracing::warn!(error = %err, "cannot take back earlier sessions"),
+        if sessions.inner.catalog.is_some() {
+            let renewer = sessions.clone();
+            sessions
+                .inner
+                .tasks
+                .spawn(async move { renewer.renew_until_stopped().await });
+        } else {
+            match sessions.recover().await {
+                Ok(0) => {}
+                Ok(taken) => tracing::info!(taken, "took back live sessions"),
+                Err(err) => tracing::warn!(error = %err, "cannot take back earlier sessions"),
+            }
         }
         let reaper = sessions.clone();
         sessions
@@ -272,22 +320,50 @@ impl Sessions {
             map.insert(id.clone(), live.clone());
             self.inner.store.insert(record.clone());
         }
+        // The cluster's caps, counted in the catalog (after this node's own, which cost
+        // nothing to check).
+        if let Some(catalog) = &self.inner.catalog {
+            let claimed = catalog
+                .claim(
+                    &record,
+                    self.inner.config.max_sessions,
+                    self.inner.config.max_per_client,
+                )
+                .await;
+            let refusal = match claimed {
+                Ok(Claim::Taken) => None,
+                Ok(Claim::AtCapacity) => Some(SessionError::AtCapacity),
+                Ok(Claim::ClientAtCapacity) => Some(SessionError::ClientAtCapacity(
+                    self.inner.config.max_per_client,
+                )),
+                Err(err) => Some(err.into()),
+            };
+            if let Some(refusal) = refusal {
+                self.lock_live().remove(&id);
+                self.inner.store.remove(&id);
+                return Err(refusal);
+            }
+        }
         let sandbox = match self.new_sandbox(&id, &language, now).await {
             Ok(sandbox) => sandbox,
             Err(err) => {
                 self.lock_live().remove(&id);
                 self.inner.store.remove(&id);
+                if let Some(catalog) = &self.inner.catalog {
+                    let _ = catalog.remove(&id, Some(client)).await;
+                }
                 return Err(err.into());
             }
         };
         record.sandbox = Some(sandbox.id().to_owned());
-        self.install(&id, &mut *live.slot.lock().await, sandbox, language);
+        self.install(&id, &mut *live.slot.lock().await, sandbox, language)
+            .await;
         Ok(self.view(&record))
     }
 
     /// Puts `sandbox` in the session's slot (the one there before, if any, is removed as it
     /// is dropped) and the record says so.
-    fn install(
+    async fn install(
         &self,
         id: &str,
         slot: &mut Option<SessionSandbox>,
@@ -295,6 +371,13 @@ impl Sessions {
         language: Arc<Language>,
     ) {
         self.inner.store.set_sandbox(id, sandbox.id(), &language.id);
+        if let Some(catalog) = &self.inner.catalog
+            && let Err(err) = catalog.set_sandbox(id, sandbox.id(), &language.id).await
+        {
+            // The record's sandbox is for the reader's information only: a takeover finds
+            // the sandbox by its session label.
+            tracing::warn!(error = %err, "the shared catalog missed a session's new sandbox");
+        }
         *slot = Some(SessionSandbox { sandbox, language });
     }
 
@@ -326,8 +409,19 @@ impl Sessions {
             result = self.run_locked(id, &live, job) => result,
             () = ended.cancelled() => Err(SessionError::NotFound),
         };
-        if result.is_ok() {
-            self.inner.store.touch(id, SystemTime::now());
+        match &result {
+            Ok(_) => {
+                let now = SystemTime::now();
+                self.inner.store.touch(id, now);
+                if let Some(catalog) = &self.inner.catalog {
+                    let _ = catalog.touch(id, now).await;
+                }
+            }
+            Err(SessionError::Lost) => {
+                tracing::warn!(session = %log_tag(id), "a session's sandbox is gone: session removed");
+                let _ = self.delete(id).await;
+            }
+            Err(_) => {}
         }
         result
     }
@@ -347,7 +441,10 @@ impl Sessions {
                 current.language.id, job.language.id
             )));
         }
-        let run = self.inner.executor.run_in(&current.sandbox, job).await?;
+        let run = match self.inner.executor.run_in(&current.sandbox, job).await {
+            Err(RunError::Sandbox(err)) if err.is_gone() => return Err(SessionError::Lost),
+            other => other?,
+        };
         let restarted = run.sandbox_unusable;
         if restarted {
             // The old sandbox goes (dropping removes it, the terminal's program with it); the
@@ -356,7 +453,7 @@ impl Sessions {
             live.terminal.program_lost(LOST_WITH_SANDBOX);
             *slot = None;
             let sandbox = self.new_sandbox(id, &language, self.created_at(id)).await?;
-            self.install(id, &mut slot, sandbox, language);
+            self.install(id, &mut slot, sandbox, language).await;
         }
         Ok(SessionRun { run, restarted })
     }
@@ -365,6 +462,14 @@ impl Sessions {
     pub async fn delete(&self, id: &str) -> Result<(), SessionError> {
         let live = self.lock_live().remove(id);
         let record = self.inner.store.remove(id);
+        if let Some(catalog) = &self.inner.catalog
+            && record.is_some()
+        {
+            let client = record.as_ref().and_then(|r| r.client.as_deref());
+            if let Err(err) = catalog.remove(id, client).await {
+                tracing::warn!(error = %err, "the shared catalog keeps a deleted session until the reaper");
+            }
+        }
         match (live, record) {
             (None, None) => Err(SessionError::NotFound),
             (live, _) => {
@@ -428,7 +533,260 @@ impl Sessions {
                 removed += 1;
             }
         }
+        removed + self.reap_unhosted(now).await
+    }
+
+    /// With several nodes: the expired sessions no live node hosts (their host died and no
+    /// request came since) are taken over and removed by whichever node's reaper finds them.
+    async fn reap_unhosted(&self, now: SystemTime) -> usize {
+        let Some(catalog) = &self.inner.catalog else {
+            return 0;
+        };
+        let unhosted = match catalog.unhosted().await {
+            Ok(unhosted) => unhosted,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the shared catalog to reap");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for (holder, record) in unhosted {
+            if !self.is_expired(&record, now) {
+                continue;
+            }
+            let id = record.id.clone();
+            if self.take_over(&id, holder, Some(record)).await.is_ok() {
+                if self.delete(&id).await.is_ok() {
+                    removed += 1;
+                }
+            } else if catalog.locate(&id).await.ok() == Some(Held::Unknown) {
+                removed += 1;
+            }
+        }
         removed
+    }
+
+    /// Which node serves a request for session `id`: here when this node hosts it or has just
+    /// taken it over (its host's lease lapsed, or the catalog lost it and its sandbox's labels
+    /// found it), else the live node that hosts it. A request forwarded here is never sent on
+    /// (`forwarded`): it is served here, or answered "moving".
+    pub async fn locate(&self, id: &str, forwarded: bool) -> Result<Location, SessionError> {
+        let Some(catalog) = &self.inner.catalog else {
+            return Ok(Location::Here);
+        };
+        match catalog.locate(id).await? {
+            Held::By { node, .. } if node == catalog.node_id() => {
+                if self.lock_live().contains_key(id) {
+                    Ok(Location::Here)
+                } else {
+                    // This node's name holds it but not this process (restarted with the same
+                    // `cluster.node_id`): taken over like any other.
+                    self.take_over(id, Some(node), None).await
+                }
+            }
+            Held::By { .. } if forwarded => Err(SessionError::Moving),
+            Held::By { url, .. } => Ok(Location::At(url)),
+            Held::Free { holder, record } => self.take_over(id, holder, Some(record)).await,
+            Held::Unknown => {
+                if self.lock_live().contains_key(id) {
+                    // Redis lost it (restarted empty): the next renewal puts it back.
+                    return Ok(Location::Here);
+                }
+                self.take_over(id, None, None).await
+            }
+        }
+    }
+
+    /// Takes the session's lease, then its sandbox by its session label (the processes an
+    /// earlier host left running in it, its terminal's program among them, are ended before
+    /// its next run or terminal start), and hosts it here.
+    async fn take_over(
+        &self,
+        id: &str,
+        holder: Option<String>,
+        record: Option<SessionRecord>,
+    ) -> Result<Location, SessionError> {
+        let Some(catalog) = &self.inner.catalog else {
+            return Ok(Location::Here);
+        };
+        let _one_at_a_time = self.inner.takeovers.lock().await;
+        if self.lock_live().contains_key(id) {
+            return Ok(Location::Here);
+        }
+        if record.is_none() && holder.is_none() {
+            // Not in the catalog: only a sandbox labelled with this id says it exists. No
+            // lease to take yet; the labels are looked up first (an unknown id costs one
+            // list per engine, like a 404).
+            return self.hydrate(id, catalog).await;
+        }
+        if catalog.take(id, holder.as_deref()).await?.is_none() {
+            // Another node was quicker: ask again where it is now.
+            return match catalog.locate(id).await? {
+                Held::By { url, node } if node != catalog.node_id() => Ok(Location::At(url)),
+                _ => Err(SessionError::Moving),
+            };
+        }
+        let found = self.adopt_sandbox(id).await;
+        let Some(Adopted {
+            sandbox,
+            language,
+            labels,
+        }) = found?
+        else {
+            let client = record.as_ref().and_then(|r| r.client.clone());
+            let _ = catalog.remove(id, client.as_deref()).await;
+            return Err(SessionError::Lost);
+        };
+        let mut record = match record {
+            Some(record) => record,
+            None => match self.record_from_labels(id, &labels, &language) {
+                Some(record) => record,
+                None => return Err(SessionError::NotFound),
+            },
+        };
+        record.holder = self.inner.config.owner.clone();
+        record.sandbox = Some(sandbox.id().to_owned());
+        self.host(record, sandbox, language);
+        tracing::info!(session = %log_tag(id), "took over a session");
+        Ok(Location::Here)
+    }
+
+    /// A session the catalog does not know (Redis restarted empty, or never had it) that a
+    /// sandbox's labels still name: entered again, hosted here.
+    async fn hydrate(&self, id: &str, catalog: &Catalog) -> Result<Location, SessionError> {
+        let Some(Adopted {
+            sandbox,
+            language,
+            labels,
+        }) = self.adopt_sandbox(id).await?
+        else {
+            return Err(SessionError::NotFound);
+        };
+        let Some(mut record) = self.record_from_labels(id, &labels, &language) else {
+            return Err(SessionError::NotFound);
+        };
+        record.sandbox = Some(sandbox.id().to_owned());
+        if self.is_expired(&record, SystemTime::now()) {
+            return Err(SessionError::NotFound); // dropped: removed
+        }
+        // Entered as a claim (counted again), past the caps: it exists already.
+        match catalog.claim(&record, usize::MAX, usize::MAX).await? {
+            Claim::Taken => {}
+            _ => return Err(SessionError::Moving),
+        }
+        self.host(record, sandbox, language);
+        tracing::info!(session = %log_tag(id), "rebuilt a session from its sandbox's labels");
+        Ok(Location::Here)
+    }
+
+    async fn adopt_sandbox(&self, id: &str) -> Result<Option<Adopted>, SessionError> {
+        let adopted = self
+            .inner
+            .executor
+            .adopt_lasting(
+                &[format!("{LABEL_SESSION_ID}={id}")],
+                self.inner.config.memory_mb,
+            )
+            .await?;
+        // One sandbox per session; a second would be a leftover of a replacement (dropping
+        // it removes it).
+        let Some(found) = adopted.into_iter().find_map(|found| {
+            let language = found
+                .labels
+                .get(LABEL_LANGUAGE)
+                .and_then(|l| self.inner.executor.catalogue().resolve(l).cloned())?;
+            Some(Adopted {
+                sandbox: found.sandbox,
+                language,
+                labels: found.labels,
+            })
+        }) else {
+            return Ok(None);
+        };
+        // What the earlier host left running (a run cut off, its terminal's REPL) is ended:
+        // two nodes never drive one sandbox's programs.
+        if let Err(err) = found.sandbox.end_all_programs().await {
+            tracing::warn!(session = %log_tag(id), error = %err, "the programs an earlier host left did not end");
+        }
+        Ok(Some(found))
+    }
+
+    fn record_from_labels(
+        &self,
+        id: &str,
+        labels: &HashMap<String, String>,
+        language: &Language,
+    ) -> Option<SessionRecord> {
+        let created = labels
+            .get(LABEL_SESSION_CREATED)
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(|secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))?;
+        Some(SessionRecord {
+            id: id.to_owned(),
+            language: language.id.clone(),
+            client: labels.get(LABEL_SESSION_CLIENT).cloned(),
+            holder: self.inner.config.owner.clone(),
+            sandbox: None,
+            created_at: created,
+            last_used_at: SystemTime::now(),
+        })
+    }
+
+    fn host(&self, record: SessionRecord, sandbox: Sandbox, language: Arc<Language>) {
+        let live = LiveSession::new(
+            Some(SessionSandbox { sandbox, language }),
+            &self.inner.terminal_config,
+        );
+        self.lock_live().insert(record.id.clone(), live);
+        self.inner.store.insert(record);
+    }
+
+    /// Renews the leases of the sessions hosted here every third of their TTL; a session
+    /// another node holds now (this node was too slow to renew) is let go of at once, its
+    /// sandbox left to that node.
+    async fn renew_until_stopped(&self) {
+        let Some(catalog) = &self.inner.catalog else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(catalog.lease_ttl() / 3);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = self.inner.stop.cancelled() => return,
+            }
+            let hosted: Vec<SessionRecord> = {
+                let live = self.lock_live();
+                self.inner
+                    .store
+                    .all()
+                    .into_iter()
+                    .filter(|r| live.contains_key(&r.id))
+                    .collect()
+            };
+            match catalog.renew(&hosted).await {
+                Ok(lost) => {
+                    for id in lost {
+                        tracing::warn!(session = %log_tag(&id), "another node holds this session now: let go");
+                        self.let_go(&id).await;
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "cannot renew the session leases"),
+            }
+        }
+    }
+
+    /// Drops this node's live part of a session without removing its sandbox (another node
+    /// hosts it now, or will: this one stops).
+    async fn let_go(&self, id: &str) {
+        let live = self.lock_live().remove(id);
+        self.inner.store.remove(id);
+        if let Some(live) = live {
+            live.ended.cancel();
+            live.terminal.close();
+            if let Some(current) = live.slot.lock().await.take() {
+                current.sandbox.detach();
+            }
+        }
     }
 
     /// Stops the reaper; then leaves every session's sandbox running for the next start
@@ -439,7 +797,12 @@ impl Sessions {
         self.inner.tasks.wait().await;
         let ids: Vec<String> = self.lock_live().keys().cloned().collect();
         for id in ids {
-            if self.inner.config.keep_on_shutdown {
+            if let Some(catalog) = &self.inner.catalog {
+                // The session is the cluster's: handed over (the next node asked takes it
+                // over at once, not after the lease's TTL).
+                self.let_go(&id).await;
+                let _ = catalog.release(&id).await;
+            } else if self.inner.config.keep_on_shutdown {
                 let live = self.lock_live().remove(&id);
                 if let Some(live) = live {
                     live.ended.cancel();
@@ -492,6 +855,14 @@ impl Sessions {
                     (
                         LABEL_SESSION_OWNER.to_owned(),
                         self.inner.config.owner.clone(),
+                    ),
+                    (
+                        LABEL_SESSION_CLIENT.to_owned(),
+                        self.inner
+                            .store
+                            .get(id)
+                            .and_then(|r| r.client)
+                            .unwrap_or_default(),
                     ),
                 ],
             })
