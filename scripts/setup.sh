@@ -35,6 +35,8 @@ if [ "$mode" = test ]; then
   command -v npm >/dev/null || missing+=(npm)
   python3 -m ensurepip --version >/dev/null 2>&1 || missing+=(python3-venv)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # The nodes suite runs several runbox nodes on a Redis of its own (Debian's redis-server).
+  command -v redis-server >/dev/null || missing+=(redis-server)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} (Debian packages; chromium alone is a few hundred MB)"
@@ -120,7 +122,9 @@ tests/clients/venv/bin/pip install --quiet --disable-pip-version-check -r tests/
 say "running the test suite (runc)"
 # The browser's checks run on their own afterwards: chromium beside the suite's floods and
 # compiles would take the CPU that their timing-sensitive readers need.
-cargo test --locked -- --skip browser:: --skip cluster::
+cargo test --locked -- --skip browser:: --skip cluster:: --skip nodes::
+say "running the nodes suite (several runbox processes on one Redis of its own: the hop, a node killed and stopped, Redis restarted empty, one rate limit over three nodes)"
+cargo test --locked --test it -- nodes::
 say "starting two more Docker engines for the cluster suite (scripts/engines.sh: one in its own network namespace, one over mutual TLS on 127.0.0.1)"
 trap 'scripts/engines.sh stop --purge >/dev/null 2>&1 || true' EXIT
 RUNBOX_TEST_ENGINES=$(scripts/engines.sh start)

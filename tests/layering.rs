@@ -12,6 +12,7 @@ const RULE: &[(&str, &[&str])] = &[
     ("languages", &["names"]),
     ("config", &["languages", "names"]),
     ("sandbox", &["config", "languages", "names"]),
+    ("shared", &["config"]),
     ("metrics", &["sandbox"]),
     (
         "executor",
@@ -24,6 +25,7 @@ const RULE: &[(&str, &[&str])] = &[
         &[
             "rooms",
             "executor",
+            "shared",
             "metrics",
             "config",
             "languages",
@@ -31,7 +33,7 @@ const RULE: &[(&str, &[&str])] = &[
         ],
     ),
     ("callbacks", &["config"]),
-    ("access", &["config"]),
+    ("access", &["shared", "config"]),
     ("connections", &["access"]),
     (
         "api",
@@ -43,6 +45,7 @@ const RULE: &[(&str, &[&str])] = &[
             "submissions",
             "callbacks",
             "rooms",
+            "shared",
             "metrics",
             "config",
             "languages",
@@ -63,6 +66,7 @@ const RULE: &[(&str, &[&str])] = &[
             "sessions",
             "submissions",
             "callbacks",
+            "shared",
             "metrics",
             "sandbox",
             "config",

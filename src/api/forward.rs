@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message as HopMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as HopClose;
 
 use super::access::Forwarded;
+use super::json::BodyLimit;
 use super::{ApiError, AppState};
 use crate::access::ClientId;
 use crate::connections::ConnectionHold;
@@ -28,6 +29,10 @@ use crate::shared::{HOP_CLIENT_HEADER, HOP_TOKEN_HEADER, Shared};
 /// Reaching a live node on the nodes' own network takes well under this; past it the node is
 /// taken for gone (the client is told to retry, and its lease lapses soon).
 const HOP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a request for a session whose host cannot be reached asks again where it is.
+const UNREACHED_RETRY: Duration = Duration::from_millis(100);
+/// The body bound when the request carries none (the router always sets one).
+const DEFAULT_HOP_BODY_LIMIT: usize = 1 << 20;
 
 /// One pooled HTTP/1.1 client for every hop: kept-alive connections with `TCP_NODELAY`
 /// (measured for the engine's TLS: Nagle plus a connection per call cost +44 ms a call).
@@ -87,24 +92,56 @@ pub async fn to_host(
         return next.run(request).await;
     };
     let forwarded = request.extensions().get::<Forwarded>().is_some();
-    match state.sessions.locate(&id, forwarded).await {
-        Ok(Location::Here) => next.run(request).await,
-        Ok(Location::At(url)) => {
-            let client = request.extensions().get::<ClientId>().cloned();
-            let is_upgrade = request
-                .headers()
-                .get(header::UPGRADE)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-            let answer = if is_upgrade {
-                hop_socket(&state, &shared, &url, client, request).await
-            } else {
-                hop_request(&shared, &url, client, request).await
-            };
-            answer.unwrap_or_else(IntoResponse::into_response)
+    let url = match state.sessions.locate(&id, forwarded).await {
+        Ok(Location::Here) => return next.run(request).await,
+        Ok(Location::At(url)) => url,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let client = request.extensions().get::<ClientId>().cloned();
+    let is_upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if is_upgrade {
+        return hop_socket(&state, &shared, &url, client, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
+    // The body is kept until the host has it: a host that cannot be reached (stopping, or
+    // killed) has not seen the request, which then goes to the session's next host.
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(DEFAULT_HOP_BODY_LIMIT, |limit| limit.0);
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => return ApiError::PayloadTooLarge { limit }.into_response(),
+    };
+    let deadline = tokio::time::Instant::now() + shared.lease_ttl() + HOP_CONNECT_TIMEOUT;
+    let mut url = url;
+    loop {
+        match hop_request(&shared, &url, client.as_ref(), &parts, body.clone()).await {
+            Ok(response) => return response,
+            Err(Unreached) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(UNREACHED_RETRY).await;
+            }
+            Err(Unreached) => return ApiError::SessionMoving.into_response(),
         }
-        Err(err) => ApiError::from(err).into_response(),
+        // Its lease lapses (killed) or is handed over (stopped) soon: then it is here, or
+        // with whichever node took it.
+        match state.sessions.locate(&id, false).await {
+            Ok(Location::Here) => {
+                return next.run(Request::from_parts(parts, Body::from(body))).await;
+            }
+            Ok(Location::At(next_url)) => url = next_url,
+            Err(err) => return ApiError::from(err).into_response(),
+        }
     }
 }
+
+/// The host could not be reached, so it never saw the request.
+struct Unreached;
 
 fn hop_headers(shared: &Shared, client: Option<&ClientId>, from: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -136,31 +173,45 @@ fn path_and_query(request: &Request) -> String {
 async fn hop_request(
     shared: &Shared,
     url: &str,
-    client: Option<ClientId>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let target = format!("{url}{}", path_and_query(&request));
-    let (parts, body) = request.into_parts();
-    let headers = hop_headers(shared, client.as_ref(), &parts.headers);
-    let upstream = HOP_CLIENT
-        .request(parts.method, &target)
+    client: Option<&ClientId>,
+    parts: &axum::http::request::Parts,
+    body: bytes::Bytes,
+) -> Result<Response, Unreached> {
+    let target = format!(
+        "{url}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |pq| pq.as_str())
+    );
+    let headers = hop_headers(shared, client, &parts.headers);
+    let sent = HOP_CLIENT
+        .request(parts.method.clone(), &target)
         .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .body(body)
         .send()
-        .await
-        .map_err(|err| {
-            tracing::warn!(error = %err, "the node hosting a session did not answer");
-            ApiError::SessionMoving
-        })?;
+        .await;
+    let upstream = match sent {
+        Ok(upstream) => upstream,
+        Err(err) if err.is_connect() => {
+            tracing::debug!(error = %err, "the node hosting a session cannot be reached");
+            return Err(Unreached);
+        }
+        Err(err) => {
+            // It had the request (it may have run it): not sent again.
+            tracing::warn!(error = %err, "the node hosting a session broke off its answer");
+            return Ok(ApiError::SessionMoving.into_response());
+        }
+    };
     let mut response = Response::builder().status(upstream.status());
     for (name, value) in upstream.headers() {
         if !is_hop_by_hop(name) {
             response = response.header(name, value);
         }
     }
-    response
+    Ok(response
         .body(Body::from_stream(upstream.bytes_stream()))
-        .map_err(|err| ApiError::Internal(Box::new(err)))
+        .unwrap_or_else(|err| ApiError::Internal(Box::new(err)).into_response()))
 }
 
 /// A WebSocket: the host's socket is opened first (its refusal, e.g. `session_not_found`,

@@ -19,6 +19,7 @@ mod languages;
 mod limits;
 mod live;
 mod logs;
+mod nodes;
 mod openapi;
 mod piston;
 mod pool;
