@@ -1103,6 +1103,40 @@ mod tests {
     }
 
     #[test]
+    fn several_nodes_need_a_secret_and_the_secret_stays_out_of_logs() {
+        let redis = ("RUNBOX_CLUSTER__REDIS", r#""redis://127.0.0.1:6379/""#);
+        let err = load_with(&[redis]).unwrap_err();
+        assert!(err.to_string().contains("cluster.internal_token"), "{err}");
+        let short = ("RUNBOX_CLUSTER__INTERNAL_TOKEN", r#""short""#);
+        assert!(load_with(&[redis, short]).is_err());
+        let token = (
+            "RUNBOX_CLUSTER__INTERNAL_TOKEN",
+            r#""a-secret-of-24-characters""#,
+        );
+        let config = load_with(&[redis, token]).unwrap();
+        assert!(config.cluster.is_shared());
+        assert!(!format!("{config:?}").contains("a-secret-of-24-characters"));
+        for (key, value, named) in [
+            ("RUNBOX_CLUSTER__REDIS", r#""http://x""#, "cluster.redis"),
+            (
+                "RUNBOX_CLUSTER__LEASE_TTL_MS",
+                "100",
+                "cluster.lease_ttl_ms",
+            ),
+            (
+                "RUNBOX_CLUSTER__NODE_URL",
+                r#""ftp://x""#,
+                "cluster.node_url",
+            ),
+            ("RUNBOX_CLUSTER__NODE_ID", r#""a b""#, "cluster.node_id"),
+        ] {
+            let err = load_with(&[redis, token, (key, value)]).unwrap_err();
+            assert!(err.to_string().contains(named), "{key}: {err}");
+        }
+        assert!(!load_with(&[]).unwrap().cluster.is_shared());
+    }
+
+    #[test]
     fn engines_share_the_budget_unless_given_a_capacity() {
         let config = load_with(&[(
             "RUNBOX_CLUSTER__ENGINES",

@@ -333,3 +333,30 @@ async fn sessions_count_against_the_one_sandbox_budget_and_leave_room_for_jobs()
     wait_for_session_containers(&first, 0).await;
     wait_for_session_containers(&second, 0).await;
 }
+
+#[tokio::test]
+async fn a_session_whose_sandbox_its_engine_lost_is_gone_and_says_so() {
+    // What a daemon restarted without live-restore does to a session: its container stops.
+    let app = start_on_own_runtime(&[]);
+    let id = session_id(&app, "python").await;
+    run_ok(&app, &id, "print(1)").await;
+    let docker = crate::common::docker().await;
+    for container in
+        crate::common::containers_with_labels(&[format!("runbox.session.id={id}")]).await
+    {
+        docker
+            .kill_container(
+                container.id.as_deref().unwrap(),
+                None::<bollard::query_parameters::KillContainerOptions>,
+            )
+            .await
+            .unwrap();
+    }
+    let (status, body) = run(&app, &id, json!({"language": "python", "code": "print(2)"})).await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    assert_eq!(body["error"]["code"], "session_lost");
+    assert!(!body.to_string().contains("container"), "{body}");
+    let (status, _) = get(&app, &id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the session is removed");
+    wait_for_session_containers(&id, 0).await;
+}
