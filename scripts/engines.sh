@@ -121,8 +121,25 @@ stop() {
   fi
 }
 
+# Pins an engine (its dockerd, its containerd and whatever they start from now on: affinity
+# is inherited) to one CPU, for `runbox bench --ceiling-scaling` (two engines on two CPUs are
+# two machines' worth of engine).
+pin() {
+  local name=${1:-} cpu=${2:-}
+  [ -n "$name" ] && [ -n "$cpu" ] || fail "usage: scripts/engines.sh pin e1|e2 CPU"
+  local pidfile=$root_run/$name/docker.pid
+  [ -f "$pidfile" ] || fail "engine $name is not running"
+  local pid
+  pid=$(cat "$pidfile")
+  for p in "$pid" $(pgrep -P "$pid"); do
+    taskset -a -cp "$cpu" "$p" >/dev/null
+  done
+  say "engine $name (dockerd $pid and its children) pinned to CPU $cpu"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) shift; stop "$@" ;;
-  *) fail "usage: scripts/engines.sh start | stop [--purge]" ;;
+  pin) shift; pin "$@" ;;
+  *) fail "usage: scripts/engines.sh start | stop [--purge] | pin ENGINE CPU" ;;
 esac

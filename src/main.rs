@@ -74,6 +74,11 @@ enum Command {
         /// `cluster.engines` alone (one server each, its pool warm).
         #[arg(long)]
         engines: bool,
+        /// Only the engines' scaling: the create+start+remove ceiling of the first two
+        /// engines of `cluster.engines`, the first alone, then both at once (pin each to a
+        /// CPU of its own first: `scripts/engines.sh pin`).
+        #[arg(long)]
+        ceiling_scaling: bool,
     },
     /// The benchmarks are not in this build: it says how to get them.
     #[cfg(not(feature = "bench"))]
@@ -193,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             terminal,
             soak,
             engines,
+            ceiling_scaling,
         } => {
             let options = runbox::bench::BenchOptions {
                 url,
@@ -205,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
                 terminal,
                 soak: soak.map(std::time::Duration::from_secs),
                 engines,
+                ceiling_scaling,
             };
             runbox::bench::run(config, options).await?
         }

@@ -92,17 +92,13 @@ async fn connect_engine(
     entry: &EngineEntry,
     budget: SandboxBudget,
 ) -> Result<Sandboxes, SandboxError> {
-    let address = match (&entry.tls_ca, &entry.tls_cert, &entry.tls_key) {
-        (Some(ca), Some(cert), Some(key)) => EngineAddress::Tls {
-            host: &entry.host,
-            ca,
-            cert,
-            key,
-        },
-        _ if entry.host.is_empty() => EngineAddress::Default,
-        _ => EngineAddress::Host(&entry.host),
-    };
-    let sandboxes = Sandboxes::connect(&entry.id, &address, config.sandbox.clone(), budget).await?;
+    let sandboxes = Sandboxes::connect(
+        &entry.id,
+        &EngineAddress::of(entry),
+        config.sandbox.clone(),
+        budget,
+    )
+    .await?;
     if let Some(parent) = &entry.cgroup_parent {
         sandboxes.cgroups_under(parent);
     }

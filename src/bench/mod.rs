@@ -58,6 +58,8 @@ pub struct BenchOptions {
     pub soak: Option<Duration>,
     /// Instead of everything else: a warm python run on each engine of the cluster alone.
     pub engines: bool,
+    /// Instead of everything else: the ceiling of one engine, then of two at once.
+    pub ceiling_scaling: bool,
 }
 
 /// A hello world per language.
@@ -95,6 +97,9 @@ pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
     if options.engines {
         return engines_bench(&config, &options).await;
     }
+    if options.ceiling_scaling {
+        return ceiling_scaling(&config, &options).await;
+    }
     if options.terminal {
         let sandboxes = connect(&config).await?;
         let result = terminal::keystroke_echo(&options, &sandboxes).await;
@@ -124,6 +129,69 @@ fn local_address(config: &Config) -> crate::sandbox::EngineAddress<'_> {
         "" => crate::sandbox::EngineAddress::Default,
         host => crate::sandbox::EngineAddress::Host(host),
     }
+}
+
+/// The one scaling point a 2-core machine can show: the engine ceiling (hardened idle
+/// sandboxes created, started and removed at concurrency `CEILING_CONCURRENCY` each) of the
+/// first two engines of `cluster.engines`, the first alone, then both at once. Pinned each to
+/// a CPU of its own (`scripts/engines.sh pin`), two engines are two machines' worth of engine.
+async fn ceiling_scaling(config: &Config, options: &BenchOptions) -> anyhow::Result<()> {
+    let entries = &config.cluster.engines;
+    if entries.len() < 2 {
+        bail!("--ceiling-scaling needs two engines in cluster.engines");
+    }
+    let python = config
+        .languages
+        .resolve("python")
+        .context("no python in the catalogue")?
+        .clone();
+    let mut engines = Vec::new();
+    for entry in entries.iter().take(2) {
+        let sandboxes = crate::sandbox::Sandboxes::connect(
+            &entry.id,
+            &crate::sandbox::EngineAddress::of(entry),
+            config.sandbox.clone(),
+            crate::sandbox::SandboxBudget::unbounded(),
+        )
+        .await?;
+        if let Some(parent) = &entry.cgroup_parent {
+            sandboxes.cgroups_under(parent);
+        }
+        engines.push((entry.id.clone(), sandboxes));
+    }
+    let ceiling_of = |sandboxes: Sandboxes| {
+        let (image, memory) = (python.image_ref(), python.memory_mb);
+        let duration = options.duration;
+        async move {
+            sandboxes
+                .engine_ceiling(
+                    move || measure::spec_for(&image, "python", memory, MainProcess::Idle),
+                    CEILING_CONCURRENCY,
+                    duration,
+                )
+                .await
+        }
+    };
+    let seconds = options.duration.as_secs_f64();
+    section(&format!(
+        "Engine ceiling scaling: create+start+remove at concurrency {CEILING_CONCURRENCY} per engine, {} s each",
+        options.duration.as_secs()
+    ));
+    let (first_id, first) = &engines[0];
+    let alone = ceiling_of(first.clone()).await? as f64 / seconds;
+    println!("{first_id} alone: {alone:.2} containers/s");
+    let (second_id, second) = &engines[1];
+    let (a, b) = tokio::join!(ceiling_of(first.clone()), ceiling_of(second.clone()));
+    let (a, b) = (a? as f64 / seconds, b? as f64 / seconds);
+    println!(
+        "{first_id} and {second_id} at once: {a:.2} + {b:.2} = {:.2} containers/s, {:.2}x the one engine",
+        a + b,
+        (a + b) / alone.max(f64::MIN_POSITIVE)
+    );
+    for (_, sandboxes) in engines {
+        sandboxes.shutdown().await;
+    }
+    Ok(())
 }
 
 /// What each engine adds to a warm run: a server per engine of `cluster.engines`, that engine

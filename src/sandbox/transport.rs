@@ -52,6 +52,23 @@ pub enum EngineAddress<'a> {
     },
 }
 
+impl<'a> EngineAddress<'a> {
+    /// How an engine of `cluster.engines` is reached: mutual TLS when its entry names the
+    /// three PEM files, else its host as written (empty: the default).
+    pub fn of(entry: &'a crate::config::EngineEntry) -> EngineAddress<'a> {
+        match (&entry.tls_ca, &entry.tls_cert, &entry.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => EngineAddress::Tls {
+                host: &entry.host,
+                ca,
+                cert,
+                key,
+            },
+            _ if entry.host.is_empty() => EngineAddress::Default,
+            _ => EngineAddress::Host(&entry.host),
+        }
+    }
+}
+
 /// The client for one engine. Nothing is dialled yet: an engine that is down now is not fatal.
 pub fn connect(address: &EngineAddress<'_>) -> Result<Docker, SandboxError> {
     match address {
