@@ -574,7 +574,14 @@ impl Sessions {
         let Some(catalog) = &self.inner.catalog else {
             return Ok(Location::Here);
         };
-        match catalog.locate(id).await? {
+        let held = match catalog.locate(id).await {
+            Ok(held) => held,
+            // Redis is down: nobody can take a session over meanwhile, so the sessions hosted
+            // here go on answering here; the others wait for Redis.
+            Err(_) if self.lock_live().contains_key(id) => return Ok(Location::Here),
+            Err(err) => return Err(err.into()),
+        };
+        match held {
             Held::By { node, .. } if node == catalog.node_id() => {
                 if self.lock_live().contains_key(id) {
                     Ok(Location::Here)
