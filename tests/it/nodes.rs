@@ -494,7 +494,22 @@ async fn redis_restarted_empty_is_rebuilt() {
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.redis.kill().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Meanwhile a session's host goes on serving it; another node cannot find it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (host, id) = &sessions[0];
+    let (status, body) = run_in(&bases[*host], id, "print(open('f').read())").await;
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some("0\n")),
+        "{body}"
+    );
+    let (status, body) = run_in(&bases[(host + 1) % 2], id, "print(1)").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("state_unavailable")),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.redis.spawn().await;
     let restarted = Instant::now();
     // Each session answers again, at its host and through the other node.
