@@ -261,6 +261,23 @@ where
     }
 }
 
+/// One rule, `runs`, over `routes`: the settings the limiters' tests start from.
+#[cfg(test)]
+pub(super) fn runs_rule(routes: &[&str], requests: u32, window_secs: u64) -> RateLimitConfig {
+    RateLimitConfig {
+        enabled: true,
+        client_ip_header: String::new(),
+        rules: std::collections::BTreeMap::from([(
+            "runs".to_owned(),
+            crate::config::RateRule {
+                routes: routes.iter().map(|r| (*r).to_owned()).collect(),
+                requests,
+                window_secs,
+            },
+        )]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -273,18 +290,7 @@ mod tests {
     type TestLimiter = RateLimiter<FakeRelativeClock>;
 
     fn limiter(requests: u32, window_secs: u64) -> (TestLimiter, FakeRelativeClock) {
-        let config = RateLimitConfig {
-            enabled: true,
-            client_ip_header: String::new(),
-            rules: BTreeMap::from([(
-                "runs".to_owned(),
-                RateRule {
-                    routes: vec!["POST /run".into(), "GET /run/ws".into()],
-                    requests,
-                    window_secs,
-                },
-            )]),
-        };
+        let config = runs_rule(&["POST /run", "GET /run/ws"], requests, window_secs);
         let ci = ApiKeyConfig {
             name: "ci".into(),
             sha256: "00".repeat(32),

@@ -162,25 +162,11 @@ return {1, math.floor((interval * burst - ahead) / interval), ahead}
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::config::RateRule;
 
     #[test]
     fn a_node_alone_gets_its_share_of_each_quota_rounded_up() {
-        let config = RateLimitConfig {
-            enabled: true,
-            client_ip_header: String::new(),
-            rules: BTreeMap::from([(
-                "runs".to_owned(),
-                RateRule {
-                    routes: vec!["POST /run".into()],
-                    requests: 100,
-                    window_secs: 900,
-                },
-            )]),
-        };
+        let config = super::super::rate::runs_rule(&["POST /run"], 100, 900);
         let client = ClientId::Address("10.0.0.1".parse().unwrap());
         let share = per_node_share(&config, &[], 3);
         assert_eq!(share.rule_for("POST /run", &client).unwrap().1, 34);
