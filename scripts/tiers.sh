@@ -114,7 +114,9 @@ for _ in range(concurrency):
     ids.append(answer["id"])
 failed += measure("session runs", [f"/sessions/{ids[i % len(ids)]}/run" for i in range(runs)])
 for id in ids:
+    # A fresh connection: the one above may have idled out during the measurement.
+    conn = http.client.HTTPConnection("127.0.0.1", int(port))
     conn.request("DELETE", f"/sessions/{id}")
-    conn.getresponse().read()
+    assert conn.getresponse().status == 204
 sys.exit(1 if failed else 0)
 EOF

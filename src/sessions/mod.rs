@@ -804,7 +804,9 @@ impl Sessions {
         self.inner.tasks.wait().await;
         let ids: Vec<String> = self.lock_live().keys().cloned().collect();
         for id in ids {
-            if let Some(catalog) = &self.inner.catalog {
+            if let Some(catalog) = &self.inner.catalog
+                && self.inner.config.keep_on_shutdown
+            {
                 // The session is the cluster's: handed over (the next node asked takes it
                 // over at once, not after the lease's TTL).
                 self.let_go(&id).await;

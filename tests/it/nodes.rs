@@ -133,6 +133,8 @@ impl Cluster {
             ("RUNBOX_CLUSTER__KEY_PREFIX", prefix.as_str()),
             ("RUNBOX_CLUSTER__LEASE_TTL_MS", ttl.as_str()),
             ("RUNBOX_SESSIONS__OWNER", self.owner.as_str()),
+            // A node that stops hands its sessions over (the shipped default).
+            ("RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN", "true"),
         ];
         env.extend_from_slice(extra);
         ServerProcess::start(&env, None, None).await
