@@ -20,9 +20,11 @@ command -v redis-server >/dev/null || { echo "tiers.sh: redis-server is not inst
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 redis_port=$(free_port)
 node_port=$(free_port)
+second_port=$(free_port)
 work=$(mktemp -d)
 cleanup() {
   [ -n "${node_pid:-}" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null || true
+  [ -n "${second_pid:-}" ] && kill "$second_pid" 2>/dev/null && wait "$second_pid" 2>/dev/null || true
   [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -30,23 +32,31 @@ trap cleanup EXIT
 
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no >/dev/null &
 redis_pid=$!
-RUNBOX_LISTEN=127.0.0.1:$node_port \
-  RUNBOX_CLUSTER__REDIS="\"redis://127.0.0.1:$redis_port/\"" \
-  RUNBOX_CLUSTER__INTERNAL_TOKEN='"tiers-measurement-secret"' \
-  RUNBOX_RATE_LIMIT__RULES='{runs = {routes = ["POST /run", "POST /sessions/{id}/run"], requests = 1000000, window_secs = 60}}' \
-  RUNBOX_SESSIONS__OWNER="tiers-$$" RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN=false \
-  "$binary" serve >"$work/node.log" 2>&1 &
+# A node of the cluster on $1, logging to $2 (the second node only serves the hop's figure).
+node() {
+  RUNBOX_LISTEN=127.0.0.1:$1 \
+    RUNBOX_CLUSTER__REDIS="\"redis://127.0.0.1:$redis_port/\"" \
+    RUNBOX_CLUSTER__INTERNAL_TOKEN='"tiers-measurement-secret"' \
+    RUNBOX_RATE_LIMIT__RULES='{runs = {routes = ["POST /run", "POST /sessions/{id}/run"], requests = 1000000, window_secs = 60}}' \
+    RUNBOX_SESSIONS__OWNER="tiers-$$" RUNBOX_SESSIONS__KEEP_ON_SHUTDOWN=false \
+    "$binary" serve >"$2" 2>&1 &
+}
+node "$node_port" "$work/node.log"
 node_pid=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$node_port/readyz" >/dev/null && break
-  sleep 0.2
+node "$second_port" "$work/second.log"
+second_pid=$!
+for port in "$node_port" "$second_port"; do
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+    sleep 0.2
+  done
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "tiers.sh: a node did not come up" >&2; cat "$work"/*.log >&2; exit 1; }
 done
-curl -sf "http://127.0.0.1:$node_port/readyz" >/dev/null || { echo "tiers.sh: the node did not come up" >&2; cat "$work/node.log" >&2; exit 1; }
 
-python3 - "$node_port" "$node_pid" "$redis_pid" "$redis_port" "$runs" "$concurrency" <<'EOF'
+python3 - "$node_port" "$node_pid" "$redis_pid" "$redis_port" "$runs" "$concurrency" "$second_port" <<'EOF'
 import http.client, json, os, subprocess, sys, threading, time
 
-port, node_pid, redis_pid, redis_port, runs, concurrency = sys.argv[1:]
+port, node_pid, redis_pid, redis_port, runs, concurrency, second_port = sys.argv[1:]
 runs, concurrency = int(runs), int(concurrency)
 tick = os.sysconf("SC_CLK_TCK")
 
@@ -113,6 +123,20 @@ for _ in range(concurrency):
     assert status == 201, answer
     ids.append(answer["id"])
 failed += measure("session runs", [f"/sessions/{ids[i % len(ids)]}/run" for i in range(runs)])
+# The hop: one session's run at its host, then through the other node, back to back.
+def p50_of(node_port, id, count):
+    conn = http.client.HTTPConnection("127.0.0.1", int(node_port))
+    took = []
+    for _ in range(count):
+        started = time.monotonic()
+        status, answer = post(conn, f"/sessions/{id}/run", {"language": "python", "code": "print('hello')"})
+        took.append(time.monotonic() - started)
+        assert status == 200, answer
+    took.sort()
+    return 1000 * took[len(took) // 2]
+at_host = p50_of(port, ids[0], 100)
+hopped = p50_of(second_port, ids[0], 100)
+print(f"a session's run, p50 of 100 back to back: at its host {at_host:.1f} ms, through another node {hopped:.1f} ms (the hop: {hopped - at_host:+.1f} ms)")
 for id in ids:
     # A fresh connection: the one above may have idled out during the measurement.
     conn = http.client.HTTPConnection("127.0.0.1", int(port))
