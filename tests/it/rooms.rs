@@ -337,9 +337,11 @@ async fn a_run_in_the_session_does_not_end_the_terminal() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_the_others_go_on() {
-    // 2 MiB/s and the default queue: the flood outruns the stalled client's socket buffers
-    // (a few MB) and its queue within seconds, and the reader keeps up even on a busy machine.
-    let app = start_on_own_runtime(&[("RUNBOX_TERMINAL__OUTPUT_BYTES_PER_SEC", "2097152")]);
+    // 1 MiB/s and the default queue (256 frames of up to 16 KiB: 4 s of this flood): the
+    // 12 MB flood outruns the stalled client's socket buffers (a few MB) and its queue, and a
+    // reader starved of CPU for a few seconds on a busy machine still keeps up (at 2 MiB/s
+    // the queue held 2 s, and a full CI run's reader fell behind twice).
+    let app = start_on_own_runtime(&[("RUNBOX_TERMINAL__OUTPUT_BYTES_PER_SEC", "1048576")]);
     let id = session_id(&app, "python").await;
     let mut reader = Term::connect(&app, &id).await;
     reader.wait_for_output(">>> ").await;
