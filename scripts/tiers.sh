@@ -123,20 +123,27 @@ for _ in range(concurrency):
     assert status == 201, answer
     ids.append(answer["id"])
 failed += measure("session runs", [f"/sessions/{ids[i % len(ids)]}/run" for i in range(runs)])
-# The hop: one session's run at its host, then through the other node, back to back.
-def p50_of(node_port, id, count):
-    conn = http.client.HTTPConnection("127.0.0.1", int(node_port))
-    took = []
-    for _ in range(count):
-        started = time.monotonic()
-        status, answer = post(conn, f"/sessions/{id}/run", {"language": "python", "code": "print('hello')"})
-        took.append(time.monotonic() - started)
-        assert status == 200, answer
-    took.sort()
-    return 1000 * took[len(took) // 2]
-at_host = p50_of(port, ids[0], 100)
-hopped = p50_of(second_port, ids[0], 100)
-print(f"a session's run, p50 of 100 back to back: at its host {at_host:.1f} ms, through another node {hopped:.1f} ms (the hop: {hopped - at_host:+.1f} ms)")
+# The hop: a session's run and its GET (no sandbox work: the hop alone) at its host, then
+# through the other node, interleaved so that drift falls on both alike.
+def timed(conn, method, path, body=None):
+    started = time.monotonic()
+    conn.request(method, path, json.dumps(body) if body else None, {"content-type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200, response.status
+    return 1000 * (time.monotonic() - started)
+host_conn = http.client.HTTPConnection("127.0.0.1", int(port))
+hop_conn = http.client.HTTPConnection("127.0.0.1", int(second_port))
+run_body = {"language": "python", "code": "print('hello')"}
+samples = {"run here": [], "run hop": [], "get here": [], "get hop": []}
+for _ in range(100):
+    samples["run here"].append(timed(host_conn, "POST", f"/sessions/{ids[0]}/run", run_body))
+    samples["run hop"].append(timed(hop_conn, "POST", f"/sessions/{ids[0]}/run", run_body))
+    samples["get here"].append(timed(host_conn, "GET", f"/sessions/{ids[0]}"))
+    samples["get hop"].append(timed(hop_conn, "GET", f"/sessions/{ids[0]}"))
+p50 = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+print(f"a session's run, p50 of 100 interleaved: at its host {p50['run here']:.1f} ms, through another node {p50['run hop']:.1f} ms")
+print(f"its GET (the hop alone), p50 of 100: at its host {p50['get here']:.2f} ms, through another node {p50['get hop']:.2f} ms (the hop: {p50['get hop'] - p50['get here']:+.2f} ms)")
 for id in ids:
     # A fresh connection: the one above may have idled out during the measurement.
     conn = http.client.HTTPConnection("127.0.0.1", int(port))
