@@ -63,7 +63,7 @@ impl SharedRateLimiter {
     ) -> Result<Result<Quota, RateLimited>, crate::shared::SharedError> {
         let interval_us = (window.as_micros() / u128::from(requests.max(1))).max(1) as u64;
         let key = self.shared.key(&format!("rate:{rule}:{client}"));
-        let script = redis::Script::new(GCRA);
+        let script = &*GCRA;
         let (allowed, remaining, wait_us): (u8, u32, u64) = self
             .shared
             .call(|mut redis| async move {
@@ -144,7 +144,9 @@ fn per_node_share(config: &RateLimitConfig, keys: &[ApiKeyConfig], nodes: usize)
 /// GCRA on Redis's clock. KEYS[1]: the bucket (its theoretical arrival time, µs); ARGV[1]:
 /// the interval between requests (window / requests, µs); ARGV[2]: the burst (requests).
 /// Returns {allowed, remaining, µs until full (allowed) or until the next is allowed}.
-const GCRA: &str = r"
+static GCRA: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -158,7 +160,9 @@ if ahead > interval * burst then
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil(ahead / 1000))
 return {1, math.floor((interval * burst - ahead) / interval), ahead}
-";
+",
+    )
+});
 
 #[cfg(test)]
 mod tests {

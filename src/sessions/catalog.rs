@@ -122,7 +122,7 @@ impl Catalog {
         let (record_key, lease_key) = self.keys(&record.id);
         let all_key = self.shared.key("sessions");
         let client_key = self.client_key(record.client.as_deref().unwrap_or_default());
-        let script = redis::Script::new(CLAIM);
+        let script = &*CLAIM;
         let mut invocation = script.prepare_invoke();
         invocation
             .key(&all_key)
@@ -150,7 +150,7 @@ impl Catalog {
     pub async fn locate(&self, id: &str) -> Result<Held, SharedError> {
         let (record_key, lease_key) = self.keys(id);
         let node_prefix = self.shared.key("node:");
-        let script = redis::Script::new(LOCATE);
+        let script = &*LOCATE;
         let (exists, holder, url, flat): (u8, String, String, Vec<String>) = self
             .shared
             .call(|mut redis| async move {
@@ -185,7 +185,7 @@ impl Catalog {
         let me = self.node_id().to_owned();
         let seen = holder.unwrap_or_default().to_owned();
         let ttl = self.ttl_ms();
-        let script = redis::Script::new(TAKE);
+        let script = &*TAKE;
         let epoch: i64 = self
             .shared
             .call(|mut redis| async move {
@@ -209,7 +209,7 @@ impl Catalog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let script = redis::Script::new(RENEW);
+        let script = &*RENEW;
         let all_key = self.shared.key("sessions");
         let mut pipe = redis::pipe();
         for record in records {
@@ -287,7 +287,7 @@ impl Catalog {
     pub async fn release(&self, id: &str) -> Result<(), SharedError> {
         let (_, lease_key) = self.keys(id);
         let me = self.node_id().to_owned();
-        let script = redis::Script::new(RELEASE);
+        let script = &*RELEASE;
         self.shared
             .call(|mut redis| async move {
                 script
@@ -359,7 +359,9 @@ impl Catalog {
 }
 
 /// KEYS: all, client's, record, lease. ARGV: max, per client, id, node, ttl ms, fields….
-const CLAIM: &str = r"
+static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then return -2 end
 redis.call('SADD', KEYS[1], ARGV[3])
@@ -367,31 +369,43 @@ redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[3], 'epoch', 1, unpack(ARGV, 6))
 redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
 return 1
-";
+",
+    )
+});
 
 /// KEYS: record, lease. ARGV: the node keys' prefix. {exists, holder, holder's url, fields}.
-const LOCATE: &str = r"
+static LOCATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', '', {}} end
 local holder = redis.call('GET', KEYS[2])
 local url = false
 if holder then url = redis.call('GET', ARGV[1] .. holder) end
 return {1, holder or '', url or '', redis.call('HGETALL', KEYS[1])}
-";
+",
+    )
+});
 
 /// KEYS: record, lease. ARGV: me, ttl ms, the holder seen ('' none), node keys' prefix.
 /// The new epoch; -1 when someone else holds it now (or its holder is alive again).
-const TAKE: &str = r"
+static TAKE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] then return -1 end
 if holder and holder ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. holder) == 1 then return -1 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HINCRBY', KEYS[1], 'epoch', 1) end
 return 0
-";
+",
+    )
+});
 
 /// KEYS: lease, record, all, client's. ARGV: me, ttl ms, id, fields…. 0: another node holds
 /// it; 1: renewed (and the record put back if Redis had lost it).
-const RENEW: &str = r"
+static RENEW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -401,13 +415,19 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SADD', KEYS[4], ARGV[3])
 end
 return 1
-";
+",
+    )
+});
 
 /// KEYS: lease. ARGV: me. Deleted only when this node holds it.
-const RELEASE: &str = r"
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
-";
+",
+    )
+});
 
 #[cfg(test)]
 mod tests {

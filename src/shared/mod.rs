@@ -248,7 +248,7 @@ impl Shared {
         let url = self.node_url().to_owned();
         let ttl_ms = self.lease_ttl().as_millis() as u64;
         let id = self.node_id().to_owned();
-        let script = redis::Script::new(HEARTBEAT);
+        let script = &*HEARTBEAT;
         self.call_through(|mut redis| async move {
             script
                 .key(&node_key)
@@ -295,7 +295,9 @@ impl std::fmt::Debug for Shared {
 
 /// The heartbeat in one round trip, on Redis's clock: this node's address for one TTL, its
 /// entry in the `nodes` set scored by when it lapses, lapsed entries dropped, the live count.
-const HEARTBEAT: &str = r"
+static HEARTBEAT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local t = redis.call('TIME')
 local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -303,7 +305,9 @@ redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[2]), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return redis.call('ZCARD', KEYS[2])
-";
+",
+    )
+});
 
 #[cfg(test)]
 mod tests {
