@@ -42,6 +42,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
     pub compile_cache: CompileCacheConfig,
+    pub outputs: OutputsConfig,
     pub sessions: SessionsConfig,
     pub terminal: TerminalConfig,
     pub submissions: SubmissionsConfig,
@@ -240,6 +241,28 @@ impl LimitsConfig {
             return self.max_running_jobs;
         }
         2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// The caps on the files a run returns (`outputs`; see `executor::outputs`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputsConfig {
+    /// Files listed per run; more that match are counted, not listed.
+    pub max_files: usize,
+    /// A larger file is listed with `truncated: true` and no content.
+    pub max_file_kb: usize,
+    /// All files' content together; a file that would pass it is listed as truncated.
+    pub max_total_kb: usize,
+}
+
+impl Default for OutputsConfig {
+    fn default() -> Self {
+        OutputsConfig {
+            max_files: 64,
+            max_file_kb: 2048,
+            max_total_kb: 8192,
+        }
     }
 }
 
@@ -544,6 +567,8 @@ struct RawConfig {
     limits: LimitsConfig,
     pool: PoolConfig,
     compile_cache: CompileCacheConfig,
+    #[serde(default)]
+    outputs: OutputsConfig,
     sessions: SessionsConfig,
     terminal: TerminalConfig,
     submissions: SubmissionsConfig,
@@ -567,6 +592,7 @@ impl Config {
             limits = ?self.limits,
             pool = ?self.pool,
             compile_cache = ?self.compile_cache,
+            outputs = ?self.outputs,
             sessions = ?self.sessions,
             terminal = ?self.terminal,
             submissions = ?self.submissions,
@@ -663,6 +689,7 @@ impl Config {
             limits: raw.limits,
             pool: raw.pool,
             compile_cache: raw.compile_cache,
+            outputs: raw.outputs,
             sessions: raw.sessions,
             terminal: raw.terminal,
             submissions: raw.submissions,
@@ -929,6 +956,19 @@ fn validate(raw: &RawConfig) -> Result<(), ConfigError> {
         .any(|h| h.trim().is_empty())
     {
         return key("judge0.callback_hosts", "must not hold an empty name");
+    }
+    let o = &raw.outputs;
+    if o.max_files == 0 || o.max_files > 1024 {
+        return key("outputs.max_files", "must be between 1 and 1024");
+    }
+    if o.max_file_kb == 0 || o.max_file_kb > o.max_total_kb {
+        return key(
+            "outputs.max_file_kb",
+            "must be positive and at most max_total_kb",
+        );
+    }
+    if o.max_total_kb > 64 * 1024 {
+        return key("outputs.max_total_kb", "must be at most 65536 (64 MiB)");
     }
     let l = &raw.limits;
     if l.max_queued_jobs > 100_000 {

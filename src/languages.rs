@@ -1,7 +1,7 @@
 //! The language catalogue, loaded from `config/languages.toml`. Languages are data: adding one is
 //! a config entry plus `images/<id>/Dockerfile`, no Rust code.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,10 @@ pub struct Language {
     pub version: Vec<String>,
     /// The interactive interpreter a room starts on a terminal (none: a shell in the work dir).
     pub repl: Option<Vec<String>>,
+    /// Libraries the image carries, by the name users import them by, each with the Debian
+    /// package that installs it: their versions are read from the image when it is built.
+    #[serde(default)]
+    pub libraries: BTreeMap<String, String>,
     pub timeout_ms: u64,
     pub max_timeout_ms: u64,
     pub memory_mb: u64,
@@ -110,6 +114,24 @@ impl Language {
         }
         if crate::names::validate_name(&self.main_file).is_err() {
             return fail("main_file must be a safe relative file name");
+        }
+        let is_package = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        };
+        let is_library = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-._:/".contains(&b))
+        };
+        if self
+            .libraries
+            .iter()
+            .any(|(name, package)| !is_library(name) || !is_package(package))
+        {
+            return fail("libraries map names (letters, digits, +-._:/) to Debian package names");
         }
         if self.timeout_ms == 0 || self.timeout_ms > self.max_timeout_ms {
             return fail("timeout_ms must be positive and at most max_timeout_ms");

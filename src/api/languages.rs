@@ -28,6 +28,15 @@ pub struct LanguageResponse {
     pub memory_mb: u64,
     pub max_timeout_ms: u64,
     pub max_memory_mb: u64,
+    /// Libraries the image carries beyond the language's own (name as imported, version),
+    /// sorted by name; empty while the image is missing.
+    pub libraries: Vec<LibraryResponse>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LibraryResponse {
+    pub name: String,
+    pub version: String,
 }
 
 #[utoipa::path(get, path = "/languages", tag = "runs", responses(
@@ -52,6 +61,11 @@ pub async fn list_languages(State(state): State<AppState>) -> Json<LanguagesResp
                 memory_mb: l.memory_mb,
                 max_timeout_ms: l.max_timeout_ms,
                 max_memory_mb: l.max_memory_mb,
+                libraries: info
+                    .libraries
+                    .into_iter()
+                    .map(|(name, version)| LibraryResponse { name, version })
+                    .collect(),
             }
         })
         .collect();

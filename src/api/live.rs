@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::error::{ApiError, REQUEST_ID, current_request_id};
 use super::json::BodyLimit;
-use super::run::{RunRequest, RunResponse};
+use super::run::{FileResponse, RunRequest, RunResponse};
 use crate::connections::ConnectionHold;
 use crate::executor::{
     Executor, InputFull, InputSender, Job, LiveRun, Phase, RunError, RunEvent, RunOutcome, Stream,
@@ -45,12 +45,29 @@ const JSON_ESCAPE_FACTOR: usize = 6;
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Event<'a> {
-    Started { id: &'a str },
-    Compile { stream: &'static str, data: &'a str },
-    Stdout { data: &'a str },
-    Stderr { data: &'a str },
-    Result { result: Box<RunResponse> },
-    Error { code: &'static str, message: String },
+    Started {
+        id: &'a str,
+    },
+    Compile {
+        stream: &'static str,
+        data: &'a str,
+    },
+    Stdout {
+        data: &'a str,
+    },
+    Stderr {
+        data: &'a str,
+    },
+    /// A file the run asked for, with its content, before the result (whose `files` then
+    /// lists it without the content: the bytes are sent once).
+    File(Box<FileResponse>),
+    Result {
+        result: Box<RunResponse>,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+    },
 }
 
 /// What an interactive client sends after its run request.
@@ -83,8 +100,22 @@ fn event_json(event: &RunEvent) -> String {
             stream: Stream::Stderr,
             data,
         } => Event::Stderr { data },
+        RunEvent::File(file) => Event::File(Box::new(file.clone().into())),
     };
     to_json(&frame)
+}
+
+/// A live run's result: its files were sent as `file` events, so they are listed here
+/// without their content.
+fn live_result(outcome: RunOutcome) -> Box<RunResponse> {
+    let mut result = Box::new(RunResponse::from(outcome));
+    if let Some(files) = &mut result.files {
+        for file in &mut files.files {
+            file.content = None;
+            file.encoding = None;
+        }
+    }
+    result
 }
 
 fn stream_name(stream: Stream) -> &'static str {
@@ -105,7 +136,7 @@ fn last_events(
     }
     last.push(match ended {
         Ok(outcome) => to_json(&Event::Result {
-            result: Box::new(outcome.into()),
+            result: live_result(outcome),
         }),
         Err(err) => error_json(&err.into()),
     });

@@ -12,7 +12,9 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::live;
 use crate::executor::files::SourceFile;
-use crate::executor::{JobRequest, PhaseOutcome, RunOutcome, RunStatus, TestCase};
+use crate::executor::{
+    FilesOutcome, JobRequest, OutputFile, PhaseOutcome, RunOutcome, RunStatus, TestCase,
+};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RunRequest {
@@ -29,6 +31,9 @@ pub struct RunRequest {
     pub cpu_time_ms: Option<u64>,
     /// Compile once, run against each of these inputs.
     pub tests: Option<Vec<TestRequest>>,
+    /// Glob patterns (relative to the work dir) of files to return after the run, e.g.
+    /// `["*.png", "out/**"]`: `*` stays within a directory, `**` crosses them.
+    pub outputs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -68,6 +73,72 @@ pub struct RunResponse {
     /// A `tests` job's result per input, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tests: Option<Vec<TestResponse>>,
+    /// The files `outputs` asked for (present only then).
+    #[serde(flatten)]
+    pub files: Option<FilesResponse>,
+}
+
+/// The files of one run, when the request asked for any (`outputs`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FilesResponse {
+    /// Each matching entry in name order, up to the count cap.
+    pub files: Vec<FileResponse>,
+    /// Some file is listed without its content (past a size cap), matches past the count cap
+    /// were left out (`files_omitted`), or the work dir held too many entries to look at all.
+    pub files_truncated: bool,
+    /// Matching entries past the count cap: counted, not listed.
+    pub files_omitted: usize,
+    /// Why no file was read (the program was cut short, never ran, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_error: Option<&'static str>,
+}
+
+/// One file a run wrote.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FileResponse {
+    /// Relative to the work dir.
+    pub name: String,
+    pub size: u64,
+    /// By the file's extension (`application/octet-stream` when unknown).
+    pub media_type: &'static str,
+    /// `base64`, with `content`; absent when the content is not returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Past a size cap: listed without its content.
+    pub truncated: bool,
+    /// Not a regular file (a link, a pipe, ...) or unreadable: why it is not returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<&'static str>,
+}
+
+impl From<OutputFile> for FileResponse {
+    fn from(f: OutputFile) -> Self {
+        use base64::Engine as _;
+        FileResponse {
+            name: f.name,
+            size: f.size,
+            media_type: f.media_type,
+            encoding: f.content.as_ref().map(|_| "base64"),
+            content: f
+                .content
+                .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes)),
+            truncated: f.truncated,
+            refused: f.refused,
+        }
+    }
+}
+
+impl From<FilesOutcome> for FilesResponse {
+    fn from(o: FilesOutcome) -> Self {
+        FilesResponse {
+            files_truncated: o.truncated(),
+            files_omitted: o.omitted,
+            files_error: o.error,
+            files: o.files.into_iter().map(FileResponse::from).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -77,6 +148,9 @@ pub struct TestResponse {
     /// Trimmed stdout equals trimmed `expected_output` (absent when none was given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passed: Option<bool>,
+    /// The files `outputs` asked for, as the work dir held them after this input's run.
+    #[serde(flatten)]
+    pub files: Option<FilesResponse>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -178,6 +252,7 @@ impl From<RunRequest> for JobRequest {
                     })
                     .collect()
             }),
+            outputs: r.outputs,
             ..Default::default()
         }
     }
@@ -237,9 +312,11 @@ impl From<RunOutcome> for RunResponse {
                     .map(|t| TestResponse {
                         run: t.run.into(),
                         passed: t.passed,
+                        files: t.files.map(FilesResponse::from),
                     })
                     .collect()
             }),
+            files: o.files.map(FilesResponse::from),
         }
     }
 }

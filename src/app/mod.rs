@@ -175,9 +175,12 @@ impl Server {
                 unhealthy_after: config.cluster.unhealthy_after,
             },
             config.languages.clone(),
-            &config.limits,
-            &config.pool,
-            &config.compile_cache,
+            crate::executor::Settings {
+                limits: &config.limits,
+                pool: &config.pool,
+                compile_cache: &config.compile_cache,
+                outputs: &config.outputs,
+            },
             metrics.clone(),
         );
         executor.sandboxes().start_sweeps(lifetimes);

@@ -6,8 +6,11 @@
 use bytes::Bytes;
 
 use super::files;
+use super::outputs::{FilePlan, FilesOutcome};
 use super::{Executor, Job, PhaseOutcome, RunError, RunOutcome, RunStatus, exec_phase};
-use crate::sandbox::{ExecEnd, ExecSpec, MainProcess, OutputCollector, Sandbox, unpack_then};
+use crate::sandbox::{
+    ExecEnd, ExecSpec, FilesNotRead, FilesRead, MainProcess, OutputCollector, Sandbox, unpack_then,
+};
 
 /// One input's result.
 #[derive(Debug, Clone)]
@@ -15,6 +18,8 @@ pub struct TestOutcome {
     pub run: PhaseOutcome,
     /// The trimmed stdout equals the trimmed `expected_output`; `None` when none was given.
     pub passed: Option<bool>,
+    /// The files the job asked for (`outputs`), as the work dir held them after this input.
+    pub files: Option<FilesOutcome>,
 }
 
 impl Executor {
@@ -25,6 +30,7 @@ impl Executor {
         {
             let mut outcome = self.outcome(&job, RunStatus::CompileError, None, compile.clone());
             outcome.tests = Some(Vec::new());
+            outcome.files = None;
             return Ok(outcome);
         }
         let run_spec =
@@ -47,9 +53,31 @@ impl Executor {
                 .expected_output
                 .as_ref()
                 .map(|expected| run.output.stdout_text().trim() == expected.trim());
-            results.push(TestOutcome { run, passed });
             let more = index + 1 < job.tests.len();
-            if more && sandbox.end_programs().await.is_err() {
+            let ended = if more || job.outputs.is_some() {
+                sandbox.end_programs().await.is_ok()
+            } else {
+                true
+            };
+            let files = match &job.outputs {
+                None => None,
+                Some(patterns) => {
+                    let mut plan = FilePlan::new(patterns.clone(), self.file_caps);
+                    let read = if run.cut_short {
+                        FilesRead::NotRead(FilesNotRead::CutShort)
+                    } else if !ended {
+                        FilesRead::NotRead(FilesNotRead::SandboxNotClean)
+                    } else {
+                        sandbox.read_out_files(&mut plan).await.unwrap_or_else(|err| {
+                            tracing::debug!(%err, "the files of an input's run could not be read out");
+                            FilesRead::NotRead(FilesNotRead::Failed)
+                        })
+                    };
+                    Some(plan.finish(read))
+                }
+            };
+            results.push(TestOutcome { run, passed, files });
+            if more && !ended {
                 // A run left what cannot be ended (a fork bomb at the pids cap): the next
                 // inputs get a fresh sandbox, compiled again.
                 let (fresh, _) = self
@@ -70,6 +98,8 @@ impl Executor {
         let status = headline.as_ref().map_or(RunStatus::Success, |r| r.status);
         let mut outcome = self.outcome(&job, status, headline, compile);
         outcome.tests = Some(results);
+        // Each input has its own files.
+        outcome.files = None;
         Ok(outcome)
     }
 

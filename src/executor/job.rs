@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::files::{self, SourceFile};
+use super::outputs::OutputPatterns;
 use crate::languages::{Catalogue, Language};
 
 /// Most command-line arguments a program may get.
@@ -47,6 +48,8 @@ pub struct JobRequest {
     pub compile_memory_mb: Option<u64>,
     /// The program's stderr is collected as stdout, in the order written.
     pub merge_stderr: bool,
+    /// Glob patterns of the files to return after the run (see `outputs`).
+    pub outputs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +84,8 @@ pub struct Job {
     pub compile_timeout: Duration,
     pub compile_memory_mb: u64,
     pub merge_stderr: bool,
+    /// The files to return after each run; `None`: none asked for.
+    pub outputs: Option<OutputPatterns>,
 }
 
 impl Job {
@@ -169,6 +174,13 @@ impl Job {
             Some(tests) => tests,
         };
 
+        let outputs = request
+            .outputs
+            .as_deref()
+            .map(OutputPatterns::parse)
+            .transpose()
+            .map_err(JobError::Invalid)?;
+
         Ok(Job {
             id: uuid::Uuid::new_v4().to_string(),
             language,
@@ -184,6 +196,7 @@ impl Job {
             compile_timeout: Duration::from_millis(compile_timeout_ms),
             compile_memory_mb,
             merge_stderr: request.merge_stderr,
+            outputs,
         })
     }
 

@@ -29,6 +29,8 @@ pub enum RunEvent {
         stream: Stream,
         data: String,
     },
+    /// A file the job asked for (`outputs`), once the program has ended, before the result.
+    File(super::OutputFile),
 }
 
 /// The client's side of a live run.

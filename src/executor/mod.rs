@@ -9,6 +9,7 @@ pub mod job;
 pub mod lasting;
 pub mod live;
 mod outcome;
+pub mod outputs;
 mod phases;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ pub use job::{Job, JobError, JobRequest, TestCase};
 pub use lasting::{Adopted, LABEL_LANGUAGE, LastingSpec, Sandbox};
 pub use live::{LiveRun, Phase, RunEvent};
 pub use outcome::{PhaseOutcome, RunOutcome, RunStatus, classify, signal_number};
+pub use outputs::{FilesOutcome, OutputFile};
 use phases::{exec_phase, job_sandbox_spec, sandbox_memory_mb, starting_memory_mb};
 // What the layers above see of the sandbox: the executor is their one door to it.
 pub use crate::sandbox::terminal::{TerminalInput, TerminalOutput};
@@ -27,7 +29,7 @@ pub use crate::sandbox::{
     CollectedOutput, InputFull, InputSender, SandboxError, Stream, Utf8Decoder, input_channel,
 };
 
-use crate::config::{CompileCacheConfig, LimitsConfig, PoolConfig};
+use crate::config::{CompileCacheConfig, LimitsConfig, OutputsConfig, PoolConfig};
 use crate::languages::{Catalogue, Language};
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +39,27 @@ use crate::sandbox::pool::PoolSlot;
 use crate::sandbox::{Fleet, Sandboxes};
 use admission::Admission;
 
+/// An image's libraries: (name, version), by name.
+pub type LibraryVersions = Vec<(String, String)>;
+
+/// The parts of the config the executor runs by.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    pub limits: &'a LimitsConfig,
+    pub pool: &'a PoolConfig,
+    pub compile_cache: &'a CompileCacheConfig,
+    pub outputs: &'a OutputsConfig,
+}
+
 /// A language as `GET /languages` shows it.
 #[derive(Debug, Clone)]
 pub struct LanguageInfo {
     pub language: Arc<Language>,
     /// `None` while the image is missing.
     pub version: Option<String>,
+    /// The catalogue's libraries with the versions read from the image (name, version);
+    /// empty while the image is missing.
+    pub libraries: LibraryVersions,
 }
 
 /// Why a job could not be run (a program's own failure is a [`RunOutcome`], not this).
@@ -84,8 +101,12 @@ pub struct Executor {
     versions: Arc<RwLock<HashMap<String, String>>>,
     /// language id -> id of its image, read with the versions: part of a compile's cache key.
     image_ids: Arc<RwLock<HashMap<String, String>>>,
+    /// language id -> its image's libraries (name, version), read with the versions.
+    libraries: Arc<RwLock<HashMap<String, LibraryVersions>>>,
     /// `None`: compiles are not kept.
     compile_cache: Option<Arc<compile_cache::CompileCache>>,
+    /// The caps on the files a run returns.
+    file_caps: outputs::FileCaps,
     admission: Arc<Admission>,
     metrics: Arc<Metrics>,
     /// Cancelled when shutdown's grace period ends: every job still waiting or running is
@@ -134,11 +155,15 @@ impl Executor {
         engines: Vec<Sandboxes>,
         health: HealthPolicy,
         catalogue: Catalogue,
-        limits: &LimitsConfig,
-        pool: &PoolConfig,
-        cache: &CompileCacheConfig,
+        settings: Settings<'_>,
         metrics: Arc<Metrics>,
     ) -> Executor {
+        let Settings {
+            limits,
+            pool,
+            compile_cache: cache,
+            outputs,
+        } = settings;
         const MIB: usize = 1024 * 1024;
         let compile_cache = cache.enabled.then(|| {
             Arc::new(compile_cache::CompileCache::new(
@@ -177,7 +202,9 @@ impl Executor {
             catalogue: Arc::new(catalogue),
             versions: Arc::default(),
             image_ids: Arc::default(),
+            libraries: Arc::default(),
             compile_cache,
+            file_caps: outputs.into(),
             admission,
             metrics,
             stop_jobs: CancellationToken::new(),
@@ -252,6 +279,10 @@ impl Executor {
                 }
             }
             if let Some(info) = seen {
+                self.libraries
+                    .write()
+                    .expect("libraries lock")
+                    .insert(language.id.clone(), info.libraries);
                 self.versions
                     .write()
                     .expect("versions lock")
@@ -280,11 +311,13 @@ impl Executor {
     /// Every language with its version (read from its image).
     pub fn languages(&self) -> Vec<LanguageInfo> {
         let versions = self.versions.read().expect("versions lock");
+        let libraries = self.libraries.read().expect("libraries lock");
         self.catalogue
             .iter()
             .map(|language| LanguageInfo {
                 language: language.clone(),
                 version: versions.get(&language.id).cloned(),
+                libraries: libraries.get(&language.id).cloned().unwrap_or_default(),
             })
             .collect()
     }

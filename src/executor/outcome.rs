@@ -63,6 +63,9 @@ pub struct RunOutcome {
     /// One result per input of a `tests` job (then `run` is the first that did not succeed
     /// or pass, else the last); `None` for a job with one `input`.
     pub tests: Option<Vec<TestOutcome>>,
+    /// The files the job asked for (`outputs`), read after its run; `None`: none asked for.
+    /// A `tests` job has them per input instead.
+    pub files: Option<super::FilesOutcome>,
 }
 
 /// The contract's meaning of a phase's end, with its output.

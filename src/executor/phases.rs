@@ -7,13 +7,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::languages::Language;
 use crate::sandbox::{
-    ExecSpec, LiveInput, MainProcess, OutputSink, PhaseReport, RunnerJob, Sandbox, SandboxKind,
-    SandboxSpec, Step, Stream, unpack_then,
+    ExecSpec, FilePicker, FilesNotRead, FilesRead, LiveInput, MainProcess, OutputSink, PhaseReport,
+    RunnerJob, Sandbox, SandboxKind, SandboxSpec, Step, Stream, unpack_then,
 };
 
 use super::compile_cache::{self, CachedCompile};
 use super::live::StreamingCollector;
 use super::outcome::{memory_kb_at_oom, phase_outcome};
+use super::outputs::FilePlan;
 use super::{
     Executor, InSandboxRun, Job, LiveRun, Phase, PhaseOutcome, RunEvent, RunOutcome, RunStatus,
     SandboxError, files,
@@ -229,13 +230,42 @@ impl Executor {
         let mut output = StreamingCollector::new(output_limit, streamed(Phase::Run))
             .merging_stderr(job.merge_stderr);
         let after_compile = compile.is_some();
-        let (report, programs_ended, serves_again) =
-            run_program_in(place, job, archive, argv, &mut output, after_compile).await?;
+        let mut plan = job
+            .outputs
+            .clone()
+            .map(|patterns| FilePlan::new(patterns, self.file_caps));
+        let picker = plan.as_mut().map(|plan| plan as &mut dyn FilePicker);
+        let ran = run_program_in(
+            place,
+            job,
+            archive,
+            argv,
+            &mut output,
+            after_compile,
+            picker,
+        )
+        .await?;
+        let ProgramRan {
+            report,
+            programs_ended,
+            serves_again,
+            files,
+        } = ran;
+        let files = plan.map(|plan| {
+            let files = files.unwrap_or(FilesRead::NotRead(FilesNotRead::Failed));
+            plan.finish(files)
+        });
+        if let (Some(files), Some(events)) = (&files, events) {
+            for file in &files.files {
+                let _ = events.send(RunEvent::File(file.clone()));
+            }
+        }
         let phase = phase_outcome(&report.outcome, output.finish());
         // A sandbox whose memory ran out, or whose programs could not be ended, is not
         // trusted again.
         let sandbox_usable = programs_ended && phase.status != RunStatus::MemoryLimitExceeded;
         let mut outcome = self.outcome(job, phase.status, Some(phase), compile);
+        outcome.files = files;
         outcome.cpu_time = report.usage.cpu_time;
         outcome.memory_kb =
             memory_kb_at_oom(outcome.status, report.usage.memory_peak_kb, job.memory_mb);
@@ -404,13 +434,26 @@ impl Executor {
             cpu_time: None,
             memory_kb: None,
             tests: None,
+            // Set by the run; a job that asked for files and never ran says so.
+            files: job
+                .outputs
+                .as_ref()
+                .map(|_| super::FilesOutcome::never_ran()),
         }
     }
 }
 
-/// The program's phase in `place`, one call down: what it did and used, and whether every
-/// process it started has ended (a fresh sandbox is removed as the call returns). `archive`
-/// is empty when a compile put the files in place.
+/// What the program's phase did.
+struct ProgramRan {
+    report: PhaseReport,
+    /// Every process it started has ended (a fresh sandbox is removed as the call returns).
+    programs_ended: bool,
+    serves_again: Option<Sandbox>,
+    files: Option<FilesRead>,
+}
+
+/// The program's phase in `place`, one call down: what it did and used, and (with `files`)
+/// the files it wrote. `archive` is empty when a compile put the files in place.
 async fn run_program_in(
     place: Place<'_>,
     job: &Job,
@@ -418,7 +461,8 @@ async fn run_program_in(
     argv: Vec<String>,
     output: &mut StreamingCollector<'_>,
     after_compile: bool,
-) -> Result<(PhaseReport, bool, Option<Sandbox>), SandboxError> {
+    files: Option<&mut dyn FilePicker>,
+) -> Result<ProgramRan, SandboxError> {
     match place {
         Place::Fresh {
             sandbox,
@@ -437,10 +481,15 @@ async fn run_program_in(
                 cpu_limit: job.cpu_limit,
                 kill,
             };
-            let (report, serves_again) = sandbox
-                .run_program(&cap, runner_job, output, after_compile)
+            let end = sandbox
+                .run_program(&cap, runner_job, output, after_compile, files)
                 .await?;
-            Ok((report, false, serves_again))
+            Ok(ProgramRan {
+                report: end.report,
+                programs_ended: false,
+                serves_again: end.again,
+                files: end.files,
+            })
         }
         Place::Lasting(sandbox) => {
             let spec = if archive.is_empty() {
@@ -462,9 +511,14 @@ async fn run_program_in(
                 }
             };
             let lasting = sandbox
-                .run_lasting_phase(spec, output, after_compile)
+                .run_lasting_phase(spec, output, after_compile, files)
                 .await?;
-            Ok((lasting.report, lasting.programs_ended, None))
+            Ok(ProgramRan {
+                report: lasting.report,
+                programs_ended: lasting.programs_ended,
+                serves_again: None,
+                files: lasting.files,
+            })
         }
     }
 }

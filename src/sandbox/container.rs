@@ -106,6 +106,12 @@ pub(super) struct Reuse {
     pub(super) trusted: bool,
     /// The nonce of the last job, whose `ready` line the runner has yet to write.
     pub(super) ready_after: Option<String>,
+    /// The runner kept the last run's work dir (a `run-keep` step): a `discard` step must
+    /// follow before the next job.
+    pub(super) work_dir_kept: bool,
+    /// The runner said the last step left nothing running (its health `ok`, or `spent` after
+    /// a live stdin) and its memory did not run out.
+    pub(super) job_ended_clean: bool,
 }
 
 impl Reuse {
@@ -117,6 +123,8 @@ impl Reuse {
             resident_at_rest: None,
             trusted: true,
             ready_after: None,
+            work_dir_kept: false,
+            job_ended_clean: false,
         }
     }
 }
@@ -199,13 +207,22 @@ impl Sandbox {
         )
         .await?;
         if let Some(reuse) = &mut self.reuse {
+            reuse.job_ended_clean =
+                matches!(end.health, runner::Health::Clean | runner::Health::Spent)
+                    && !end.outcome.oom_killed;
             if end.health == runner::Health::Clean && !end.outcome.oom_killed {
                 *self.runner.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(io);
-                // A compile that succeeded is checked before its trailer, and a pack leaves
-                // the work dir as it was (see `nested`): neither is followed by `ready`.
-                let keeps_work_dir = step == runner::Step::Pack
-                    || (step == runner::Step::Compile
-                        && end.outcome.end == (ExecEnd::Exited { code: 0 }));
+                // A compile that succeeded and a clean `run-keep` are checked before their
+                // trailers, and a pack or a tool leaves the work dir as it was (see `nested`):
+                // none is followed by `ready`.
+                let keeps_work_dir = match step {
+                    runner::Step::Pack | runner::Step::Tool | runner::Step::RunKeep => true,
+                    runner::Step::Compile => end.outcome.end == (ExecEnd::Exited { code: 0 }),
+                    runner::Step::Run | runner::Step::Discard => false,
+                };
+                if step == runner::Step::RunKeep {
+                    reuse.work_dir_kept = true;
+                }
                 reuse.ready_after = (!keeps_work_dir).then(|| end.nonce.clone());
             } else {
                 reuse.trusted = false;

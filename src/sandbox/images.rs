@@ -22,6 +22,8 @@ use crate::languages::Language;
 pub const LABEL_LANGUAGE: &str = "runbox.language";
 pub const LABEL_VERSION: &str = "runbox.version";
 pub const LABEL_CONTEXT_HASH: &str = "runbox.context-sha256";
+/// The catalogue's libraries with the versions the image holds, as a JSON object.
+pub const LABEL_LIBRARIES: &str = "runbox.libraries";
 /// Added to every language image: bubblewrap, which makes a reused sandbox's fresh nested
 /// sandbox for each job (see `runner::NESTED_SCRIPT`), and the runner's bash, executable but
 /// unreadable by the sandbox user, which makes the running runner non-dumpable (see
@@ -67,6 +69,8 @@ pub struct ImageInfo {
     pub id: String,
     pub version: String,
     pub context_hash: Option<String>,
+    /// Library name -> version (upstream part of the Debian version), as probed at build.
+    pub libraries: Vec<(String, String)>,
 }
 
 /// What a build did for one image.
@@ -97,6 +101,13 @@ impl Sandboxes {
                 .cloned()
                 .unwrap_or_else(|| "unknown".to_owned()),
             context_hash: labels.get(LABEL_CONTEXT_HASH).cloned(),
+            libraries: labels
+                .get(LABEL_LIBRARIES)
+                .and_then(|json| {
+                    serde_json::from_str::<std::collections::BTreeMap<String, String>>(json).ok()
+                })
+                .map(|map| map.into_iter().collect())
+                .unwrap_or_default(),
         }))
     }
 
@@ -233,7 +244,13 @@ impl Sandboxes {
         let image = language.image_ref();
         let context_dir = config.dir.join(&language.id);
         let context = read_context(&context_dir)?;
-        let hash = context_hash(base_id, &context);
+        // The library list is read from the image at build: a changed list builds it again.
+        let mut hashed = context.clone();
+        hashed.push((
+            PathBuf::from("\0libraries"),
+            format!("{:?}", language.libraries).into_bytes(),
+        ));
+        let hash = context_hash(base_id, &hashed);
         if let Some(info) = self.image_info(language).await?
             && info.context_hash.as_deref() == Some(hash.as_str())
         {
@@ -261,11 +278,15 @@ impl Sandboxes {
         )
         .await?;
 
-        let version = self.probe_version(&staging, language).await?;
-        tracing::info!(%image, %version, "language version read from the image");
+        let (version, libraries) = self.probe_version(&staging, language).await?;
+        tracing::info!(%image, %version, ?libraries, "language version read from the image");
         // A one-line build adds the version label on top of the staged image.
         let mut labels = labels;
         labels.insert(LABEL_VERSION.to_owned(), version.clone());
+        labels.insert(
+            LABEL_LIBRARIES.to_owned(),
+            serde_json::to_string(&libraries).expect("a map of strings serializes"),
+        );
         let dockerfile = format!("FROM {staging}\n{}\n", runner_step());
         let label_context = pack_context(&[(PathBuf::from("Dockerfile"), dockerfile.into_bytes())]);
         self.run_build(&image, label_context, None, labels).await?;
@@ -390,8 +411,13 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// Runs the language's version command in a hardened sandbox of the new image.
-    async fn probe_version(&self, image: &str, language: &Language) -> Result<String, ImageError> {
+    /// Runs the language's version command in a hardened sandbox of the new image, and reads
+    /// the versions of its libraries' Debian packages there.
+    async fn probe_version(
+        &self,
+        image: &str,
+        language: &Language,
+    ) -> Result<(String, std::collections::BTreeMap<String, String>), ImageError> {
         let spec = SandboxSpec {
             kind: SandboxKind::Probe,
             id: uuid::Uuid::new_v4().to_string(),
@@ -432,7 +458,41 @@ impl Sandboxes {
         if version.is_empty() || version.len() > MAX_VERSION_LEN || version.contains('\n') {
             return Err(failed(format!("unexpected output {version:?}")));
         }
-        Ok(version.to_owned())
+        let mut libraries = std::collections::BTreeMap::new();
+        if !language.libraries.is_empty() {
+            let mut cmd: Vec<String> = ["dpkg-query", "-W", "-f", "${Package}\t${Version}\n", "--"]
+                .map(String::from)
+                .to_vec();
+            cmd.extend(language.libraries.values().cloned());
+            let mut output = OutputCollector::new(16 * 1024);
+            let outcome = sandbox
+                .exec(
+                    ExecSpec {
+                        cmd,
+                        stdin: Bytes::new(),
+                        timeout: VERSION_PROBE_TIMEOUT,
+                        cpu_limit: None,
+                    },
+                    &mut output,
+                )
+                .await?;
+            let output = output.finish();
+            let listed = output.stdout_text();
+            let installed = parse_package_versions(&listed);
+            for (name, package) in &language.libraries {
+                match installed.get(package.as_str()) {
+                    Some(version) => libraries.insert(name.clone(), version.clone()),
+                    None => {
+                        return Err(failed(format!(
+                            "library {name}: package {package} is not installed ({:?}: {})",
+                            outcome.end,
+                            output.stderr_text().trim()
+                        )));
+                    }
+                };
+            }
+        }
+        Ok((version.to_owned(), libraries))
     }
 }
 
@@ -468,6 +528,25 @@ fn read_context(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, ImageError> {
 
 /// Hash of the base image id and every file of the context: a changed Dockerfile or a new
 /// base makes a new hash, and so a rebuild.
+/// `dpkg-query -f '${Package}\t${Version}\n'` output as package -> upstream version: the
+/// epoch, the Debian revision and repacking suffixes (`+dfsg`, `+ds`) left out.
+fn parse_package_versions(text: &str) -> HashMap<&str, String> {
+    text.lines()
+        .filter_map(|line| {
+            let (package, version) = line.split_once('\t')?;
+            let version = version.trim();
+            // An installed package has a version; one dpkg only knows of has none.
+            if version.is_empty() {
+                return None;
+            }
+            let version = version.split_once(':').map_or(version, |(_, v)| v);
+            let version = version.rsplit_once('-').map_or(version, |(v, _)| v);
+            let version = version.split(['+', '~']).next().unwrap_or(version);
+            Some((package, version.to_owned()))
+        })
+        .collect()
+}
+
 fn context_hash(base_id: &str, files: &[(PathBuf, Vec<u8>)]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(base_id.as_bytes());
@@ -544,6 +623,18 @@ mod tests {
 
     fn ctx(dockerfile: &str) -> Vec<(PathBuf, Vec<u8>)> {
         vec![(PathBuf::from("Dockerfile"), dockerfile.as_bytes().to_vec())]
+    }
+
+    #[test]
+    fn package_versions_are_the_upstream_part() {
+        let text = "python3-numpy\t1:1.24.2-1+b1\npython3-pandas\t1.5.3+dfsg-2\n\
+                    python3-scipy\t1.10.1-2\nnlohmann-json3-dev\t3.11.2-2\nghost\t\n";
+        let versions = parse_package_versions(text);
+        assert_eq!(versions["python3-numpy"], "1.24.2");
+        assert_eq!(versions["python3-pandas"], "1.5.3");
+        assert_eq!(versions["python3-scipy"], "1.10.1");
+        assert_eq!(versions["nlohmann-json3-dev"], "3.11.2");
+        assert!(!versions.contains_key("ghost"));
     }
 
     #[test]

@@ -60,13 +60,20 @@ const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
 /// `/dev/null` over it; bwrap's `--ro-bind` would add `nodev`, and the file could not even be
 /// read (a program reading `/proc/cmdline` would fail where it reads nothing in a container).
 ///
+/// The work dir of a job's nested sandbox, as the container sees it (the job sees it at
+/// `/box`).
+pub const JOB_DIR: &str = "/box/job";
+
 /// One job on stdin: `<nonce>\n<step>\n<archive length>\n<stdin length>\n<argc>\n`, argc
 /// NUL-terminated arguments, the tar archive (unpacked into a new work dir: a job's first
 /// step has one), then the step's stdin. A stdin length of -1 means the rest of the stream is
 /// the program's stdin (an interactive run), after which the runner takes nothing more. A
 /// `compile` step that succeeds keeps its work dir for the steps that follow: `pack` (the work
 /// dir as a tar on stdout, for the compile cache; no program, no nested sandbox) and `run`; a
-/// `run` step, or a failed one, ends with the work dir deleted.
+/// `run` step, or a failed one, ends with the work dir deleted. A `run-keep` step is a run
+/// whose work dir is kept when it ends clean (whatever its exit status), for `tool` steps
+/// (runbox's argv run here, as the sandbox user, next to it: listing and reading the files
+/// the program wrote) and then a `discard` step, which deletes it as a run would have.
 ///
 /// Trailers, on stdout `\x1e<nonce> <status>` and on stderr `\x1e<nonce> <status> <health>`,
 /// where health is `ok`, `dirty:<what>` (a process or the work dir of the job was left, or the
@@ -145,10 +152,14 @@ while :; do
     IFS= read -r -d '' arg || exit 125
     argv+=("$arg")
   done
-  if [ "$step" = pack ]; then
-    # The work dir a compile left, out on stdout for the compile cache: read here by tar as
-    # the sandbox user (links are archived as links, never followed).
-    tar -c -b 1 -f - -C "$work" . 2>/dev/null
+  if [ "$step" = pack ] || [ "$step" = tool ]; then
+    if [ "$step" = pack ]; then
+      # The work dir a compile left, out on stdout for the compile cache: read here by tar
+      # as the sandbox user (links are archived as links, never followed).
+      tar -c -b 1 -f - -C "$work" . 2>/dev/null
+    else
+      "${argv[@]}" < /dev/null 2>/dev/null 3>&- 8>&- 9>&-
+    fi
     status=$?
     printf '\036%s %d\n' "$nonce" "$status"
     printf '\036%s %d ok\n' "$nonce" "$status" >&3
@@ -156,10 +167,12 @@ while :; do
   fi
   health=ok
   status=125
+  if [ "$step" = discard ]; then
+    status=0
   # tar with 512-byte records reads exactly up to the archive's end (the two zero blocks
   # runbox's archives end with), so the stdin that follows is untouched; each program start
   # costs ~1.5 ms here, so no separate `head` and `mkdir`.
-  if ((archive_len > 0)) \
+  elif ((archive_len > 0)) \
     && ! tar -x -m -b 1 -f - -C /box --transform 's,^,job/,' 2>&3; then
     # What is left of the archive and the stdin is unread: this runner is out of step.
     echo "runbox: the program's files could not be written to the work dir" >&3
@@ -193,8 +206,10 @@ while :; do
       case $line in *'"exit-code"'*) health=ok ;; esac
     done < /box/.status
   fi
-  if [ "$step" = compile ] && ((status == 0)) && [ "$health" = ok ]; then
-    # The run step follows at once in this work dir: look for what was left first.
+  if [ "$health" = ok ] && ((stdin_len >= 0)) \
+    && { [ "$step" = run-keep ] || { [ "$step" = compile ] && ((status == 0)); }; }; then
+    # The run step (or the tool steps) follow at once in this work dir: look for what was
+    # left first.
     tidy
     printf '\036%s %d\n' "$nonce" "$status"
     printf '\036%s %d %s\n' "$nonce" "$status" "$health" >&3
@@ -363,6 +378,11 @@ fn job_filter_bpf() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runner_keeps_jobs_where_the_file_tools_look() {
+        assert!(SCRIPT.contains(&format!("\nwork={JOB_DIR}\n")));
+    }
 
     #[test]
     fn the_job_filter_is_a_whole_bpf_program() {

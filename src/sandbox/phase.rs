@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use super::outputs::{FilePicker, FilesNotRead, FilesRead};
 use super::{ExecEnd, ExecOutcome, ExecSpec, OutputSink, RunnerJob, Sandbox, SandboxError};
-use super::{SandboxSpec, Usage};
+use super::{SandboxSpec, Step, Usage};
 
 /// What a phase used: CPU time and peak memory of the phase alone where the cgroup tells.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,12 +27,24 @@ pub struct PhaseReport {
 }
 
 /// A phase in a sandbox that lives on (a session's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastingPhaseReport {
     pub report: PhaseReport,
     /// Every process the phase started was ended; when not, the sandbox is not to be trusted
     /// with another run.
     pub programs_ended: bool,
+    /// The files read out after it, when a picker was given.
+    pub files: Option<FilesRead>,
+}
+
+/// A job sandbox's program phase.
+#[derive(Debug)]
+pub struct ProgramEnd {
+    pub report: PhaseReport,
+    /// The files read out after it, when a picker was given.
+    pub files: Option<FilesRead>,
+    /// The sandbox, when it may serve another job.
+    pub again: Option<Sandbox>,
 }
 
 impl Sandbox {
@@ -42,18 +55,30 @@ impl Sandbox {
     /// (limit, kill) has its sandbox killed. The sandbox comes back when it may serve another
     /// job (a reused one whose job ended by itself and left nothing behind); otherwise it is
     /// removed (in the background) as this returns.
+    ///
+    /// With `files`, the files the program wrote are read out once it has ended by itself
+    /// (see [`super::outputs`]), before the sandbox serves anyone else.
     pub async fn run_program(
         self,
         cap: &SandboxSpec,
-        job: RunnerJob,
+        mut job: RunnerJob,
         sink: &mut dyn OutputSink,
         after_compile: bool,
-    ) -> Result<(PhaseReport, Option<Sandbox>), SandboxError> {
+        files: Option<&mut dyn FilePicker>,
+    ) -> Result<ProgramEnd, SandboxError> {
         let mut sandbox = self.with_memory_limit(cap).await?;
+        if files.is_some() && sandbox.is_reused() && job.live_stdin.is_none() {
+            job.step = Step::RunKeep;
+        }
         let before = sandbox.usage_before_phase(after_compile).await;
         let outcome = sandbox.run_main(job, sink).await?;
         let after = sandbox.usage().await.ok();
         let ended_by_itself = matches!(outcome.end, ExecEnd::Exited { .. });
+        let files = match files {
+            None => None,
+            Some(_) if !ended_by_itself => Some(FilesRead::NotRead(FilesNotRead::CutShort)),
+            Some(picker) => Some(sandbox.files_after_program(picker).await),
+        };
         if !ended_by_itself && let Err(err) = sandbox.kill().await {
             tracing::warn!(%err, "could not kill a stopped job's sandbox; its removal will");
         }
@@ -62,27 +87,66 @@ impl Sandbox {
             outcome,
             usage: phase_usage(before.usage, after, before.peak_discount),
         };
-        Ok((report, again.then_some(sandbox)))
+        Ok(ProgramEnd {
+            report,
+            files,
+            again: again.then_some(sandbox),
+        })
+    }
+
+    /// The files of a job sandbox whose program ended by itself; a failure to read them is
+    /// the files' outcome, not the run's (the run's result stands).
+    async fn files_after_program(&mut self, picker: &mut dyn FilePicker) -> FilesRead {
+        if self.reuse.as_ref().is_some_and(|r| !r.job_ended_clean) {
+            // The runner found something of the job left (or its memory ran out): whatever
+            // it is may still be writing.
+            return FilesRead::NotRead(FilesNotRead::SandboxNotClean);
+        }
+        match self.read_out_job_files(picker).await {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::debug!(%err, "the files of a job could not be read out");
+                self.discard_work_dir().await;
+                FilesRead::NotRead(FilesNotRead::Failed)
+            }
+        }
     }
 
     /// Runs one phase through an exec in a sandbox that lives on, then ends every process it
-    /// started (a terminal's program spared), before the result goes out.
+    /// started (a terminal's program spared), before the result goes out; with `files`, the
+    /// files it wrote are read out after that.
     pub async fn run_lasting_phase(
         &self,
         spec: ExecSpec,
         sink: &mut dyn OutputSink,
         after_compile: bool,
+        files: Option<&mut dyn FilePicker>,
     ) -> Result<LastingPhaseReport, SandboxError> {
         let before = self.usage_before_phase(after_compile).await;
         let outcome = self.exec(spec, sink).await?;
         let after = self.usage().await.ok();
         let programs_ended = self.end_programs().await.is_ok();
+        let files = match files {
+            None => None,
+            Some(_) if !matches!(outcome.end, ExecEnd::Exited { .. }) => {
+                Some(FilesRead::NotRead(FilesNotRead::CutShort))
+            }
+            Some(_) if !programs_ended => Some(FilesRead::NotRead(FilesNotRead::SandboxNotClean)),
+            Some(picker) => Some(match self.read_out_files(picker).await {
+                Ok(read) => read,
+                Err(err) => {
+                    tracing::debug!(%err, "the files of a run could not be read out");
+                    FilesRead::NotRead(FilesNotRead::Failed)
+                }
+            }),
+        };
         Ok(LastingPhaseReport {
             report: PhaseReport {
                 outcome,
                 usage: phase_usage(before.usage, after, before.peak_discount),
             },
             programs_ended,
+            files,
         })
     }
 

@@ -89,6 +89,14 @@ pub enum Step {
     /// The work dir after a compile, as a tar on stdout (a reused runner only).
     Pack,
     Run,
+    /// The run, whose work dir is kept after it for the files it wrote (a reused runner only,
+    /// never with a live stdin): `tool` steps read them, `discard` ends it.
+    RunKeep,
+    /// runbox's own command (argv), run in the container as the sandbox user next to the
+    /// kept work dir, not in a nested sandbox: listing and reading the files a run wrote.
+    Tool,
+    /// The kept work dir deleted, as after a run.
+    Discard,
 }
 
 impl Step {
@@ -97,6 +105,9 @@ impl Step {
             Step::Compile => "compile",
             Step::Pack => "pack",
             Step::Run => "run",
+            Step::RunKeep => "run-keep",
+            Step::Tool => "tool",
+            Step::Discard => "discard",
         }
     }
 }

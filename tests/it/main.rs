@@ -21,6 +21,7 @@ mod live;
 mod logs;
 mod nodes;
 mod openapi;
+mod outputs;
 mod piston;
 mod pool;
 mod reuse;
