@@ -79,6 +79,10 @@ enum Command {
         /// CPU of its own first: `scripts/engines.sh pin`).
         #[arg(long)]
         ceiling_scaling: bool,
+        /// Only files and libraries: python hello world and `import numpy, pandas,
+        /// matplotlib` in the sandbox, a plot and a 1 MiB file returned (`outputs`).
+        #[arg(long)]
+        files: bool,
     },
     /// The benchmarks are not in this build: it says how to get them.
     #[cfg(not(feature = "bench"))]
@@ -199,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
             soak,
             engines,
             ceiling_scaling,
+            files,
         } => {
             let options = runbox::bench::BenchOptions {
                 url,
@@ -212,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
                 soak: soak.map(std::time::Duration::from_secs),
                 engines,
                 ceiling_scaling,
+                files,
             };
             runbox::bench::run(config, options).await?
         }

@@ -1,12 +1,10 @@
 # runbox: run by every Python start in this image (Debian's own, which looked for apport, is
 # replaced). It must cost a plain hello world nothing measurable: no imports beyond `os` and
-# `sys`, which Python has loaded already.
+# `sys`, which Python has loaded already, and it leaves a program's environment as the
+# sandbox made it (numpy uses Debian's reference BLAS, single-threaded: no thread count to
+# set). Only a program that imports matplotlib gets MPLCONFIGDIR.
 import os
 import sys
-
-# numpy's BLAS would start a thread per CPU; a sandbox has one program and a pids cap.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 class _MatplotlibCache:

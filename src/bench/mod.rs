@@ -10,6 +10,7 @@
 //! `--sessions` and `--terminal` measure instead what idle sessions cost and how fast a
 //! keystroke comes back through a room ([`terminal`]).
 
+mod files;
 mod languages;
 mod terminal;
 
@@ -60,6 +61,9 @@ pub struct BenchOptions {
     pub engines: bool,
     /// Instead of everything else: the ceiling of one engine, then of two at once.
     pub ceiling_scaling: bool,
+    /// Instead of everything else: hello world and the scientific imports in python, a plot
+    /// and a 1 MiB file returned (see [`files`]).
+    pub files: bool,
 }
 
 /// A hello world per language.
@@ -99,6 +103,17 @@ pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
     }
     if options.ceiling_scaling {
         return ceiling_scaling(&config, &options).await;
+    }
+    if options.files {
+        let server = match &options.url {
+            Some(url) => ServerUnderTest::given(url),
+            None => {
+                ServerUnderTest::spawn(&options.config_path, true, config.sandbox.reuse).await?
+            }
+        };
+        let result = files::measure(&server, options.runs).await;
+        server.stop().await;
+        return result;
     }
     if options.terminal {
         let sandboxes = connect(&config).await?;

@@ -106,6 +106,8 @@ pub(super) struct Reuse {
     pub(super) trusted: bool,
     /// The nonce of the last job, whose `ready` line the runner has yet to write.
     pub(super) ready_after: Option<String>,
+    /// Stderr the runner wrote after the last trailer, read already with it.
+    pub(super) stderr_after: Vec<u8>,
     /// The runner kept the last run's work dir (a `run-keep` step): a `discard` step must
     /// follow before the next job.
     pub(super) work_dir_kept: bool,
@@ -123,6 +125,7 @@ impl Reuse {
             resident_at_rest: None,
             trusted: true,
             ready_after: None,
+            stderr_after: Vec::new(),
             work_dir_kept: false,
             job_ended_clean: false,
         }
@@ -138,12 +141,21 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most bytes read while waiting for the `ready` line: nothing else writes then.
 const READY_LINE_MAX: usize = 1024;
 
-/// Reads a reused runner's stderr up to its `ready` line for `nonce`: the health word.
-async fn read_ready(io: &mut runner::RunnerIo, nonce: &str) -> Option<String> {
+/// Reads a reused runner's stderr up to its `ready` line for `nonce`: the health word. `seen`
+/// is what was read of it already, with the job's trailer.
+async fn read_ready(io: &mut runner::RunnerIo, nonce: &str, mut seen: Vec<u8>) -> Option<String> {
     use futures_util::StreamExt as _;
     let marker = runner::ready_marker(nonce);
-    let mut seen: Vec<u8> = Vec::new();
-    while seen.len() <= READY_LINE_MAX {
+    loop {
+        if let Some(at) = seen.windows(marker.len()).position(|w| w == marker) {
+            let rest = &seen[at + marker.len()..];
+            if let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+            }
+        }
+        if seen.len() > READY_LINE_MAX {
+            return None;
+        }
         match io.output.next().await? {
             Ok(bollard::container::LogOutput::StdErr { message }) => {
                 seen.extend_from_slice(&message)
@@ -151,14 +163,7 @@ async fn read_ready(io: &mut runner::RunnerIo, nonce: &str) -> Option<String> {
             Ok(_) => {}
             Err(_) => return None,
         }
-        if let Some(at) = seen.windows(marker.len()).position(|w| w == marker) {
-            let rest = &seen[at + marker.len()..];
-            if let Some(end) = rest.iter().position(|&b| b == b'\n') {
-                return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
-            }
-        }
     }
-    None
 }
 
 /// How much more than at rest a reused sandbox may hold after a job: the runner's bash grows a
@@ -224,6 +229,7 @@ impl Sandbox {
                     reuse.work_dir_kept = true;
                 }
                 reuse.ready_after = (!keeps_work_dir).then(|| end.nonce.clone());
+                reuse.stderr_after = end.stderr_after;
             } else {
                 reuse.trusted = false;
                 tracing::debug!(sandbox = %self.id, health = ?end.health, "a reused sandbox is retired after its job");
@@ -312,9 +318,10 @@ impl Sandbox {
             return false;
         }
         if let Some(nonce) = reuse.ready_after.take() {
+            let seen = std::mem::take(&mut reuse.stderr_after);
             let io = self.runner.get_mut().unwrap_or_else(|p| p.into_inner());
             let said = match io.as_mut() {
-                Some(io) => tokio::time::timeout(READY_TIMEOUT, read_ready(io, &nonce))
+                Some(io) => tokio::time::timeout(READY_TIMEOUT, read_ready(io, &nonce, seen))
                     .await
                     .ok()
                     .flatten(),

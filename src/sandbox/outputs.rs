@@ -24,20 +24,43 @@ use bytes::Bytes;
 use super::container::Sandbox;
 use super::{ExecEnd, ExecSpec, OutputCollector, RunnerJob, SandboxError, Step};
 
-/// Lists every entry but directories under `$1` (NUL-terminated `<type> <size> <path>`), at
-/// most `$2` entries and `$3` bytes. `find -P` (the default) never follows a link.
-const LIST_SCRIPT: &str = r#"cd -- "$1" 2>/dev/null || exit 3
-find . -mindepth 1 ! -type d -printf '%y %s %P\0' 2>/dev/null | head -z -n "$2" | head -c "$3""#;
-/// Archives the named files of `$1` (each given as `./name`): links are archived as links and
-/// a hard link as the file it names (`--hard-dereference`), never followed out of the dir.
-const READ_SCRIPT: &str = r#"cd -- "$1" 2>/dev/null || exit 3
-shift
-exec tar -c -b 1 -f - --no-recursion --hard-dereference -- "$@" 2>/dev/null"#;
+/// Lists every entry but directories under a dir (NUL-terminated `<type> <size> <path>`);
+/// `find -P` (the default) never follows a link. Run as it is, no shell and no `head`: a
+/// pipeline of bash, find and two heads took 26 ms in a sandbox here, find alone 3.7 ms
+/// (measured, ten runs each). The work dir's inode cap bounds the entries; the bytes are
+/// bounded by [`MAX_LISTING_BYTES`].
+fn list_command(dir: &str) -> Vec<String> {
+    [
+        "find",
+        dir,
+        "-mindepth",
+        "1",
+        "!",
+        "-type",
+        "d",
+        "-printf",
+        "%y %s %P\\0",
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
-/// Most entries listed (one past it marks the listing incomplete).
+/// Archives the named files of a dir (each given as `./name`): links are archived as links
+/// and a hard link as the file it names (`--hard-dereference`), never followed out of it.
+fn read_command(dir: &str, names: &[String]) -> Vec<String> {
+    let mut cmd: Vec<String> = ["tar", "-c", "-b", "1", "-f", "-", "--no-recursion"]
+        .map(String::from)
+        .to_vec();
+    cmd.extend(["--hard-dereference", "-C", dir, "--"].map(String::from));
+    cmd.extend(names.iter().map(|name| format!("./{name}")));
+    cmd
+}
+
+/// Most entries looked at (past it, the listing is incomplete).
 pub const MAX_LISTED: usize = 4096;
-/// Most bytes of listing read.
-const MAX_LISTING_BYTES: usize = 1024 * 1024;
+/// Most bytes of listing read: 4096 entries of names up to ~1 KiB. A work dir whose listing is
+/// larger (thousands of very long names) is not read.
+const MAX_LISTING_BYTES: usize = 4 * 1024 * 1024;
 /// How long listing or reading may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A tar archive's overhead per file (header, padding, a long name's extra header and data)
@@ -191,17 +214,14 @@ enum Tools<'a> {
 }
 
 impl Tools<'_> {
-    /// Runs `script` with `args` as the sandbox user; its stdout when it exited 0 within
-    /// `limit` bytes.
+    /// Runs `cmd` as the sandbox user; its stdout when it ended within `limit` bytes (and,
+    /// with `must_succeed`, exited 0).
     async fn run(
         &mut self,
-        script: &str,
-        args: Vec<String>,
+        cmd: Vec<String>,
         limit: usize,
+        must_succeed: bool,
     ) -> Result<Option<Vec<u8>>, SandboxError> {
-        let mut cmd = vec!["bash".to_owned(), "-c".to_owned(), script.to_owned()];
-        cmd.push("runbox-files".to_owned());
-        cmd.extend(args);
         // One byte more than allowed: output that reaches it is output past the cap.
         let mut output = OutputCollector::new(limit + 1);
         let outcome = match self {
@@ -229,7 +249,11 @@ impl Tools<'_> {
             }
         };
         let collected = output.finish();
-        if outcome.end != (ExecEnd::Exited { code: 0 }) || collected.truncated {
+        let ended = match outcome.end {
+            ExecEnd::Exited { code } => code == 0 || !must_succeed,
+            _ => false,
+        };
+        if !ended || collected.truncated {
             return Ok(None);
         }
         Ok(Some(collected.stdout))
@@ -243,15 +267,7 @@ async fn read_out(
     picker: &mut dyn FilePicker,
 ) -> Result<FilesRead, SandboxError> {
     let listed = tools
-        .run(
-            LIST_SCRIPT,
-            vec![
-                dir.to_owned(),
-                (MAX_LISTED + 1).to_string(),
-                MAX_LISTING_BYTES.to_string(),
-            ],
-            MAX_LISTING_BYTES,
-        )
+        .run(list_command(dir), MAX_LISTING_BYTES, true)
         .await?;
     let Some(listed) = listed else {
         return Ok(FilesRead::NotRead(FilesNotRead::Failed));
@@ -277,10 +293,9 @@ async fn read_out(
         .map(|name| sizes[name.as_str()] as usize + TAR_PER_FILE)
         .sum::<usize>()
         + TAR_END;
-    let mut args = vec![dir.to_owned()];
-    args.extend(picked.iter().map(|name| format!("./{name}")));
-    // tar exits non-zero when a file could not be read; what it archived is still whole.
-    let archive = match tools.run(READ_SCRIPT, args, limit).await? {
+    // tar exits non-zero when a file could not be read, and archives the others whole: each
+    // file is taken from the archive or reported unread (`parse_archive` checks every size).
+    let archive = match tools.run(read_command(dir, &picked), limit, false).await? {
         Some(archive) => archive,
         None => return Ok(FilesRead::Read(HashMap::new())),
     };

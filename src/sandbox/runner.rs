@@ -146,6 +146,9 @@ pub struct RunnerEnd {
     pub health: Health,
     /// The job's nonce, which a reused runner's `ready` line after it carries.
     pub nonce: String,
+    /// What the runner wrote on stderr after the trailer, as far as it was read (the start
+    /// of its `ready` line, or all of it).
+    pub stderr_after: Vec<u8>,
 }
 
 /// The line a reused runner writes on stderr once it has cleaned up after a job (see
@@ -230,7 +233,14 @@ pub struct TrailerScanner {
     state: ScanState,
     /// What followed the status and a space on the trailer's line (a reused runner's health).
     tail: String,
+    /// Bytes after the trailer's line, up to [`AFTER_TRAILER_MAX`]: a reused runner's `ready`
+    /// line can come in the same frame as its stderr trailer when the engine reads the pipe
+    /// late (two writes, one frame), and must not be lost with the frame's rest.
+    after: Vec<u8>,
 }
+
+/// Most bytes kept after a trailer (a `ready` line is under 64).
+const AFTER_TRAILER_MAX: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ScanState {
@@ -250,7 +260,19 @@ impl TrailerScanner {
             held: Vec::new(),
             state: ScanState::Output,
             tail: String::new(),
+            after: Vec::new(),
         }
+    }
+
+    /// What came after the trailer's line (see the field).
+    pub fn after_trailer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.after)
+    }
+
+    fn keep_after(&mut self, bytes: &[u8]) {
+        let room = AFTER_TRAILER_MAX.saturating_sub(self.after.len());
+        self.after
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     /// The word after the status, once the whole trailer has been seen (empty if none).
@@ -280,7 +302,10 @@ impl TrailerScanner {
         let mut rest = data;
         loop {
             match &mut self.state {
-                ScanState::Done(_) => return,
+                ScanState::Done(_) => {
+                    self.keep_after(rest);
+                    return;
+                }
                 ScanState::Status(digits) => {
                     match rest.iter().position(|&b| b == b'\n') {
                         Some(end) => {
@@ -290,6 +315,7 @@ impl TrailerScanner {
                             let code = status.parse().unwrap_or(-1);
                             self.tail = tail.to_owned();
                             self.state = ScanState::Done(code);
+                            self.keep_after(&rest[end + 1..]);
                         }
                         None => digits.extend_from_slice(rest),
                     }
@@ -465,6 +491,7 @@ pub(super) async fn run(
         },
         health,
         nonce,
+        stderr_after: scanners[1].after_trailer(),
     })
 }
 
@@ -573,6 +600,19 @@ mod tests {
         };
         let encoded = encode_nested(NONCE, &live);
         assert!(encoded.starts_with(format!("{NONCE}\ncompile\n3\n-1\n2\n").as_bytes()));
+    }
+
+    #[test]
+    fn what_follows_the_trailer_in_its_frame_is_kept() {
+        let mut scanner = TrailerScanner::new(NONCE);
+        let frame = format!("err\x1e{NONCE} 0 ok\n\x1e{NONCE} rea");
+        scanner.feed(frame.as_bytes(), &mut |_| {});
+        scanner.feed(b"dy ok\n", &mut |_| {});
+        assert_eq!(scanner.status(), Some(0));
+        assert_eq!(
+            scanner.after_trailer(),
+            format!("\x1e{NONCE} ready ok\n").into_bytes()
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 // live runbox at argv[2]. argv[3] is what to check: "page" (everything but rate limits) or
 // "rate_limited" (a server whose run quota is 1). Prints one JSON line: the checks passed and
 // the page's timings. A failed check saves a screenshot (argv[4] is the directory) and exits 1.
+import { readFile } from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 
 const [base, mode, shots] = process.argv.slice(2);
@@ -153,6 +154,23 @@ try {
       await output(page).filter({ hasText: 'hi Ada' }).waitFor({ timeout: 10000 });
       await badgeSays(page, 'success');
       await page.getByLabel('Interactive').uncheck();
+    });
+    await check('a matplotlib plot shows inline and a CSV is offered for download', page, async () => {
+      await program(page, 'python', "import matplotlib.pyplot as plt\nplt.figure(figsize=(3, 2))\nplt.plot([1, 3, 2])\nplt.savefig('plot.png', dpi=50)\nopen('data.csv', 'w').write('x,y\\n1,3\\n')\nprint('drawn')");
+      await runAndSee(page, 'drawn', 30000);
+      const image = page.getByRole('img', { name: 'plot.png' });
+      await image.waitFor({ timeout: 10000 });
+      const size = await image.evaluate(async (img) => {
+        await img.decode();
+        return [img.naturalWidth, img.naturalHeight];
+      });
+      if (size[0] !== 150 || size[1] !== 100) throw new Error(`the plot is ${size.join('x')}`);
+      const download = page.getByRole('link', { name: 'data.csv' });
+      await download.waitFor({ timeout: 5000 });
+      if ((await download.getAttribute('download')) !== 'data.csv') throw new Error('no download name');
+      const [saved] = await Promise.all([page.waitForEvent('download'), download.click()]);
+      const text = await readFile(await saved.path(), 'utf8');
+      if (text !== 'x,y\n1,3\n') throw new Error(`the CSV reads ${JSON.stringify(text)}`);
     });
     let link;
     await check('a share link restores the same files in a fresh page', page, async () => {

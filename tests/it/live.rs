@@ -463,3 +463,65 @@ async fn a_first_frame_over_the_body_cap_closes_the_socket_and_runs_nothing() {
     assert_eq!(app.server.executor.sandboxes().created_count(), created);
     app.server.shutdown().await.unwrap();
 }
+
+/// The program of the files-out checks: reads a line, writes it to a file, prints it.
+const WRITES_ITS_INPUT: &str =
+    "line = input()\nopen('echo.txt', 'w').write(line * 2)\nprint('wrote', line)";
+
+#[tokio::test]
+async fn a_streamed_run_sends_each_file_before_the_result() {
+    let events = stream(
+        shared(),
+        "/run?stream=true",
+        None,
+        json!({
+            "language": "python",
+            "code": WRITES_ITS_INPUT,
+            "input": "ab\n",
+            "outputs": ["*.txt"],
+        }),
+    )
+    .await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e["event"].as_str().unwrap())
+        .collect();
+    let file_at = kinds
+        .iter()
+        .position(|k| *k == "file")
+        .expect("a file event");
+    assert_eq!(kinds.last(), Some(&"result"), "{kinds:?}");
+    assert!(file_at < kinds.len() - 1 && kinds[..file_at].contains(&"stdout"));
+    let file = &events[file_at].1;
+    assert_eq!(file["name"], "echo.txt");
+    assert_eq!(file["encoding"], "base64");
+    assert_eq!(file["content"], "YWJhYg=="); // "abab"
+    // The result lists the file once more, without the bytes sent already.
+    let result = &events.last().unwrap().1["result"];
+    assert_eq!(result["files"][0]["name"], "echo.txt", "{result}");
+    assert_eq!(result["files"][0]["size"], 4);
+    assert!(result["files"][0].get("content").is_none(), "{result}");
+    assert_eq!(result["files_truncated"], false);
+}
+
+#[tokio::test]
+async fn an_interactive_run_sends_its_files_on_the_socket() {
+    let mut run = Interactive::start(
+        shared(),
+        json!({ "language": "python", "code": WRITES_ITS_INPUT, "outputs": ["echo.txt"] }),
+    )
+    .await;
+    run.send(json!({ "type": "stdin", "data": "xyz\n" })).await;
+    run.wait_for_result().await;
+    let file = run
+        .events
+        .iter()
+        .find(|e| e["event"] == "file")
+        .unwrap_or_else(|| panic!("no file event: {:?}", run.events));
+    assert_eq!(file["name"], "echo.txt");
+    assert_eq!(file["content"], "eHl6eHl6"); // "xyzxyz"
+    let result = run.result();
+    assert_eq!(result["stdout"], "wrote xyz\n", "{result}");
+    assert_eq!(result["files"][0]["size"], 6);
+    assert_removed(result["id"].as_str().unwrap()).await;
+}

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{
-    TestApp, metric, nested_sandboxes, run_and_clean, run_in_session, session_id, shared,
+    TestApp, nested_sandboxes, run_and_clean, run_in_session, session_id, shared,
     start_on_own_runtime, wait_until_no_containers,
 };
 
@@ -204,11 +204,13 @@ async fn a_symlink_to_etc_passwd_and_a_fifo_are_refused() {
                 os.mkfifo('pipe')\n\
                 os.makedirs('out')\n\
                 os.symlink('/etc', 'out/etc')\n\
+                open('locked.txt', 'w').write('locked')\n\
+                os.chmod('locked.txt', 0)\n\
                 open('plain.txt', 'w').write('plain')";
     let result = run_and_clean(json!({
         "language": "python",
         "code": code,
-        "outputs": ["passwd", "pipe", "out/**", "plain.txt"],
+        "outputs": ["passwd", "pipe", "out/**", "*.txt"],
     }))
     .await;
     assert_eq!(result["status"], "success", "{result}");
@@ -228,8 +230,13 @@ async fn a_symlink_to_etc_passwd_and_a_fifo_are_refused() {
         .collect();
     assert_eq!(
         names,
-        ["out/etc", "passwd", "pipe", "plain.txt"],
+        ["locked.txt", "out/etc", "passwd", "pipe", "plain.txt"],
         "{result}"
+    );
+    // A file the sandbox user may not read is said so; the others still come back.
+    assert_eq!(
+        named(&result, "locked.txt")["refused"],
+        "could not be read by the sandbox user"
     );
     assert_eq!(content(named(&result, "plain.txt")), b"plain");
     assert!(!result.to_string().contains("root:x:0:0"));
@@ -351,8 +358,9 @@ async fn a_program_cut_short_returns_no_files_and_says_why() {
 
 #[tokio::test]
 async fn bad_patterns_are_refused_before_any_container() {
-    let app = shared();
-    let created = metric(&app.base, "runbox_containers_created_total").await;
+    // An app of its own: no other test's containers in its count.
+    let app = start_on_own_runtime(&[]);
+    let created = app.server.executor.sandboxes().created_count();
     for (outputs, expected) in [
         (json!(["/etc/passwd"]), "relative to the work dir"),
         (json!(["../x"]), "must not leave the work dir"),
@@ -371,10 +379,9 @@ async fn bad_patterns_are_refused_before_any_container() {
         .run(json!({ "language": "python", "code": "print(1)", "outputs": "*.png" }))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(
-        metric(&app.base, "runbox_containers_created_total").await,
-        created
-    );
+    assert_eq!(body["error"]["code"], "invalid_json", "{body}");
+    assert_eq!(app.server.executor.sandboxes().created_count(), created);
+    app.server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -393,7 +400,7 @@ async fn a_reused_sandbox_keeps_nothing_of_the_files_it_returned() {
     });
     let look = json!({ "language": "python", "code": "import os; print(sorted(os.listdir('.')))" });
     wait_for_ready(&app).await;
-    let created = metric(&app.base, "runbox_containers_created_total").await;
+    let created = app.server.executor.sandboxes().created_count();
     for _ in 0..3 {
         let written = app.run_ok(write.clone()).await;
         assert_eq!(content(named(&written, "secret.txt")), b"mine", "{written}");
@@ -403,10 +410,7 @@ async fn a_reused_sandbox_keeps_nothing_of_the_files_it_returned() {
         assert_eq!(looked["stdout"], "['main.py']\n", "{looked}");
     }
     // One container served all six jobs, files read out in between.
-    assert_eq!(
-        metric(&app.base, "runbox_containers_created_total").await,
-        created
-    );
+    assert_eq!(app.server.executor.sandboxes().created_count(), created);
     app.server.shutdown().await.unwrap();
     wait_until_no_containers(&[
         "runbox.language=python".to_owned(),

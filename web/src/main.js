@@ -74,6 +74,7 @@ const state = {
   files: [], // [{ name, doc }]; the first is the program's entry file
   current: 0,
   running: null, // { stop: () => void }
+  fileUrls: [], // object URLs of the last run's files, revoked at the next run
 };
 
 const highlight = new Compartment();
@@ -234,12 +235,73 @@ function setBadge(status, text) {
 function request() {
   saveCurrent();
   const args = $('args').value.trim();
-  return {
+  const outputs = $('outputs').value.trim();
+  const body = {
     language: state.language.id,
     files: state.files.map((f) => ({ name: f.name, content: f.doc })),
     input: $('stdin').value,
     args: args ? args.split(/\s+/) : [],
   };
+  if (outputs) body.outputs = outputs.split(/\s+/);
+  return body;
+}
+
+function sizeText(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function decodeBase64(text) {
+  const plain = atob(text);
+  return Uint8Array.from(plain, (c) => c.charCodeAt(0));
+}
+
+/** One returned file: an image is shown inline, any other file gets a download link; one not
+ * returned says why. HTML and SVG are never rendered as documents (SVG only as an image). */
+function showReturnedFile(file) {
+  const pane = $('files');
+  pane.hidden = false;
+  $('files-heading').hidden = false;
+  const item = document.createElement('figure');
+  item.className = 'file';
+  const caption = document.createElement('figcaption');
+  if (file.content != null) {
+    const bytes = decodeBase64(file.content);
+    const url = URL.createObjectURL(new Blob([bytes], { type: file.media_type }));
+    state.fileUrls.push(url);
+    if (file.media_type.startsWith('image/')) {
+      const img = document.createElement('img');
+      img.src = `data:${file.media_type};base64,${file.content}`;
+      img.alt = file.name;
+      item.append(img);
+    }
+    const link = document.createElement('a');
+    link.href = url;
+    link.download = file.name.split('/').pop();
+    link.textContent = file.name;
+    caption.append(link, ` ${sizeText(file.size)}`);
+  } else {
+    const why = file.refused || `${sizeText(file.size)}, past the size cap: not returned`;
+    caption.textContent = `${file.name}: ${why}`;
+    caption.className = 'not-returned';
+  }
+  item.append(caption);
+  pane.append(item);
+}
+
+/** What the result says of the files beyond each one. */
+function filesNote(result) {
+  const notes = [];
+  if (result.files_error) notes.push(result.files_error);
+  if (result.files_omitted) notes.push(`${result.files_omitted} more matching files not listed`);
+  if (!notes.length) return;
+  const note = document.createElement('p');
+  note.className = 'not-returned';
+  note.textContent = notes.join('; ');
+  $('files').hidden = false;
+  $('files-heading').hidden = false;
+  $('files').append(note);
 }
 
 function append(pane, stream, text) {
@@ -268,8 +330,12 @@ function onEvent(event) {
     case 'stderr':
       append($('output'), event.event, event.data);
       break;
+    case 'file':
+      showReturnedFile(event);
+      break;
     case 'result': {
       const r = event.result;
+      if (r.files) filesNote(r);
       setBadge(r.status, BADGES[r.status] || r.status);
       const parts = [`${r.duration_ms} ms`];
       if (r.cpu_time_ms != null) parts.push(`CPU ${r.cpu_time_ms} ms`);
@@ -289,6 +355,10 @@ function onEvent(event) {
 
 function started(stop) {
   say('');
+  for (const url of state.fileUrls.splice(0)) URL.revokeObjectURL(url);
+  $('files').replaceChildren();
+  $('files').hidden = true;
+  $('files-heading').hidden = true;
   $('output').replaceChildren();
   $('compile-output').replaceChildren();
   $('usage').textContent = '';
@@ -419,6 +489,7 @@ async function shareLink() {
     files: state.files.map((f) => ({ name: f.name, content: f.doc })),
     stdin: $('stdin').value,
     args: $('args').value,
+    outputs: $('outputs').value,
   };
   const packed = await squeeze(JSON.stringify(program), new CompressionStream('deflate-raw'));
   return `${location.origin}/#code=${toBase64Url(packed)}`;
@@ -433,6 +504,7 @@ async function restoreShared(encoded) {
   setProgram(program.language, program.files);
   $('stdin').value = program.stdin || '';
   $('args').value = program.args || '';
+  if (program.outputs != null) $('outputs').value = program.outputs;
 }
 
 $('share').addEventListener('click', async () => {

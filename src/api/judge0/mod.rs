@@ -715,6 +715,7 @@ pub fn translation_cost(catalogue: &Catalogue, iterations: u32) -> std::time::Du
         cpu_time: Some(std::time::Duration::from_millis(15)),
         memory_kb: Some(4096),
         tests: None,
+        files: None,
     };
     let fields = dialect::fields(Some("*")).expect("every field");
     let started = std::time::Instant::now();
