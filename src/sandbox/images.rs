@@ -429,29 +429,13 @@ impl Sandboxes {
             labels: Vec::new(),
         };
         let sandbox = self.create(&spec).await?;
-        let mut output = OutputCollector::new(4096);
-        let outcome = sandbox
-            .exec(
-                ExecSpec {
-                    cmd: language.version.clone(),
-                    stdin: Bytes::new(),
-                    timeout: VERSION_PROBE_TIMEOUT,
-                    cpu_limit: None,
-                },
-                &mut output,
-            )
-            .await?;
-        let output = output.finish();
         let failed = |message: String| ImageError::Version {
             language: language.id.clone(),
             message,
         };
-        if outcome.end != (ExecEnd::Exited { code: 0 }) {
-            return Err(failed(format!(
-                "{:?}: {}",
-                outcome.end,
-                output.stderr_text().trim()
-            )));
+        let (end, output) = probe(&sandbox, language.version.clone(), 4096).await?;
+        if end != (ExecEnd::Exited { code: 0 }) {
+            return Err(failed(format!("{end:?}: {}", output.stderr_text().trim())));
         }
         let text = output.stdout_text();
         let version = text.trim();
@@ -464,36 +448,38 @@ impl Sandboxes {
                 .map(String::from)
                 .to_vec();
             cmd.extend(language.libraries.values().cloned());
-            let mut output = OutputCollector::new(16 * 1024);
-            let outcome = sandbox
-                .exec(
-                    ExecSpec {
-                        cmd,
-                        stdin: Bytes::new(),
-                        timeout: VERSION_PROBE_TIMEOUT,
-                        cpu_limit: None,
-                    },
-                    &mut output,
-                )
-                .await?;
-            let output = output.finish();
+            let (end, output) = probe(&sandbox, cmd, 16 * 1024).await?;
             let listed = output.stdout_text();
             let installed = parse_package_versions(&listed);
             for (name, package) in &language.libraries {
-                match installed.get(package.as_str()) {
-                    Some(version) => libraries.insert(name.clone(), version.clone()),
-                    None => {
-                        return Err(failed(format!(
-                            "library {name}: package {package} is not installed ({:?}: {})",
-                            outcome.end,
-                            output.stderr_text().trim()
-                        )));
-                    }
+                let Some(version) = installed.get(package.as_str()) else {
+                    return Err(failed(format!(
+                        "library {name}: package {package} is not installed ({end:?}: {})",
+                        output.stderr_text().trim()
+                    )));
                 };
+                libraries.insert(name.clone(), version.clone());
             }
         }
         Ok((version.to_owned(), libraries))
     }
+}
+
+/// Runs `cmd` in a probe sandbox: how it ended and its output (at most `limit` bytes).
+async fn probe(
+    sandbox: &super::Sandbox,
+    cmd: Vec<String>,
+    limit: usize,
+) -> Result<(ExecEnd, super::CollectedOutput), SandboxError> {
+    let mut output = OutputCollector::new(limit);
+    let spec = ExecSpec {
+        cmd,
+        stdin: Bytes::new(),
+        timeout: VERSION_PROBE_TIMEOUT,
+        cpu_limit: None,
+    };
+    let outcome = sandbox.exec(spec, &mut output).await?;
+    Ok((outcome.end, output.finish()))
 }
 
 /// The build context: every file under `dir`, relative path and content, sorted by path.

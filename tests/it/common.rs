@@ -349,6 +349,20 @@ impl TestApp {
     }
 }
 
+/// Waits until `language`'s pool holds a ready sandbox (after a job: until the one that served
+/// it has cleaned up and come back), at most 30 s.
+pub async fn wait_for_pool_ready(app: &TestApp, language: &str) {
+    let sample = format!("runbox_pool_sandboxes{{language=\"{language}\",state=\"ready\"}}");
+    let started = Instant::now();
+    while app.metric(&sample).await < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no ready {language} sandbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until no container carries every label of `labels` (an app's pool after its
 /// shutdown), at most 15 s.
 pub async fn wait_until_no_containers(labels: &[String]) {

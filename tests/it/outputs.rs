@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{
-    TestApp, nested_sandboxes, run_and_clean, run_in_session, session_id, shared,
-    start_on_own_runtime, wait_until_no_containers,
+    nested_sandboxes, run_and_clean, run_in_session, session_id, shared, start_on_own_runtime,
+    wait_for_pool_ready, wait_until_no_containers,
 };
 
 fn content(file: &Value) -> Vec<u8> {
@@ -399,14 +399,14 @@ async fn a_reused_sandbox_keeps_nothing_of_the_files_it_returned() {
         "outputs": ["*.txt"],
     });
     let look = json!({ "language": "python", "code": "import os; print(sorted(os.listdir('.')))" });
-    wait_for_ready(&app).await;
+    wait_for_pool_ready(&app, "python").await;
     let created = app.server.executor.sandboxes().created_count();
     for _ in 0..3 {
         let written = app.run_ok(write.clone()).await;
         assert_eq!(content(named(&written, "secret.txt")), b"mine", "{written}");
-        wait_for_ready(&app).await;
+        wait_for_pool_ready(&app, "python").await;
         let looked = app.run_ok(look.clone()).await;
-        wait_for_ready(&app).await;
+        wait_for_pool_ready(&app, "python").await;
         assert_eq!(looked["stdout"], "['main.py']\n", "{looked}");
     }
     // One container served all six jobs, files read out in between.
@@ -417,17 +417,4 @@ async fn a_reused_sandbox_keeps_nothing_of_the_files_it_returned() {
         "runbox.kind=pool".to_owned(),
     ])
     .await;
-}
-
-/// Until the python pool holds a ready sandbox (the one that served a job has cleaned up).
-async fn wait_for_ready(app: &TestApp) {
-    let sample = "runbox_pool_sandboxes{language=\"python\",state=\"ready\"}";
-    let started = Instant::now();
-    while app.metric(sample).await < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no ready python sandbox"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

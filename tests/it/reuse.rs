@@ -3,11 +3,11 @@
 //! app with a python pool of one, so the same container serves every job in turn (checked: no
 //! container is created between the jobs).
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, nested_sandboxes, start_on_own_runtime, wait_until_no_containers};
+use crate::common::{
+    TestApp, nested_sandboxes, start_on_own_runtime, wait_for_pool_ready, wait_until_no_containers,
+};
 
 /// What job N leaves behind, as far as a program can: files in the work dir and `/dev/shm`,
 /// SysV shared memory, a semaphore set and a message queue, an abstract unix socket held by
@@ -73,18 +73,9 @@ fn pooled_python_app() -> TestApp {
     ])
 }
 
-/// Waits until the python pool holds a ready sandbox (after a job: until the one that served it
-/// has cleaned up and come back).
+/// Waits until the python pool holds a ready sandbox.
 async fn wait_for_ready(app: &TestApp) {
-    let sample = "runbox_pool_sandboxes{language=\"python\",state=\"ready\"}";
-    let started = Instant::now();
-    while app.metric(sample).await < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no ready python sandbox"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_pool_ready(app, "python").await;
 }
 
 async fn run(app: &TestApp, code: &str) -> Value {
