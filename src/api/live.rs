@@ -109,8 +109,8 @@ fn event_json(event: &RunEvent) -> String {
 /// without their content.
 fn live_result(outcome: RunOutcome) -> Box<RunResponse> {
     let mut result = Box::new(RunResponse::from(outcome));
-    if let Some(files) = &mut result.files {
-        for file in &mut files.files {
+    if let Some(files) = &mut result.files.files {
+        for file in files {
             file.content = None;
             file.encoding = None;
         }

@@ -73,21 +73,25 @@ pub struct RunResponse {
     /// A `tests` job's result per input, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tests: Option<Vec<TestResponse>>,
-    /// The files `outputs` asked for (present only then).
+    /// The files `outputs` asked for (its fields present only then).
     #[serde(flatten)]
-    pub files: Option<FilesResponse>,
+    pub files: FilesResponse,
 }
 
-/// The files of one run, when the request asked for any (`outputs`).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// The files of one run; every field is present when the request asked for files
+/// (`outputs`) and absent otherwise (`files_error` only when no file was read).
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct FilesResponse {
     /// Each matching entry in name order, up to the count cap.
-    pub files: Vec<FileResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileResponse>>,
     /// Some file is listed without its content (past a size cap), matches past the count cap
     /// were left out (`files_omitted`), or the work dir held too many entries to look at all.
-    pub files_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_truncated: Option<bool>,
     /// Matching entries past the count cap: counted, not listed.
-    pub files_omitted: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_omitted: Option<usize>,
     /// Why no file was read (the program was cut short, never ran, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files_error: Option<&'static str>,
@@ -130,13 +134,16 @@ impl From<OutputFile> for FileResponse {
     }
 }
 
-impl From<FilesOutcome> for FilesResponse {
-    fn from(o: FilesOutcome) -> Self {
+impl From<Option<FilesOutcome>> for FilesResponse {
+    fn from(o: Option<FilesOutcome>) -> Self {
+        let Some(o) = o else {
+            return FilesResponse::default();
+        };
         FilesResponse {
-            files_truncated: o.truncated(),
-            files_omitted: o.omitted,
+            files_truncated: Some(o.truncated()),
+            files_omitted: Some(o.omitted),
             files_error: o.error,
-            files: o.files.into_iter().map(FileResponse::from).collect(),
+            files: Some(o.files.into_iter().map(FileResponse::from).collect()),
         }
     }
 }
@@ -150,7 +157,7 @@ pub struct TestResponse {
     pub passed: Option<bool>,
     /// The files `outputs` asked for, as the work dir held them after this input's run.
     #[serde(flatten)]
-    pub files: Option<FilesResponse>,
+    pub files: FilesResponse,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -312,11 +319,11 @@ impl From<RunOutcome> for RunResponse {
                     .map(|t| TestResponse {
                         run: t.run.into(),
                         passed: t.passed,
-                        files: t.files.map(FilesResponse::from),
+                        files: t.files.into(),
                     })
                     .collect()
             }),
-            files: o.files.map(FilesResponse::from),
+            files: o.files.into(),
         }
     }
 }
