@@ -10,8 +10,6 @@
 //! file past a cap is listed as truncated, without content; past the count cap, entries are
 //! counted and not listed.
 
-use std::collections::HashMap;
-
 use globset::{GlobSet, GlobSetBuilder};
 
 use crate::config::OutputsConfig;
@@ -277,9 +275,13 @@ pub fn media_type(name: &str) -> &'static str {
         .rsplit_once('.')
         .filter(|(stem, _)| !stem.is_empty() && !stem.ends_with('/'))
         .map(|(_, ext)| ext.to_ascii_lowercase());
-    let table: HashMap<&str, &'static str> = MEDIA_TYPES.iter().copied().collect();
     extension
-        .and_then(|ext| table.get(ext.as_str()).copied())
+        .and_then(|ext| {
+            MEDIA_TYPES
+                .iter()
+                .find(|(known, _)| *known == ext)
+                .map(|(_, media)| *media)
+        })
         .unwrap_or("application/octet-stream")
 }
 
@@ -317,6 +319,7 @@ const MEDIA_TYPES: &[(&str, &str)] = &[
 mod tests {
     use super::*;
     use crate::sandbox::ListedEntry;
+    use std::collections::HashMap;
 
     fn entry(name: &str, kind: EntryKind, size: u64) -> ListedEntry {
         ListedEntry {
