@@ -19,7 +19,7 @@ const RULE: &[(&str, &[&str])] = &[
         &["sandbox", "metrics", "config", "languages", "names"],
     ),
     ("rooms", &["executor", "config"]),
-    ("submissions", &["executor", "config"]),
+    ("submissions", &["executor", "shared", "config"]),
     (
         "sessions",
         &[

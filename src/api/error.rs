@@ -216,10 +216,16 @@ impl From<SessionError> for ApiError {
             SessionError::Refused(refused) => ApiError::InputRefused(refused),
             SessionError::Lost => ApiError::SessionLost,
             SessionError::Moving => ApiError::SessionMoving,
-            SessionError::Shared(crate::shared::SharedError::Unavailable) => {
-                ApiError::StateUnavailable
-            }
-            SessionError::Shared(err) => ApiError::Internal(Box::new(err)),
+            SessionError::Shared(err) => err.into(),
+        }
+    }
+}
+
+impl From<crate::shared::SharedError> for ApiError {
+    fn from(err: crate::shared::SharedError) -> Self {
+        match err {
+            crate::shared::SharedError::Unavailable => ApiError::StateUnavailable,
+            err @ crate::shared::SharedError::Unexpected(_) => ApiError::Internal(Box::new(err)),
         }
     }
 }

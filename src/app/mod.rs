@@ -196,7 +196,7 @@ impl Server {
         )
         .await;
         metrics.watch_sessions(std::sync::Arc::new(sessions.clone()));
-        let submissions = Submissions::start(&config.submissions, executor.clone());
+        let submissions = Submissions::start(&config.submissions, executor.clone(), shared.clone());
         let callbacks = Callbacks::new(&config.judge0);
         let app = router(
             AppState {

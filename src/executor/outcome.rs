@@ -8,7 +8,9 @@ use crate::sandbox::{CollectedOutput, ExecEnd, ExecOutcome, OutputCollector, SIG
 use super::batch::TestOutcome;
 
 /// How one phase (compile or run) of a job ended, as the contract names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Success,
@@ -33,12 +35,19 @@ impl RunStatus {
     }
 }
 
-/// One phase's result.
-#[derive(Debug, Clone)]
+/// A signal's name, one of [`SIGNAL_NAMES`]. An alias, not the type written out, for the
+/// derived `Deserialize`: it takes an `Option<&str>` field as borrowed from the input, which
+/// would tie every read of a [`PhaseOutcome`] to `'static` input ([`known_signal`] reads it
+/// into the table's own name instead).
+pub type SignalName = Option<&'static str>;
+
+/// One phase's result. Serialized for a record kept in the shared state (a submission's).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PhaseOutcome {
     pub status: RunStatus,
     pub exit_code: Option<i64>,
-    pub signal: Option<&'static str>,
+    #[serde(deserialize_with = "known_signal")]
+    pub signal: SignalName,
     pub output: CollectedOutput,
     pub duration: Duration,
     /// The program did not end by itself: a limit or a kill stopped it, and processes may
@@ -48,8 +57,8 @@ pub struct PhaseOutcome {
     pub from_cache: bool,
 }
 
-/// A whole job's result.
-#[derive(Debug, Clone)]
+/// A whole job's result. Serialized for a record kept in the shared state (a submission's).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunOutcome {
     pub id: String,
     pub language: String,
@@ -61,10 +70,14 @@ pub struct RunOutcome {
     pub cpu_time: Option<Duration>,
     pub memory_kb: Option<u64>,
     /// One result per input of a `tests` job (then `run` is the first that did not succeed
-    /// or pass, else the last); `None` for a job with one `input`.
+    /// or pass, else the last); `None` for a job with one `input`. Not in the serialized
+    /// record: the only one kept (a Judge0 submission's) has no `tests`.
+    #[serde(skip)]
     pub tests: Option<Vec<TestOutcome>>,
     /// The files the job asked for (`outputs`), read after its run; `None`: none asked for.
-    /// A `tests` job has them per input instead.
+    /// A `tests` job has them per input instead. Not in the serialized record: a Judge0
+    /// submission asks for none.
+    #[serde(skip)]
     pub files: Option<super::FilesOutcome>,
 }
 
@@ -162,6 +175,14 @@ fn signal_name(code: i64) -> Option<&'static str> {
     debug_assert_eq!(SIGNAL_NAMES[(SIGKILL_EXIT_CODE - 129) as usize], "SIGKILL");
     let index = usize::try_from(code.checked_sub(129)?).ok()?;
     SIGNAL_NAMES.get(index).copied()
+}
+
+/// A signal's name read back as the one in [`SIGNAL_NAMES`]; a name not there is `None`.
+fn known_signal<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'static str>, D::Error> {
+    let name: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(name.and_then(|name| SIGNAL_NAMES.iter().copied().find(|n| *n == name)))
 }
 
 /// The number of signal `name` (`SIGSEGV` → 11).

@@ -12,12 +12,33 @@ pub struct OutputCollector {
     truncated: bool,
 }
 
-/// What a phase printed, as bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a phase printed, as bytes (serialized with the bytes in base64, for a record kept in
+/// the shared state).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CollectedOutput {
+    #[serde(with = "base64_bytes")]
     pub stdout: Vec<u8>,
+    #[serde(with = "base64_bytes")]
     pub stderr: Vec<u8>,
     pub truncated: bool,
+}
+
+/// Bytes as one base64 string: a third more than the bytes, where a JSON array of numbers is
+/// up to four times more.
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl CollectedOutput {

@@ -466,7 +466,7 @@ async fn a_full_queue_is_judge0s_503_and_every_submission_ends() {
     let token = first["token"].as_str().unwrap().to_owned();
     let submissions = app.server.submissions.clone();
     app.server.shutdown().await.unwrap();
-    let ended = submissions.get(&token).unwrap();
+    let ended = submissions.get(&token).await.unwrap().unwrap();
     assert!(
         matches!(ended.state, runbox::submissions::State::Finished(_)),
         "{:?}",

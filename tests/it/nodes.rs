@@ -158,19 +158,30 @@ impl Cluster {
     }
 
     /// Stops every node; then the suite's keys in Redis may only be rate buckets, and no
-    /// container of the cluster's sessions is left.
+    /// container of the cluster's sessions is left. A killed node's heartbeat keys lapse by
+    /// themselves within a lease TTL: that long is waited for.
     async fn finish(mut self) {
         for n in 0..self.nodes.len() {
             self.stop(n).await;
         }
-        let left: Vec<String> = self
-            .redis
-            .keys(&self.prefix)
-            .await
-            .into_iter()
-            .filter(|key| !key.starts_with(&format!("{}rate:", self.prefix)))
-            .collect();
-        assert!(left.is_empty(), "keys left in Redis: {left:?}");
+        let stopped = Instant::now();
+        loop {
+            let left: Vec<String> = self
+                .redis
+                .keys(&self.prefix)
+                .await
+                .into_iter()
+                .filter(|key| !key.starts_with(&format!("{}rate:", self.prefix)))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                stopped.elapsed() < Duration::from_millis(LEASE_TTL_MS + 500),
+                "keys left in Redis: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         wait_until_no_containers(&[format!("runbox.session.owner={}", self.owner)]).await;
         self.redis.kill().await;
     }
@@ -544,5 +555,128 @@ async fn redis_restarted_empty_is_rebuilt() {
     for (host, id) in &sessions {
         assert_eq!(delete(&bases[*host], id).await, 204);
     }
+    cluster.finish().await;
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the node answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls a Judge0 submission until its status is past "In Queue" (1) and "Processing" (2),
+/// or until it shows `status`; bounded in time.
+async fn poll_submission(base: &str, token: &str, until_status: Option<u64>) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = get_json(&format!("{base}/judge0/submissions/{token}")).await;
+        assert_eq!(status, 200, "{body}");
+        let id = body["status"]["id"].as_u64().unwrap_or(0);
+        if until_status.map_or(id > 2, |wanted| id == wanted) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "submission {token} still at {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Judge0's asynchronous API behind a load balancer: a client posts to one node and polls
+/// another; a delete through either removes it everywhere; a submission whose node is killed
+/// while it runs ends as Judge0's Internal Error once that node's heartbeat lapses, never
+/// "Processing" forever.
+#[tokio::test]
+async fn a_submission_is_seen_from_every_node_and_ends_when_its_node_dies() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut cluster) =
+        Cluster::start(2, &[("RUNBOX_JUDGE0__SUBMISSION_DELETE", "true")]).await
+    else {
+        return;
+    };
+    let bases = [cluster.base(0), cluster.base(1)];
+    let (status, created) = post(
+        &format!("{}/judge0/submissions", bases[0]),
+        json!({"source_code": "print('hi')", "language_id": 71}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let finished = poll_submission(&bases[1], &token, None).await;
+    assert_eq!(
+        (
+            finished["status"]["id"].as_u64(),
+            finished["stdout"].as_str()
+        ),
+        (Some(3), Some("hi\n")),
+        "{finished}"
+    );
+    // Every field the same at either node.
+    let all = format!("judge0/submissions/{token}?fields=*");
+    let (_, at_its_node) = get_json(&format!("{}/{all}", bases[0])).await;
+    let (_, elsewhere) = get_json(&format!("{}/{all}", bases[1])).await;
+    assert_eq!(at_its_node, elsewhere);
+    assert_eq!(elsewhere["source_code"], "print('hi')");
+    let unknown = uuid::Uuid::new_v4();
+    let (status, batch) = get_json(&format!(
+        "{}/judge0/submissions/batch?tokens={token},{unknown}",
+        bases[1]
+    ))
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["submissions"][0]["token"], token.as_str(), "{batch}");
+    assert_eq!(batch["submissions"][1], Value::Null, "{batch}");
+    // Deleted through the other node: gone from both.
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/judge0/submissions/{token}", bases[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    let gone: Value = deleted.json().await.unwrap();
+    assert_eq!(
+        gone["stdout"], "hi\n",
+        "the answer is the submission as it was"
+    );
+    for base in &bases {
+        let (status, body) = get_json(&format!("{base}/judge0/submissions/{token}")).await;
+        assert_eq!(status, 404, "{body}");
+    }
+
+    // A node killed while its submission runs.
+    let (status, created) = post(
+        &format!("{}/judge0/submissions", bases[0]),
+        json!({"source_code": "import time; time.sleep(3)", "language_id": 71}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    poll_submission(&bases[1], &token, Some(2)).await;
+    cluster.kill(0).await;
+    let killed = Instant::now();
+    let ended = poll_submission(&bases[1], &token, None).await;
+    let after = killed.elapsed();
+    eprintln!("a killed node's submission ended as abandoned {after:?} after the kill");
+    assert_eq!(
+        ended["status"],
+        json!({"id": 13, "description": "Internal Error"}),
+        "{ended}"
+    );
+    assert!(
+        after < Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(2),
+        "ended after {after:?}"
+    );
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/judge0/submissions/{token}", bases[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
     cluster.finish().await;
 }

@@ -105,7 +105,7 @@ pub async fn create(
         return Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response());
     }
     state.submissions.wait(&token).await;
-    let submission = state.submissions.get(&token).ok_or(ApiError::NotFound)?;
+    let submission = (state.submissions.get(&token).await?).ok_or(ApiError::NotFound)?;
     let answer = serialize(&state, &submission, &fields, base64)?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
@@ -137,7 +137,11 @@ pub async fn destroy(
     }
     let fields =
         dialect::fields(query.get("fields").map(String::as_str)).map_err(|e| bad_request(&e))?;
-    match state.submissions.delete(&token, &client.to_string()) {
+    match state
+        .submissions
+        .delete(&token, &client.to_string())
+        .await?
+    {
         Deleted::Gone(gone) => {
             let answer = serialize(&state, &gone, &fields, flag(&query, "base64_encoded"))?;
             Ok(Json(answer).into_response())
@@ -163,7 +167,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let fields =
         dialect::fields(query.get("fields").map(String::as_str)).map_err(|e| bad_request(&e))?;
-    let submission = state.submissions.get(&token).ok_or(ApiError::NotFound)?;
+    let submission = (state.submissions.get(&token).await?).ok_or(ApiError::NotFound)?;
     Ok(Json(serialize(
         &state,
         &submission,
@@ -230,7 +234,7 @@ pub async fn batch_show(
     check_batch_size(tokens.len())?;
     let mut found = Vec::with_capacity(tokens.len());
     for token in tokens {
-        found.push(match state.submissions.get(token) {
+        found.push(match state.submissions.get(token).await? {
             Some(submission) => serialize(&state, &submission, &fields, base64)?,
             None => Value::Null,
         });
@@ -669,6 +673,7 @@ async fn submit(
     state
         .submissions
         .submit(job, owner, kept, checked.runs, on_finish)
+        .await
         .map_err(|QueueFull| Refused::Full)
 }
 

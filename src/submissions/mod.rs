@@ -1,10 +1,15 @@
 //! Submissions: runs whose results are fetched later, by token (Judge0's asynchronous API).
 //! A submission is queued, then processing (it has its sandbox), then finished with the run's
 //! outcome or why it could not run. The runs are the executor's, admitted like any other.
-//! Records live behind [`SubmissionStore`] (in this process's memory by default), bounded:
-//! at most `max_pending` waiting or running, at most `max_kept` finished, none kept longer
-//! than `keep_secs`. Whatever happens to its task, a submission ends: a task that panics or
-//! is cancelled leaves it finished with an internal error, never "processing" forever.
+//! Records live behind [`SubmissionStore`] (in this process's memory), bounded: at most
+//! `max_pending` waiting or running, at most `max_kept` finished, none kept longer than
+//! `keep_secs`. With several nodes (`cluster.redis`) each record is also written to the
+//! shared [`catalog`], where every other node finds it. Whatever happens to its task, a
+//! submission ends: a task that panics or is cancelled leaves it finished with an internal
+//! error, and one whose node was killed is ended as abandoned by the next node that reads
+//! it; never "processing" forever.
+
+mod catalog;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,9 +22,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::SubmissionsConfig;
 use crate::executor::{Executor, Job, LiveRun, RunError, RunEvent, RunOutcome, RunStatus};
+use crate::shared::{Shared, SharedError};
+use catalog::Catalog;
 
 /// Where a submission is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum State {
     Queued,
     Processing,
@@ -29,7 +36,9 @@ pub enum State {
 
 /// Why a submission has no outcome, in words fit for its client (the cause itself, which may
 /// name engine internals, is logged when it happens).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
 pub enum Failure {
     #[error("runbox is shutting down")]
     ShuttingDown,
@@ -56,7 +65,7 @@ impl From<RunError> for Failure {
 
 /// One submission: what its dialect keeps of the request (opaque here), where it is, and
 /// when it was created and finished.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Submission {
     pub token: String,
     /// Who submitted it (the client's identity at the edge).
@@ -98,6 +107,8 @@ pub trait SubmissionStore: Send + Sync + 'static {
     fn expire(&self, now: SystemTime, keep: Duration);
     /// Removes a finished submission and returns it; a pending one stays (`Err` holds it).
     fn remove_finished(&self, token: &str) -> Option<Result<Submission, Submission>>;
+    /// The finished submissions' tokens, oldest first.
+    fn finished_tokens(&self) -> Vec<String>;
 }
 
 #[derive(Debug)]
@@ -180,6 +191,10 @@ impl SubmissionStore for MemoryStore {
         Some(Ok(submission))
     }
 
+    fn finished_tokens(&self) -> Vec<String> {
+        self.lock().finished.iter().cloned().collect()
+    }
+
     fn expire(&self, now: SystemTime, keep: Duration) {
         let mut records = self.lock();
         while let Some(oldest) = records.finished.front().cloned() {
@@ -206,6 +221,9 @@ pub struct Submissions {
 struct Inner {
     executor: Executor,
     store: Arc<dyn SubmissionStore>,
+    /// With several nodes: where the other nodes find this node's submissions, and this
+    /// node theirs.
+    catalog: Option<Catalog>,
     max_pending: usize,
     keep: Duration,
     /// Cancelled at shutdown: submissions still pending end as failed.
@@ -219,14 +237,21 @@ struct Inner {
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Submissions {
-    /// Starts the expiry task.
-    pub fn start(config: &SubmissionsConfig, executor: Executor) -> Submissions {
+    /// Starts the expiry task. With `shared`, every submission is written to the shared
+    /// catalog too.
+    pub fn start(
+        config: &SubmissionsConfig,
+        executor: Executor,
+        shared: Option<Shared>,
+    ) -> Submissions {
+        let keep = Duration::from_secs(config.keep_secs);
         let submissions = Submissions {
             inner: Arc::new(Inner {
                 executor,
                 store: Arc::new(MemoryStore::new(config.max_pending, config.max_kept)),
+                catalog: shared.map(|shared| Catalog::new(shared, keep, config.max_kept)),
                 max_pending: config.max_pending,
-                keep: Duration::from_secs(config.keep_secs),
+                keep,
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 ends: Mutex::default(),
@@ -242,6 +267,12 @@ impl Submissions {
                 }
                 let inner = &expiring.inner;
                 inner.store.expire(SystemTime::now(), inner.keep);
+                // Finished ones the catalog did not take when they ended (Redis was down).
+                if inner.catalog.is_some() {
+                    for token in inner.store.finished_tokens() {
+                        expiring.publish(&token).await;
+                    }
+                }
             }
         });
         submissions
@@ -252,7 +283,7 @@ impl Submissions {
     /// last run's, with the CPU time, wall time and memory of the runs averaged (Judge0's
     /// `number_of_runs`).
     /// `on_finish` is called with the finished submission (e.g. to call its client back).
-    pub fn submit(
+    pub async fn submit(
         &self,
         job: Job,
         owner: &str,
@@ -271,6 +302,7 @@ impl Submissions {
         })?;
         let (ended, _) = watch::channel(false);
         self.lock_ends().insert(token.clone(), ended);
+        self.publish(&token).await;
         let this = self.clone();
         let running = token.clone();
         self.inner.tasks.spawn(async move {
@@ -286,9 +318,10 @@ impl Submissions {
             };
             this.finish(&running, ended.map(Box::new));
             guard.armed = false;
-            if let (Some(on_finish), Some(finished)) = (on_finish, this.get(&running)) {
+            if let (Some(on_finish), Some(finished)) = (on_finish, this.inner.store.get(&running)) {
                 on_finish(&finished);
             }
+            this.publish(&running).await;
         });
         Ok(token)
     }
@@ -318,6 +351,7 @@ impl Submissions {
             while let Some(event) = started.recv().await {
                 if matches!(event, RunEvent::Started { .. }) {
                     store.advance(token, State::Processing, SystemTime::now());
+                    self.publish(token).await;
                 }
             }
         };
@@ -334,22 +368,74 @@ impl Submissions {
         }
     }
 
-    pub fn get(&self, token: &str) -> Option<Submission> {
-        self.inner.store.get(token)
+    /// Writes this node's record of `token` to the shared catalog (with several nodes). A
+    /// finished one that is there leaves this node's memory: the catalog is where every node
+    /// reads it and where a delete from any node removes it. A write that fails is logged and
+    /// the submission goes on: its next write (when it ends, or the expiry task's retry of a
+    /// finished one) carries the whole record again.
+    async fn publish(&self, token: &str) {
+        let (Some(catalog), Some(submission)) = (&self.inner.catalog, self.inner.store.get(token))
+        else {
+            return;
+        };
+        match catalog.put(catalog.node_id(), &submission).await {
+            Ok(()) if matches!(submission.state, State::Finished(_)) => {
+                self.inner.store.remove_finished(token);
+            }
+            Ok(()) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "a submission could not be written to the shared state");
+            }
+        }
     }
 
-    /// Deletes a finished submission of `owner`'s; see [`Deleted`].
-    pub fn delete(&self, token: &str, owner: &str) -> Deleted {
-        match self.inner.store.get(token) {
-            None => return Deleted::Unknown,
-            Some(found) if found.owner != owner => return Deleted::NotOwner,
-            Some(_) => {}
+    /// The submission `token`: this node's own from memory, another node's from the shared
+    /// catalog (`Err` only when that catalog cannot be read).
+    pub async fn get(&self, token: &str) -> Result<Option<Submission>, SharedError> {
+        if let Some(own) = self.inner.store.get(token) {
+            return Ok(Some(own));
         }
-        match self.inner.store.remove_finished(token) {
-            None => Deleted::Unknown,
-            Some(Ok(gone)) => Deleted::Gone(Box::new(gone)),
-            Some(Err(pending)) => Deleted::Pending(Box::new(pending)),
+        let Some(catalog) = &self.inner.catalog else {
+            return Ok(None);
+        };
+        let Some(found) = catalog.get(token).await? else {
+            return Ok(None);
+        };
+        let mut submission = found.submission;
+        let pending = !matches!(submission.state, State::Finished(_));
+        // This node's own pending ones are in its memory: one here is from a process of the
+        // same node id that is gone.
+        let orphaned = pending
+            && (found.node == catalog.node_id() || !catalog.node_is_live(&found.node).await?);
+        if orphaned {
+            // Its node is gone and will never end it.
+            submission.state = State::Finished(Err(Failure::Abandoned));
+            submission.finished_at = Some(SystemTime::now());
+            if let Err(err) = catalog.put(&found.node, &submission).await {
+                tracing::warn!(error = %err, "an abandoned submission could not be ended");
+            }
         }
+        Ok(Some(submission))
+    }
+
+    /// Deletes a finished submission of `owner`'s, wherever it ran; see [`Deleted`].
+    pub async fn delete(&self, token: &str, owner: &str) -> Result<Deleted, SharedError> {
+        let Some(found) = self.get(token).await? else {
+            return Ok(Deleted::Unknown);
+        };
+        if found.owner != owner {
+            return Ok(Deleted::NotOwner);
+        }
+        if !matches!(found.state, State::Finished(_)) {
+            return Ok(Deleted::Pending(Box::new(found)));
+        }
+        if let Some(catalog) = &self.inner.catalog {
+            catalog.remove(token).await?;
+        }
+        // Finished, so never kept back as pending; in memory still when the catalog did not
+        // take it.
+        self.inner.store.remove_finished(token);
+        Ok(Deleted::Gone(Box::new(found)))
     }
 
     /// Submissions waiting or running now.
@@ -414,6 +500,12 @@ impl Drop for EndGuard {
         if self.armed {
             self.submissions
                 .finish(&self.token, Err(Failure::Abandoned));
+            // Told to the other nodes too, while a runtime is there to do it (a node that
+            // cannot leaves the record pending, and a reader ends it once the node is gone).
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (submissions, token) = (self.submissions.clone(), self.token.clone());
+                runtime.spawn(async move { submissions.publish(&token).await });
+            }
         }
     }
 }
@@ -431,6 +523,65 @@ mod tests {
             created_at: SystemTime::UNIX_EPOCH,
             finished_at: None,
         }
+    }
+
+    #[test]
+    fn a_finished_submission_reads_back_from_its_shared_record_as_it_was() {
+        use crate::executor::{CollectedOutput, PhaseOutcome};
+        let run = PhaseOutcome {
+            status: RunStatus::RuntimeError,
+            exit_code: None,
+            signal: Some("SIGSEGV"),
+            output: CollectedOutput {
+                stdout: vec![0xff, 0x00, b'a'],
+                stderr: b"Segmentation fault\n".to_vec(),
+                truncated: true,
+            },
+            duration: Duration::from_micros(12_345),
+            cut_short: false,
+            from_cache: false,
+        };
+        let mut submission = queued("t");
+        submission.request = serde_json::json!({"source_code": "x", "language_id": 50});
+        submission.finished_at = Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
+        submission.state = State::Finished(Ok(Box::new(RunOutcome {
+            id: "job".into(),
+            language: "c".into(),
+            version: "12".into(),
+            status: RunStatus::RuntimeError,
+            compile: Some(PhaseOutcome {
+                status: RunStatus::Success,
+                signal: None,
+                exit_code: Some(0),
+                from_cache: true,
+                ..run.clone()
+            }),
+            run: Some(run),
+            cpu_time: Some(Duration::from_millis(7)),
+            memory_kb: Some(1024),
+            tests: None,
+            files: None,
+        })));
+        let json = serde_json::to_string(&submission).unwrap();
+        // The bytes travel as base64, not as an array of numbers.
+        assert!(json.contains(r#""stdout":"/wBh""#), "{json}");
+        let back: Submission = serde_json::from_str(&json).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{submission:?}"));
+        // A failure, and a signal name runbox does not know, read back too.
+        submission.state = State::Finished(Err(Failure::Abandoned));
+        let back: Submission =
+            serde_json::from_str(&serde_json::to_string(&submission).unwrap()).unwrap();
+        assert!(matches!(
+            back.state,
+            State::Finished(Err(Failure::Abandoned))
+        ));
+        let phase: PhaseOutcome = serde_json::from_value(serde_json::json!({
+            "status": "timeout", "exit_code": null, "signal": "SIGNOPE",
+            "output": {"stdout": "", "stderr": "", "truncated": false},
+            "duration": {"secs": 1, "nanos": 0}, "cut_short": true, "from_cache": false
+        }))
+        .unwrap();
+        assert_eq!(phase.signal, None);
     }
 
     #[test]
