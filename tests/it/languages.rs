@@ -746,6 +746,19 @@ async fn output_bytes_that_are_not_utf8_are_replaced_and_nul_survives() {
     assert_eq!(r["stdout"], "ok\u{FFFD}\u{0}end", "{r}");
 }
 
+/// A Python start pays for nothing the program does not import: no `.pth` hook runs (the one
+/// matplotlib's package ships imported importlib.util on every start, +7 ms), and what it
+/// registered still imports.
+#[tokio::test]
+async fn python_starts_without_importing_the_librarys_hooks() {
+    let r = run_and_clean(json!({
+        "language": "python",
+        "code": "import sys\nprint(sorted(m for m in ('importlib.util', 'mpl_toolkits') if m in sys.modules))\nimport mpl_toolkits.mplot3d\nprint('ok')"
+    }))
+    .await;
+    assert_eq!(r["stdout"], "[]\nok\n", "{r}");
+}
+
 /// The Java image's class-data sharing archive of javac's classes is one this JVM can map:
 /// `-Xshare:on` makes the JVM fail instead of silently ignoring an archive that does not match
 /// (a JDK upgraded under it, a corrupt file). runbox-javac uses it with `-Xshare:auto`.
