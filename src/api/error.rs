@@ -77,7 +77,7 @@ pub enum ApiError {
     #[error("this session's sandbox was lost with its engine; create a new session")]
     SessionLost,
     #[error(
-        "sessions cannot be reached right now (the nodes' shared state is unavailable); retry shortly"
+        "what another node holds (a session, a submission) cannot be reached right now: the nodes' shared state is unavailable; retry shortly"
     )]
     StateUnavailable,
     #[error("this session is moving to another node; retry in a moment")]
