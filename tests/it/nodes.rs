@@ -569,6 +569,28 @@ async fn get_json(url: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A python submission to Judge0's asynchronous API; its token.
+async fn submit(base: &str, code: &str) -> String {
+    let (status, created) = post(
+        &format!("{base}/judge0/submissions"),
+        json!({"source_code": code, "language_id": 71}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    created["token"].as_str().unwrap().to_owned()
+}
+
+/// Deletes a finished submission; the answer (the submission as it was).
+async fn delete_submission(base: &str, token: &str) -> Value {
+    let deleted = reqwest::Client::new()
+        .delete(format!("{base}/judge0/submissions/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    deleted.json().await.unwrap()
+}
+
 /// Polls a Judge0 submission until its status is past "In Queue" (1) and "Processing" (2),
 /// or until it shows `status`; bounded in time.
 async fn poll_submission(base: &str, token: &str, until_status: Option<u64>) -> Value {
@@ -601,13 +623,7 @@ async fn a_submission_is_seen_from_every_node_and_ends_when_its_node_dies() {
         return;
     };
     let bases = [cluster.base(0), cluster.base(1)];
-    let (status, created) = post(
-        &format!("{}/judge0/submissions", bases[0]),
-        json!({"source_code": "print('hi')", "language_id": 71}),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let token = created["token"].as_str().unwrap().to_owned();
+    let token = submit(&bases[0], "print('hi')").await;
     let finished = poll_submission(&bases[1], &token, None).await;
     assert_eq!(
         (
@@ -633,13 +649,7 @@ async fn a_submission_is_seen_from_every_node_and_ends_when_its_node_dies() {
     assert_eq!(batch["submissions"][0]["token"], token.as_str(), "{batch}");
     assert_eq!(batch["submissions"][1], Value::Null, "{batch}");
     // Deleted through the other node: gone from both.
-    let deleted = reqwest::Client::new()
-        .delete(format!("{}/judge0/submissions/{token}", bases[1]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 200);
-    let gone: Value = deleted.json().await.unwrap();
+    let gone = delete_submission(&bases[1], &token).await;
     assert_eq!(
         gone["stdout"], "hi\n",
         "the answer is the submission as it was"
@@ -650,13 +660,7 @@ async fn a_submission_is_seen_from_every_node_and_ends_when_its_node_dies() {
     }
 
     // A node killed while its submission runs.
-    let (status, created) = post(
-        &format!("{}/judge0/submissions", bases[0]),
-        json!({"source_code": "import time; time.sleep(3)", "language_id": 71}),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let token = created["token"].as_str().unwrap().to_owned();
+    let token = submit(&bases[0], "import time; time.sleep(3)").await;
     poll_submission(&bases[1], &token, Some(2)).await;
     cluster.kill(0).await;
     let killed = Instant::now();
@@ -672,11 +676,6 @@ async fn a_submission_is_seen_from_every_node_and_ends_when_its_node_dies() {
         after < Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(2),
         "ended after {after:?}"
     );
-    let deleted = reqwest::Client::new()
-        .delete(format!("{}/judge0/submissions/{token}", bases[1]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 200);
+    delete_submission(&bases[1], &token).await;
     cluster.finish().await;
 }
