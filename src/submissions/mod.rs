@@ -34,6 +34,12 @@ pub enum State {
     Finished(Result<Box<RunOutcome>, Failure>),
 }
 
+impl State {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, State::Finished(_))
+    }
+}
+
 /// Why a submission has no outcome, in words fit for its client (the cause itself, which may
 /// name engine internals, is logged when it happens).
 #[derive(
@@ -96,7 +102,8 @@ pub type OnFinish = Box<dyn FnOnce(&Submission) + Send>;
 #[error("queue is full")]
 pub struct QueueFull;
 
-/// Where submission records live: in memory here, the seam for a shared store.
+/// Where this process keeps its submission records (in memory; with several nodes the
+/// shared [`catalog`] holds them too, written beside this store, not behind it).
 pub trait SubmissionStore: Send + Sync + 'static {
     /// Adds a queued submission unless `max_pending` are pending already.
     fn insert(&self, submission: Submission) -> Result<(), QueueFull>;
@@ -163,10 +170,10 @@ impl SubmissionStore for MemoryStore {
         let Some(submission) = records.by_token.get_mut(token) else {
             return;
         };
-        if matches!(submission.state, State::Finished(_)) {
+        if submission.state.is_finished() {
             return;
         }
-        let finishing = matches!(state, State::Finished(_));
+        let finishing = state.is_finished();
         submission.state = state;
         if finishing {
             submission.finished_at = Some(at);
@@ -183,7 +190,7 @@ impl SubmissionStore for MemoryStore {
     fn remove_finished(&self, token: &str) -> Option<Result<Submission, Submission>> {
         let mut records = self.lock();
         let submission = records.by_token.get(token)?.clone();
-        if !matches!(submission.state, State::Finished(_)) {
+        if !submission.state.is_finished() {
             return Some(Err(submission));
         }
         records.by_token.remove(token);
@@ -379,7 +386,7 @@ impl Submissions {
             return;
         };
         match catalog.put(catalog.node_id(), &submission).await {
-            Ok(()) if matches!(submission.state, State::Finished(_)) => {
+            Ok(()) if submission.state.is_finished() => {
                 self.inner.store.remove_finished(token);
             }
             Ok(()) => {}
@@ -402,7 +409,7 @@ impl Submissions {
             return Ok(None);
         };
         let mut submission = found.submission;
-        let pending = !matches!(submission.state, State::Finished(_));
+        let pending = !submission.state.is_finished();
         // This node's own pending ones are in its memory: one here is from a process of the
         // same node id that is gone.
         let orphaned = pending
@@ -426,7 +433,7 @@ impl Submissions {
         if found.owner != owner {
             return Ok(Deleted::NotOwner);
         }
-        if !matches!(found.state, State::Finished(_)) {
+        if !found.state.is_finished() {
             return Ok(Deleted::Pending(Box::new(found)));
         }
         if let Some(catalog) = &self.inner.catalog {
