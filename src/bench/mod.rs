@@ -92,6 +92,66 @@ const PROGRAMS: [Program; 2] = [
 ];
 
 pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
+    let bench = run_selected(config, options);
+    let signal = tokio::select! {
+        result = bench => return result,
+        signal = interrupted() => signal,
+    };
+    // The bench is dropped: every server it started has been sent SIGTERM (see
+    // `ServerUnderTest`'s drop) and every sandbox of its own queued for removal.
+    let engines: Vec<Sandboxes> = std::mem::take(&mut *lock(&OWN_ENGINES));
+    for sandboxes in engines {
+        sandboxes.shutdown().await;
+    }
+    let servers: Vec<u32> = std::mem::take(&mut *lock(&SPAWNED_SERVERS));
+    let started = Instant::now();
+    while servers.iter().any(|&pid| process_lives(pid)) && started.elapsed() < SERVER_STOP_WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!(
+        "stopped by {signal}: its servers were stopped (their sandboxes removed) and its own sandboxes removed"
+    )
+}
+
+/// How long an interrupted bench waits for the servers it started to end.
+const SERVER_STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// The servers the bench started (pids), stopped when it is interrupted; and its own engine
+/// handles, shut down then. Without this a SIGTERM ended the bench and left its server
+/// running, with that server's pool.
+static SPAWNED_SERVERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static OWN_ENGINES: Mutex<Vec<Sandboxes>> = Mutex::new(Vec::new());
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// SIGINT or SIGTERM, by name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Whether `pid` is still a running process (a zombie has ended: its exit is only unread).
+fn process_lives(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn run_selected(config: Config, options: BenchOptions) -> anyhow::Result<()> {
     if !options.sessions.is_empty() {
         return sessions_bench(&config, &options).await;
     }
@@ -130,13 +190,15 @@ pub async fn run(config: Config, options: BenchOptions) -> anyhow::Result<()> {
 /// The bench's own handle to the engine (it starts no sweep: the measured servers' sandboxes
 /// are theirs).
 async fn connect(config: &Config) -> anyhow::Result<Sandboxes> {
-    Ok(crate::sandbox::Sandboxes::connect(
+    let sandboxes = crate::sandbox::Sandboxes::connect(
         crate::config::LOCAL_ENGINE_ID,
         &local_address(config),
         config.sandbox.clone(),
         crate::sandbox::SandboxBudget::unbounded(),
     )
-    .await?)
+    .await?;
+    lock(&OWN_ENGINES).push(sandboxes.clone());
+    Ok(sandboxes)
 }
 
 fn local_address(config: &Config) -> crate::sandbox::EngineAddress<'_> {
@@ -169,6 +231,7 @@ async fn ceiling_scaling(config: &Config, options: &BenchOptions) -> anyhow::Res
             crate::sandbox::SandboxBudget::unbounded(),
         )
         .await?;
+        lock(&OWN_ENGINES).push(sandboxes.clone());
         if let Some(parent) = &entry.cgroup_parent {
             sandboxes.cgroups_under(parent);
         }
@@ -1243,9 +1306,11 @@ impl ServerUnderTest {
             .env("RUNBOX_RATE_LIMIT__ENABLED", "false")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUNBOX_LOG", "warn")
-            .kill_on_drop(true)
             .spawn()
             .context("starting runbox serve")?;
+        if let Some(pid) = child.id() {
+            lock(&SPAWNED_SERVERS).push(pid);
+        }
         let server = ServerUnderTest {
             base: format!("http://127.0.0.1:{port}"),
             child: Some(child),
@@ -1322,8 +1387,11 @@ impl ServerUnderTest {
     }
 
     /// SIGTERM (graceful: the server removes its sandboxes), then wait.
-    async fn stop(self) {
-        if let Some(mut child) = self.child {
+    async fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                lock(&SPAWNED_SERVERS).retain(|&p| p != pid);
+            }
             if let Some(pid) = child.id() {
                 let _ = tokio::process::Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
@@ -1336,6 +1404,19 @@ impl ServerUnderTest {
             {
                 let _ = child.kill().await;
             }
+        }
+    }
+}
+
+/// A server dropped without [`ServerUnderTest::stop`] (the bench failed or was interrupted)
+/// is sent SIGTERM, not SIGKILL: it ends the way it would be stopped, removing its sandboxes.
+impl Drop for ServerUnderTest {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
+            // The child is not reaped yet, so the pid is still its own.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
     }
 }

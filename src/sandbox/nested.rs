@@ -56,7 +56,7 @@ const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
 ///
 /// Arguments: `$1` the job filter (base64 of the BPF program), `$2` the paths to mask again
 /// (those that exist here are masked: a file by `/dev/null`, a directory by an empty read-only
-/// tmpfs), `$3` the [`shim`], then bwrap's own arguments. A file is masked as the engine masks it, by binding
+/// tmpfs), `$3` the [`SHIM`], then bwrap's own arguments. A file is masked as the engine masks it, by binding
 /// `/dev/null` over it; bwrap's `--ro-bind` would add `nodev`, and the file could not even be
 /// read (a program reading `/proc/cmdline` would fail where it reads nothing in a container).
 ///
@@ -86,11 +86,13 @@ pub const JOB_DIR: &str = "/box/job";
 /// costs ~1.5 ms on this 2-core VM), and the sandbox takes no job before it is ready.
 ///
 /// Right after it says ready (and once at its start) the runner makes the next job's nested
-/// sandbox, whose first process, the [`shim`], waits for the argv: bwrap's 6–9 ms are spent
+/// sandbox, whose first process, the [`SHIM`], waits for the argv: bwrap's 6–9 ms are spent
 /// while the sandbox waits, not while the next job does. Every such sandbox is made exactly
 /// like one made for the job, before anything of the job is known. A step that cannot use it
 /// (a live stdin, the run step after a compile) gets a sandbox made then, as before.
 pub const SCRIPT: &str = r#"exec 3>&2 2>/dev/null
+# `read -N` counts bytes, not characters (the shell's own locale; nothing it starts sees it).
+LC_ALL=C
 printf '%s' "$1" | base64 -d > /box/.filter || exit 125
 # Pipes nobody writes: `read -t` on .idle is a sleep without a process; .argv carries the next
 # job's argv to the sandbox made for it ahead of time.
@@ -121,6 +123,30 @@ tidy() {
   done
   health=dirty:process-left
 }
+# The argv as one line of single-quoted words for the shim's `eval` (a quote as '\'', a
+# newline as '"$N"'), in $line.
+shim_line() {
+  local arg
+  line=
+  for arg in "$@"; do
+    arg=${arg//"'"/"'\\''"}
+    line+=" '${arg//$'\n'/"'\"\$N\"'"}'"
+  done
+}
+# The job's files into a new work dir: one small file by builtins (`=<length>`: its name,
+# NUL, its content), else a tar archive (512-byte records: tar reads exactly up to the
+# archive's end, the two zero blocks runbox's archives end with, so the stdin that follows is
+# untouched). Each program start costs ~1.5 ms here, so no separate `head` and `mkdir`.
+unpack() {
+  local name content=
+  if [ -n "$archive_file" ]; then
+    IFS= read -r -d '' name || return 1
+    ((archive_len == 0)) || IFS= read -r -N "$archive_len" content || return 1
+    { [ -d "$work" ] || mkdir "$work"; } && printf '%s' "$content" > "$work/$name"
+  elif ((archive_len > 0)); then
+    tar -x -m -b 1 -f - -C /box --transform 's,^,job/,' 2>&3
+  fi
+}
 # The next job's nested sandbox, made now: bwrap's 6-9 ms leave the job's path. Its first
 # process is the shim, which waits on .argv for the job's argv and then execs it; its stdin
 # is .stdin, which the job's stdin is written into (the same file) before the argv is sent.
@@ -131,7 +157,7 @@ launch_next() {
   mkdir "$work" 2>/dev/null || return
   : > /box/.stdin
   : > /box/.status
-  bwrap "${launch[@]}" --bind "$work" /box -- /bin/bash -c "$shim" shim \
+  bwrap "${launch[@]}" --bind "$work" /box -- /bin/dash -c "$shim" shim \
     < /box/.stdin 7< /box/.argv 5< /box/.filter 6> /box/.status 2>&3 3>&- 8>&- 9>&- &
   waiting=$!
   for ((round = 0; round < 200; round++)); do
@@ -146,6 +172,9 @@ while :; do
   read -r step || exit 125
   read -r archive_len || exit 125
   read -r stdin_len || exit 125
+  # `=<length>`: written with builtins (one small file named first, a small stdin).
+  archive_file=; [[ $archive_len == =* ]] && archive_file=1 archive_len=${archive_len#=}
+  stdin_inline=; [[ $stdin_len == =* ]] && stdin_inline=1 stdin_len=${stdin_len#=}
   read -r argc || exit 125
   argv=()
   for ((i = 0; i < argc; i++)); do
@@ -169,28 +198,32 @@ while :; do
   status=125
   if [ "$step" = discard ]; then
     status=0
-  # tar with 512-byte records reads exactly up to the archive's end (the two zero blocks
-  # runbox's archives end with), so the stdin that follows is untouched; each program start
-  # costs ~1.5 ms here, so no separate `head` and `mkdir`.
-  elif ((archive_len > 0)) \
-    && ! tar -x -m -b 1 -f - -C /box --transform 's,^,job/,' 2>&3; then
-    # What is left of the archive and the stdin is unread: this runner is out of step.
+  elif ! unpack; then
+    # What is left of the files and the stdin is unread: this runner is out of step.
     echo "runbox: the program's files could not be written to the work dir" >&3
     health=dirty:files-not-unpacked
   elif [ ! -d "$work" ] && ! mkdir "$work" 2>/dev/null; then
     health=dirty:work-dir-not-made
   else
-    ((stdin_len > 0)) && head -c "$stdin_len" > /box/.stdin
-    if [ -n "$waiting" ] && ((stdin_len >= 0)) && [[ ${argv[0]} != *=* ]]; then
+    if [ -n "$stdin_inline" ]; then
+      input=
+      ((stdin_len == 0)) || IFS= read -r -N "$stdin_len" input
+      printf '%s' "$input" > /box/.stdin
+      input=
+    elif ((stdin_len > 0)); then
+      head -c "$stdin_len" > /box/.stdin
+    fi
+    if [ -n "$waiting" ] && ((stdin_len >= 0)); then
       # The sandbox made after the last job takes this step.
-      printf '%s\0' "$argc" "${argv[@]}" >&8
+      shim_line "${argv[@]}"
+      printf '%s\n' "$line" >&8
       wait "$waiting"
       status=$?
     else
       # A live stdin (the runner's own) or a step after the first: a sandbox made now. One
       # made ahead is told to end (an argc of 0).
       if [ -n "$waiting" ]; then
-        printf '0\0' >&8
+        printf '\n' >&8
         wait "$waiting"
       fi
       if ((stdin_len >= 0)); then exec 4< /box/.stdin; else exec 4<&0; fi
@@ -232,22 +265,19 @@ while :; do
   [ "$health" = ok ] || exec sleep infinity
 done"#;
 
-/// The first process of a job's nested sandbox made ahead of the job (see [`SCRIPT`]): reads
-/// the job's argc and NUL-terminated argv on fd 7, then execs the program with exactly the
-/// sandbox's environment (`exec -c` drops what bash would add: `PWD`, `SHLVL`, `_`). An argc
-/// of 0 ends it. It runs under the job's seccomp filter, as the job's user, like the program.
-pub fn shim() -> String {
-    let assignments: Vec<String> = ENVIRONMENT.iter().map(|v| format!("'{v}'")).collect();
-    format!(
-        "IFS= read -r -d '' argc <&7 || exit 125\n\
-         ((argc > 0)) || exit 0\n\
-         argv=()\n\
-         for ((i = 0; i < argc; i++)); do IFS= read -r -d '' a <&7 || exit 125; argv+=(\"$a\"); done\n\
-         exec 7<&-\n\
-         exec -c /usr/bin/env -- {} \"${{argv[@]}}\"",
-        assignments.join(" ")
-    )
-}
+/// The first process of a job's nested sandbox made ahead of the job (see [`SCRIPT`]), a
+/// `dash` script: reads the job's argv on fd 7 as one line of single-quoted words (a newline
+/// in an argument as `'"$N"'`) and execs it by `eval`; an empty line ends it. The program gets
+/// exactly the sandbox's environment, which bwrap set (`--clearenv`, `--setenv`): dash adds
+/// only `PWD`, unset here (bash would add `SHLVL` to whatever it execs, and `env` to clear it
+/// cost one more program start, ~1.2 ms). It runs under the job's seccomp filter, as the job's
+/// user, like the program.
+pub const SHIM: &str = "N='\n'\n\
+IFS= read -r line <&7 || exit 125\n\
+exec 7<&-\n\
+[ -n \"$line\" ] || exit 0\n\
+unset PWD OLDPWD\n\
+eval \"exec$line\"";
 
 /// The paths masked again inside a job's sandbox: the container's own list.
 pub fn masked_paths() -> String {
@@ -397,16 +427,64 @@ mod tests {
     }
 
     #[test]
-    fn the_shim_gives_the_program_exactly_the_sandbox_environment() {
-        let shim = shim();
-        for variable in ENVIRONMENT {
-            // Single-quoted as a whole: no value may hold a quote of its own.
-            assert!(!variable.contains('\''), "{variable}");
-            assert!(shim.contains(&format!("'{variable}'")), "{shim}");
+    fn the_shim_runs_exactly_the_argv_the_runner_sends_with_exactly_its_environment() {
+        // The runner's own quoting, taken from the script, and the shim, run by the shells
+        // the images have (bash and dash are in every Debian).
+        let start = SCRIPT.find("shim_line() {").unwrap();
+        let end = start + SCRIPT[start..].find("\n}\n").unwrap() + 3;
+        let quoting = &SCRIPT[start..end];
+        let argv = [
+            "/bin/sh",
+            "-c",
+            "printf '%s\\0' \"$@\"; tr '\\0' '\\n' < /proc/$$/environ",
+            "prog",
+            "it's",
+            "a\nb\n",
+            "$HOME `id` $(id)",
+            "\"q\" \\ '' \\'",
+            "",
+            " spaced ",
+        ];
+        let runner = format!(
+            "{quoting}\nshim_line \"$@\"\nprintf '%s\\n' \"$line\" | env -i A=1 /bin/dash -c \"$SHIM\" shim 7<&0"
+        );
+        let out = std::process::Command::new("/bin/bash")
+            .arg("-c")
+            .arg(&runner)
+            .arg("runner")
+            .args(argv)
+            .env("SHIM", SHIM)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut expected: Vec<u8> = Vec::new();
+        for arg in &argv[4..] {
+            expected.extend_from_slice(arg.as_bytes());
+            expected.push(0);
         }
-        // The environment is cleared before env sets it, and argc 0 ends the shim.
-        assert!(shim.contains("exec -c /usr/bin/env -- "), "{shim}");
-        assert!(shim.contains("((argc > 0)) || exit 0"), "{shim}");
+        // The environment the program started with is the shim's: nothing added (no PWD,
+        // no SHLVL).
+        expected.extend_from_slice(b"A=1\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&expected)
+        );
+        // An empty line ends the shim without running anything.
+        let out = std::process::Command::new("/bin/dash")
+            .arg("-c")
+            .arg(SHIM)
+            .arg("shim")
+            .stdin(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "no line at all: {out:?}");
+        let ended = std::process::Command::new("/bin/bash")
+            .arg("-c")
+            .arg("echo | /bin/dash -c \"$SHIM\" shim 7<&0; echo \"ended $?\"")
+            .env("SHIM", SHIM)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&ended.stdout), "ended 0\n");
     }
 
     #[test]

@@ -207,7 +207,7 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
                 "runner".to_owned(),
                 super::nested::job_filter().to_owned(),
                 super::nested::masked_paths(),
-                super::nested::shim(),
+                super::nested::SHIM.to_owned(),
             ])
             .chain(super::nested::launcher_args(config))
             .collect(),
