@@ -501,9 +501,10 @@ pub struct SandboxConfig {
     pub sweep_interval_secs: u64,
     /// How a warm sandbox serves jobs; see [`Reuse`].
     pub reuse: Reuse,
-    /// Jobs a reused sandbox serves before it is replaced.
+    /// Most jobs a reused sandbox serves before it is replaced (each serves a share of it
+    /// drawn in 75–100 %, as of the age below).
     pub reuse_jobs: u32,
-    /// Seconds after its start past which a reused sandbox takes no more jobs.
+    /// Seconds after its start past which a reused sandbox takes no more jobs (at most).
     pub reuse_max_age_secs: u64,
 }
 
