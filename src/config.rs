@@ -445,6 +445,11 @@ pub struct EngineEntry {
     /// through the engine (measured: +55 ms a warm run without it).
     #[serde(default)]
     pub cgroup_parent: Option<String>,
+    /// The runtime this engine's sandboxes run under (registered with that engine), instead of
+    /// `sandbox.runtime`: a fleet may mix runc and gVisor engines. `/readyz` says so when the
+    /// engine has no such runtime.
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 /// Paths only: the key's file name is not secret, its content is never read into a log.
@@ -455,6 +460,7 @@ impl std::fmt::Debug for EngineEntry {
             .field("host", &self.host)
             .field("capacity", &self.capacity)
             .field("tls", &self.tls_ca.is_some())
+            .field("runtime", &self.runtime)
             .finish()
     }
 }
@@ -475,6 +481,7 @@ impl Config {
                 tls_cert: None,
                 tls_key: None,
                 cgroup_parent: None,
+                runtime: None,
             };
             return vec![(local, max)];
         }
@@ -822,6 +829,13 @@ fn validate_cluster(raw: &RawConfig, pooled: usize) -> Result<(), ConfigError> {
             return key(
                 &named,
                 "a tcp:// engine needs tls_ca, tls_cert and tls_key".to_owned(),
+            );
+        }
+        if engine.runtime.as_ref().is_some_and(|r| r.trim().is_empty()) {
+            return key(
+                &named,
+                "runtime must name a runtime registered with that engine, e.g. \"runsc\""
+                    .to_owned(),
             );
         }
         let capacity = engine.capacity.unwrap_or(share);
@@ -1187,6 +1201,20 @@ mod tests {
         let engines = config.engines();
         assert_eq!(engines[0].1, config.limits.max_sandboxes / 2);
         assert_eq!(engines[1].1, 40);
+        // No runtime of its own: sandbox.runtime's.
+        assert_eq!(engines[0].0.runtime, None);
+    }
+
+    #[test]
+    fn an_engine_may_run_its_sandboxes_under_a_runtime_of_its_own() {
+        let config = load_with(&[(
+            "RUNBOX_CLUSTER__ENGINES",
+            r#"[{id="a", host="unix:///a.sock"}, {id="g", host="unix:///g.sock", runtime="runsc"}]"#,
+        )])
+        .unwrap();
+        let engines = config.engines();
+        assert_eq!(engines[1].0.runtime.as_deref(), Some("runsc"));
+        assert!(format!("{:?}", engines[1].0).contains("runsc"));
     }
 
     #[test]
@@ -1199,6 +1227,10 @@ mod tests {
             ),
             (r#"[{id="a b", host="unix:///a"}]"#, "letters, digits"),
             (r#"[{id="a", host="ssh://x"}]"#, "must start with unix://"),
+            (
+                r#"[{id="a", host="unix:///a", runtime=" "}]"#,
+                "runtime must name a runtime",
+            ),
             (
                 r#"[{id="a", host="unix:///a", tls_ca="/ca.pem", tls_cert="/c.pem", tls_key="/k.pem"}]"#,
                 "takes no tls_",

@@ -233,9 +233,9 @@ impl From<crate::shared::SharedError> for ApiError {
 impl From<SandboxError> for ApiError {
     fn from(err: SandboxError) -> Self {
         match err {
-            SandboxError::EngineUnavailable(_) | SandboxError::ImageMissing(_) => {
-                ApiError::SandboxUnavailable(err)
-            }
+            SandboxError::EngineUnavailable(_)
+            | SandboxError::ImageMissing(_)
+            | SandboxError::RuntimeMissing(_) => ApiError::SandboxUnavailable(err),
             SandboxError::AtCapacity => ApiError::SandboxesFull,
             SandboxError::WorkDirNotCopied(_) => ApiError::WorkDirNotMoved,
             SandboxError::EngineRefused { .. }

@@ -92,13 +92,12 @@ async fn connect_engine(
     entry: &EngineEntry,
     budget: SandboxBudget,
 ) -> Result<Sandboxes, SandboxError> {
-    let sandboxes = Sandboxes::connect(
-        &entry.id,
-        &EngineAddress::of(entry),
-        config.sandbox.clone(),
-        budget,
-    )
-    .await?;
+    let mut sandbox = config.sandbox.clone();
+    if let Some(runtime) = &entry.runtime {
+        sandbox.runtime = runtime.clone();
+    }
+    let sandboxes =
+        Sandboxes::connect(&entry.id, &EngineAddress::of(entry), sandbox, budget).await?;
     if let Some(parent) = &entry.cgroup_parent {
         sandboxes.cgroups_under(parent);
     }

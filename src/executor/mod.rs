@@ -250,6 +250,19 @@ impl Executor {
             NotReady("the container engine does not answer; start it (see README)".to_owned())
         })?;
         let several = self.fleet.engines().count() > 1;
+        for engine in self.fleet.taking_work() {
+            if let Ok(Some(registered)) = engine.runtime_missing().await {
+                let on = match several {
+                    true => format!("engine {}", engine.engine_id()),
+                    false => "the container engine".to_owned(),
+                };
+                return Err(NotReady(format!(
+                    "{on} has no runtime `{}` registered (it has: {}); see README, Runtimes",
+                    engine.config().runtime,
+                    registered.join(", ")
+                )));
+            }
+        }
         let mut missing = Vec::new();
         let mut differing = Vec::new();
         for language in self.catalogue.iter() {

@@ -12,6 +12,10 @@ pub enum SandboxError {
     EngineUnavailable(String),
     #[error("image {0} is missing; run `runbox images build`")]
     ImageMissing(String),
+    /// The engine has no runtime of the configured name registered (`sandbox.runtime`, or an
+    /// engine's own `runtime`).
+    #[error("the container engine has no runtime {0} registered")]
+    RuntimeMissing(String),
     /// The engine refused a call.
     #[error("the container engine refused a call ({status}): {message}")]
     EngineRefused { status: u16, message: String },
@@ -83,12 +87,17 @@ impl SandboxError {
         }
     }
 
-    /// Create answers 404 when the image is not there.
-    pub(super) fn from_create(err: bollard::errors::Error, image: &str) -> Self {
+    /// Create answers 404 when the image is not there, and 400 naming the runtime when the
+    /// engine has no runtime of that name ("unknown or invalid runtime name: …").
+    pub(super) fn from_create(err: bollard::errors::Error, image: &str, runtime: &str) -> Self {
         match err {
             bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             } => SandboxError::ImageMissing(image.to_owned()),
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 400,
+                ref message,
+            } if message.contains("runtime") => SandboxError::RuntimeMissing(runtime.to_owned()),
             other => Self::from_engine(other),
         }
     }

@@ -141,7 +141,8 @@ impl Fleet {
         }
     }
 
-    /// Every engine's sandboxes share one config.
+    /// Every engine's sandboxes share one config but for its runtime (an engine's own
+    /// `runtime`): the first engine's.
     pub fn config(&self) -> &SandboxConfig {
         self.inner.engines[0].sandboxes.config()
     }
@@ -396,7 +397,9 @@ fn elsewhere_may_work(err: &SandboxError) -> bool {
     is_engine_failure(err)
         || matches!(
             err,
-            SandboxError::AtCapacity | SandboxError::ImageMissing(_)
+            SandboxError::AtCapacity
+                | SandboxError::ImageMissing(_)
+                | SandboxError::RuntimeMissing(_)
         )
 }
 

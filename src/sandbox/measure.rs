@@ -153,7 +153,7 @@ impl Sandboxes {
         let id = docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| SandboxError::from_create(e, &spec.image))?
+            .map_err(|e| SandboxError::from_create(e, &spec.image, &self.shared.config.runtime))?
             .id;
         times.create = clock.elapsed();
         let result = async {
@@ -229,7 +229,7 @@ impl Sandboxes {
         let id = docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| SandboxError::from_create(e, &spec.image))?
+            .map_err(|e| SandboxError::from_create(e, &spec.image, &self.shared.config.runtime))?
             .id;
         let started = docker
             .start_container(&id, None)
@@ -287,7 +287,7 @@ impl Sandboxes {
         let created = docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| SandboxError::from_create(e, &spec.image))?;
+            .map_err(|e| SandboxError::from_create(e, &spec.image, &self.shared.config.runtime))?;
         let result = async {
             docker
                 .start_container(&created.id, None)

@@ -220,6 +220,24 @@ impl Sandboxes {
             .map_err(SandboxError::from_engine)
     }
 
+    /// The runtimes the engine has registered, when its configured one is not among them
+    /// (sorted); `None` when it is there.
+    pub async fn runtime_missing(&self) -> Result<Option<Vec<String>>, SandboxError> {
+        self.negotiate().await?;
+        let info = self
+            .shared
+            .docker
+            .info()
+            .await
+            .map_err(SandboxError::from_engine)?;
+        let mut registered: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        if registered.iter().any(|r| *r == self.shared.config.runtime) {
+            return Ok(None);
+        }
+        registered.sort();
+        Ok(Some(registered))
+    }
+
     /// Creates and starts a hardened sandbox; a runner sandbox is attached before it starts.
     /// The returned value owns the container.
     ///
@@ -261,7 +279,7 @@ impl Sandboxes {
             .docker
             .create_container(Some(options), body)
             .await
-            .map_err(|err| SandboxError::from_create(err, &spec.image))?;
+            .map_err(|err| SandboxError::from_create(err, &spec.image, &shared.config.runtime))?;
         unfinished.name = None;
         shared.created.fetch_add(1, Ordering::Relaxed);
         let mut sandbox = Sandbox {

@@ -49,6 +49,29 @@ async fn readyz_names_a_missing_image() {
 }
 
 #[tokio::test]
+async fn readyz_names_a_runtime_the_engine_does_not_have() {
+    let app = start_on_own_runtime(&[
+        ("RUNBOX_SANDBOX__RUNTIME", "runbox-no-such-runtime"),
+        ("RUNBOX_POOL__ENABLED", "false"),
+    ]);
+    let r = reqwest::get(app.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no runtime `runbox-no-such-runtime` registered")
+            && reason.contains("runc"),
+        "{body}"
+    );
+    // A run is refused as unavailable, without the engine's own words.
+    let (status, body) = app
+        .run(serde_json::json!({ "language": "python", "code": "print(1)" }))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(!body.to_string().contains("runtime name"), "{body}");
+}
+
+#[tokio::test]
 async fn readyz_reports_an_engine_that_is_down() {
     // A socket nobody listens on: what a stopped engine leaves behind.
     let dir = std::env::temp_dir().join(format!("runbox-test-{}", uuid::Uuid::new_v4()));
