@@ -15,7 +15,9 @@ use crate::callbacks::Callbacks;
 use crate::config::{Config, EngineEntry};
 use crate::executor::{Executor, HealthPolicy};
 use crate::metrics::Metrics;
-use crate::sandbox::{EngineAddress, Lifetimes, SandboxBudget, SandboxError, Sandboxes};
+use crate::sandbox::{
+    EngineAddress, Lifetimes, NodeRegistry, SandboxBudget, SandboxError, Sandboxes,
+};
 use crate::sessions::Sessions;
 use crate::shared::Shared;
 use crate::submissions::Submissions;
@@ -104,6 +106,19 @@ async fn connect_engine(
     Ok(sandboxes)
 }
 
+/// The other nodes as the sandbox sweep asks after them: alive while their heartbeat is.
+struct HeartbeatRegistry(Shared);
+
+impl NodeRegistry for HeartbeatRegistry {
+    fn is_gone<'a>(&'a self, node: &'a str) -> futures_util::future::BoxFuture<'a, Option<bool>> {
+        Box::pin(async move { self.0.node_address(node).await.ok().map(|a| a.is_none()) })
+    }
+
+    fn lease(&self) -> Duration {
+        self.0.lease_ttl()
+    }
+}
+
 /// A running server: its address, and a way to stop it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -165,6 +180,14 @@ impl Server {
             session: config.sessions.max_age() + job_lifetime_bound,
         };
         let engines = connect_engines(&config).await?;
+        if let Some(shared) = &shared {
+            // Before the pools start: every container this node makes carries its id.
+            let registry: std::sync::Arc<dyn NodeRegistry> =
+                std::sync::Arc::new(HeartbeatRegistry(shared.clone()));
+            for engine in &engines {
+                engine.as_node(shared.node_id(), registry.clone());
+            }
+        }
         // Built here and handed to each part that counts (nothing reaches through another).
         let metrics = std::sync::Arc::new(Metrics::new());
         let executor = Executor::new(

@@ -9,8 +9,28 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::policy::{LABEL_ID, LABEL_KIND};
+use futures_util::future::BoxFuture;
+
+use super::policy::{LABEL_ID, LABEL_KIND, LABEL_NODE};
 use super::{LiveSet, SandboxKind, Sandboxes};
+
+/// Where the sweep asks whether another API node is still alive (several nodes on one
+/// Redis: its heartbeat). The sandbox layer knows no Redis; the app wires this.
+pub trait NodeRegistry: Send + Sync {
+    /// `Some(true)`: `node`'s heartbeat has lapsed; `None`: cannot tell now (the store is
+    /// down), which keeps its containers.
+    fn is_gone<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Option<bool>>;
+    /// How long a live node's heartbeat may be missing (a store restarted empty, before the
+    /// node's next beat): a node is gone only when it is still missing after this.
+    fn lease(&self) -> Duration;
+}
+
+/// This node's id and its registry of the others.
+#[derive(Clone)]
+pub(super) struct Nodes {
+    pub(super) own: String,
+    pub(super) registry: std::sync::Arc<dyn NodeRegistry>,
+}
 
 /// Removals in flight at once; more wait in the queue rather than flood the engine.
 const MAX_CONCURRENT_REMOVALS: usize = 16;
@@ -187,25 +207,93 @@ pub(super) async fn sweep(
         .map(|d| d.as_secs() as i64)
         .unwrap_or(i64::MAX);
     let mut removed = 0;
+    // Job and pool containers of other nodes, younger than their bound: theirs while those
+    // nodes live, nobody's once they are gone.
+    let mut of_other_nodes: Vec<(String, String)> = Vec::new();
+    let nodes = sandboxes.shared.nodes.get();
     for container in containers {
         let labels = container.labels.unwrap_or_default();
-        let Some(bound) = labels
-            .get(LABEL_KIND)
-            .and_then(|kind| lifetimes.bound(kind))
-        else {
+        let Some(kind) = labels.get(LABEL_KIND) else {
+            continue;
+        };
+        let Some(bound) = lifetimes.bound(kind) else {
             continue;
         };
         let owned = labels.get(LABEL_ID).is_some_and(|id| sandboxes.is_live(id));
         let age = now.saturating_sub(container.created.unwrap_or(now));
-        if owned || age < bound.as_secs() as i64 {
+        let Some(id) = container.id else {
+            continue;
+        };
+        if owned {
             continue;
         }
-        if let Some(id) = container.id
-            && remove_container(docker, &id).await
-        {
+        if age < bound.as_secs() as i64 {
+            if let (Some(nodes), Some(node)) = (nodes, labels.get(LABEL_NODE))
+                && *node != nodes.own
+                && ends_with_its_node(kind)
+            {
+                of_other_nodes.push((node.clone(), id));
+            }
+            continue;
+        }
+        if remove_container(docker, &id).await {
             removed += 1;
         }
     }
+    if let Some(nodes) = nodes
+        && !of_other_nodes.is_empty()
+    {
+        let stop = &sandboxes.shared.stop;
+        removed += remove_of_gone_nodes(docker, stop, nodes, of_other_nodes).await;
+    }
     sandboxes.shared.live.reaped(removed);
     Ok(removed)
+}
+
+/// A job's or a pool's container lives only with the node that made it (a session's is taken
+/// over by another node from the shared catalog, never swept for its node).
+fn ends_with_its_node(kind: &str) -> bool {
+    kind == SandboxKind::Job.label()
+        || kind == SandboxKind::Probe.label()
+        || kind == SandboxKind::Pool.label()
+}
+
+/// Removes the containers whose node is gone: missing from the registry now and still after
+/// one lease (a live node beats again within it, e.g. after the store restarted empty).
+async fn remove_of_gone_nodes(
+    docker: &Docker,
+    stop: &CancellationToken,
+    nodes: &Nodes,
+    containers: Vec<(String, String)>,
+) -> usize {
+    let mut names: Vec<&str> = containers.iter().map(|(node, _)| node.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut suspects = Vec::new();
+    for node in names {
+        if nodes.registry.is_gone(node).await == Some(true) {
+            suspects.push(node);
+        }
+    }
+    if suspects.is_empty() {
+        return 0;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(nodes.registry.lease()) => {}
+        () = stop.cancelled() => return 0,
+    }
+    let mut gone = Vec::new();
+    for node in suspects {
+        if nodes.registry.is_gone(node).await == Some(true) {
+            gone.push(node);
+        }
+    }
+    let mut removed = 0;
+    for (node, id) in &containers {
+        if gone.contains(&node.as_str()) && remove_container(docker, id).await {
+            tracing::info!(node, container = %id, "removed a container of a node that is gone");
+            removed += 1;
+        }
+    }
+    removed
 }

@@ -41,7 +41,7 @@ use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOp
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use cleanup::Lifetimes;
+pub use cleanup::{Lifetimes, NodeRegistry};
 pub use container::{Sandbox, Usage};
 use error::ENGINE_ERRORS;
 pub use error::SandboxError;
@@ -123,6 +123,8 @@ struct Shared {
     tasks: TaskTracker,
     /// Sandbox creations in flight; shutdown lets them finish before the cleaner's last pass.
     creations: TaskTracker,
+    /// This node among several (its containers carry its id; the sweep asks after others).
+    nodes: std::sync::OnceLock<cleanup::Nodes>,
 }
 
 impl Sandboxes {
@@ -156,12 +158,23 @@ impl Sandboxes {
                 stop,
                 tasks,
                 creations: TaskTracker::new(),
+                nodes: std::sync::OnceLock::new(),
             }),
         };
         if let Err(err) = sandboxes.negotiate().await {
             tracing::warn!(error = %err, "the container engine does not answer yet");
         }
         Ok(sandboxes)
+    }
+
+    /// Makes this handle one node's among several: every container it makes from now on
+    /// carries `node`'s id, and its sweep removes at once the job and pool containers of a
+    /// node that `registry` says is gone. Set once, before the pool starts.
+    pub fn as_node(&self, node: &str, registry: std::sync::Arc<dyn NodeRegistry>) {
+        let _ = self.shared.nodes.set(cleanup::Nodes {
+            own: node.to_owned(),
+            registry,
+        });
     }
 
     /// Starts the periodic removal of runbox containers no live sandbox owns and that are
@@ -273,6 +286,9 @@ impl Sandboxes {
         let mut body = policy::container_body(&shared.config, spec);
         if let Some(labels) = body.labels.as_mut() {
             labels.insert(policy::LABEL_ENGINE.to_owned(), shared.engine_id.clone());
+            if let Some(nodes) = shared.nodes.get() {
+                labels.insert(policy::LABEL_NODE.to_owned(), nodes.own.clone());
+            }
         }
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = shared

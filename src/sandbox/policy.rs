@@ -75,6 +75,9 @@ pub const LABEL_ID: &str = "runbox.id";
 pub const LABEL_LANGUAGE: &str = "runbox.language";
 /// The engine's id in the cluster: an audit of every engine's containers names where each was.
 pub const LABEL_ENGINE: &str = "runbox.engine";
+/// The API node that made a container (several nodes on one Redis): the sweep of any node
+/// removes the job and pool containers of a node whose heartbeat has lapsed.
+pub const LABEL_NODE: &str = "runbox.node";
 
 const MIB: i64 = 1024 * 1024;
 /// Under gVisor the host's pids cgroup counts the sandbox kernel's own threads and, on the

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{ServerProcess, free_port, wait_until_no_containers};
+use crate::common::{ServerProcess, containers_with_labels, free_port, wait_until_no_containers};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -101,6 +101,8 @@ struct Cluster {
     prefix: String,
     owner: String,
     nodes: Vec<Option<ServerProcess>>,
+    /// Each node's `cluster.node_id` (the `runbox.node` label of what it makes).
+    node_ids: Vec<String>,
 }
 
 impl Cluster {
@@ -112,18 +114,21 @@ impl Cluster {
             prefix: format!("t{}:", &tag[..8]),
             owner: format!("nodes-{}", &tag[..8]),
             nodes: Vec::new(),
+            node_ids: Vec::new(),
         };
         for n in 0..nodes {
-            let node = cluster.spawn(n, extra).await;
+            let id = format!("n{n}-{}", uuid::Uuid::new_v4().simple());
+            let node = cluster.spawn(&id, extra).await;
             cluster.nodes.push(Some(node));
+            cluster.node_ids.push(id);
         }
         Some(cluster)
     }
 
-    async fn spawn(&self, n: usize, extra: &[(&str, &str)]) -> ServerProcess {
+    async fn spawn(&self, id: &str, extra: &[(&str, &str)]) -> ServerProcess {
         let redis = format!("\"{}\"", self.redis.url());
         let token = format!("\"{TOKEN}\"");
-        let node_id = format!("\"n{n}-{}\"", uuid::Uuid::new_v4().simple());
+        let node_id = format!("\"{id}\"");
         let prefix = format!("\"{}\"", self.prefix);
         let ttl = LEASE_TTL_MS.to_string();
         let mut env = vec![
@@ -383,6 +388,58 @@ async fn a_killed_node_loses_only_its_requests_in_flight() {
     for id in &sessions {
         assert_eq!(delete(&cluster.base(1), id).await, 204);
     }
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn a_killed_nodes_pool_and_jobs_are_swept_by_another_node() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut cluster) = Cluster::start(
+        2,
+        &[
+            ("RUNBOX_POOL__ENABLED", "true"),
+            ("RUNBOX_POOL__SIZES", "{ python = 2 }"),
+            ("RUNBOX_SANDBOX__SWEEP_INTERVAL_SECS", "1"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let of_node_0 = [format!("runbox.node={}", cluster.node_ids[0])];
+    let started = Instant::now();
+    while containers_with_labels(&of_node_0).await.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "node 0's pool never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A job in flight on node 0 when it dies: its own container, besides the pool's.
+    let base = cluster.base(0);
+    let in_flight = tokio::spawn(async move {
+        let body = json!({"language": "python", "code": "import time; time.sleep(30)"});
+        let _ = reqwest::Client::new()
+            .post(format!("{base}/run"))
+            .json(&body)
+            .send()
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(0).await;
+    in_flight.await.unwrap();
+    let killed = Instant::now();
+    // Node 1's sweep (each second): node 0's heartbeat lapses within a lease TTL, it is still
+    // missing one lease later, and its containers go, far sooner than their lifetime bound.
+    wait_until_no_containers(&of_node_0).await;
+    let swept = killed.elapsed();
+    assert!(
+        swept < Duration::from_millis(3 * LEASE_TTL_MS + 5000),
+        "swept after {swept:?}"
+    );
+    // Node 1's own pool was not touched.
+    let of_node_1 = [format!("runbox.node={}", cluster.node_ids[1])];
+    assert!(containers_with_labels(&of_node_1).await.len() >= 2);
     cluster.finish().await;
 }
 
