@@ -221,7 +221,7 @@ while :; do
       status=$?
     else
       # A live stdin (the runner's own) or a step after the first: a sandbox made now. One
-      # made ahead is told to end (an argc of 0).
+      # made ahead is told to end (an empty line).
       if [ -n "$waiting" ]; then
         printf '\n' >&8
         wait "$waiting"

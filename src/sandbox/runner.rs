@@ -16,8 +16,8 @@
 //!
 //! Wire format on stdin, in order:
 //! `<nonce>\n<archive length>\n<argc>\n`, argc NUL-terminated arguments, the tar archive of the
-//! job's files (unpacked into the work dir by the runner, as the sandbox user), then the
-//! program's own stdin.
+//! job's files (unpacked into the work dir by the runner, as the sandbox user; one small file
+//! goes as `=<length>` and its name, NUL, its content instead), then the program's own stdin.
 
 use std::time::{Duration, Instant};
 
@@ -57,13 +57,26 @@ for ((i = 0; i < argc; i++)); do
   IFS= read -r -d '' arg || exit 125
   argv+=("$arg")
 done
-if ((archive_len > 0)); then
-  if ! head -c "$archive_len" 2>&3 | tar -x -m -f - -C /box 2>&3; then
-    echo "runbox: the program's files could not be written to the work dir" >&3
-    printf '\036%s 125\n' "$nonce"
-    printf '\036%s 125\n' "$nonce" >&3
-    exec sleep infinity
-  fi
+# `=<length>`: one small file, its name, NUL, its content, written with builtins (a `head`
+# and a `tar` cost ~3 ms here, ~47 ms under gVisor); `read -N` counts bytes in the C locale,
+# which the program does not inherit (not exported).
+unpacked=1
+if [[ $archive_len == =* ]]; then
+  LC_ALL=C
+  archive_len=${archive_len#=}
+  content=
+  IFS= read -r -d '' name \
+    && { ((archive_len == 0)) || IFS= read -r -N "$archive_len" content; } \
+    && printf '%s' "$content" > "/box/$name" || unpacked=
+  unset content LC_ALL
+elif ((archive_len > 0)); then
+  head -c "$archive_len" 2>&3 | tar -x -m -f - -C /box 2>&3 || unpacked=
+fi
+if [ -z "$unpacked" ]; then
+  echo "runbox: the program's files could not be written to the work dir" >&3
+  printf '\036%s 125\n' "$nonce"
+  printf '\036%s 125\n' "$nonce" >&3
+  exec sleep infinity
 fi
 "${argv[@]}" 2>&3 3>&-
 status=$?
@@ -183,17 +196,33 @@ pub struct RunnerJob {
 }
 
 /// Encodes `job` in the runner's wire format: the header, the job's NUL-terminated argv, its
-/// archive and its stdin.
+/// files (see [`files_on_the_wire`]) and its stdin.
 pub fn encode(nonce: &str, job: &RunnerJob) -> Bytes {
-    let header = format!("{nonce}\n{}\n{}\n", job.archive.len(), job.argv.len());
+    let (archive_len, files) = files_on_the_wire(&job.archive);
+    let header = format!("{nonce}\n{archive_len}\n{}\n", job.argv.len());
     let argv_len: usize = job.argv.iter().map(|a| a.len() + 1).sum();
-    let mut out =
-        BytesMut::with_capacity(header.len() + argv_len + job.archive.len() + job.stdin.len());
+    let mut out = BytesMut::with_capacity(header.len() + argv_len + files.len() + job.stdin.len());
     out.put_slice(header.as_bytes());
     put_argv(&mut out, &job.argv);
-    out.put_slice(&job.archive);
+    out.put_slice(&files);
     out.put_slice(&job.stdin);
     out.freeze()
+}
+
+/// A job's files as both runners take them: one small file without NUL bytes at the top of
+/// the work dir (every single-file program) as `=<length>` and `<name>\0<content>`, which the
+/// runner writes with shell builtins; anything else as the tar archive and its length.
+fn files_on_the_wire(archive: &Bytes) -> (String, Bytes) {
+    match single_small_file(archive) {
+        Some((name, content)) => {
+            let mut files = BytesMut::with_capacity(name.len() + 1 + content.len());
+            files.put_slice(name.as_bytes());
+            files.put_u8(0);
+            files.put_slice(content);
+            (format!("={}", content.len()), files.freeze())
+        }
+        None => (archive.len().to_string(), archive.clone()),
+    }
 }
 
 /// Each argument NUL-terminated.
@@ -224,16 +253,7 @@ pub fn encode_nested(nonce: &str, job: &RunnerJob) -> Bytes {
         None if stdin_inline => format!("={}", job.stdin.len()),
         None => job.stdin.len().to_string(),
     };
-    let (archive_len, files) = match single_small_file(&job.archive) {
-        Some((name, content)) => {
-            let mut files = BytesMut::with_capacity(name.len() + 1 + content.len());
-            files.put_slice(name.as_bytes());
-            files.put_u8(0);
-            files.put_slice(content);
-            (format!("={}", content.len()), files.freeze())
-        }
-        None => (job.archive.len().to_string(), job.archive.clone()),
-    };
+    let (archive_len, files) = files_on_the_wire(&job.archive);
     let header = format!(
         "{nonce}\n{}\n{archive_len}\n{stdin_len}\n{}\n",
         job.step.word(),
@@ -711,6 +731,10 @@ mod tests {
         };
         let encoded = encode_nested(NONCE, &job(&[file("main.c", b"int main(){}\n")]));
         let expected = format!("{NONCE}\ncompile\n=13\n=0\n1\ngcc\0main.c\0int main(){{}}\n");
+        assert_eq!(String::from_utf8_lossy(&encoded), expected);
+        // A fresh runner takes one small file the same way.
+        let encoded = encode(NONCE, &job(&[file("main.c", b"int main(){}\n")]));
+        let expected = format!("{NONCE}\n=13\n1\ngcc\0main.c\0int main(){{}}\n");
         assert_eq!(String::from_utf8_lossy(&encoded), expected);
         let empty = encode_nested(NONCE, &job(&[file("empty.py", b"")]));
         assert!(empty.ends_with(b"\n=0\n=0\n1\ngcc\0empty.py\0"));
