@@ -103,6 +103,14 @@ impl Catalog {
         )
     }
 
+    /// Set for one lease TTL when a session is removed: a renewal that took its list of
+    /// hosted sessions just before the removal must not put the record back (it did: a
+    /// deleted session's record and set entries were left in Redis for good, counting against
+    /// the session caps; seen once in the nodes suite).
+    fn removed_key(&self, id: &str) -> String {
+        self.shared.key(&format!("removed:{id}"))
+    }
+
     fn client_key(&self, client: &str) -> String {
         self.shared.key(&format!("client:{client}:sessions"))
     }
@@ -217,11 +225,12 @@ impl Catalog {
             let client_key = self.client_key(record.client.as_deref().unwrap_or_default());
             pipe.cmd("EVALSHA")
                 .arg(script.get_hash())
-                .arg(4)
+                .arg(5)
                 .arg(&lease_key)
                 .arg(&record_key)
                 .arg(&all_key)
                 .arg(&client_key)
+                .arg(self.removed_key(&record.id))
                 .arg(self.node_id())
                 .arg(self.ttl_ms())
                 .arg(&record.id)
@@ -304,6 +313,8 @@ impl Catalog {
         let (record_key, lease_key) = self.keys(id);
         let all_key = self.shared.key("sessions");
         let client_key = self.client_key(client.unwrap_or_default());
+        let removed_key = self.removed_key(id);
+        let ttl = self.ttl_ms();
         let id = id.to_owned();
         self.shared
             .call(|mut redis| async move {
@@ -313,6 +324,11 @@ impl Catalog {
                     .del(&lease_key)
                     .srem(&all_key, &id)
                     .srem(&client_key, &id)
+                    .cmd("SET")
+                    .arg(&removed_key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(ttl)
                     .query_async::<()>(&mut redis)
                     .await
             })
@@ -401,11 +417,13 @@ return 0
     )
 });
 
-/// KEYS: lease, record, all, client's. ARGV: me, ttl ms, id, fields…. 0: another node holds
-/// it; 1: renewed (and the record put back if Redis had lost it).
+/// KEYS: lease, record, all, client's, removed. ARGV: me, ttl ms, id, fields…. 0: another
+/// node holds it; 1: renewed (and the record put back if Redis had lost it); 2: it was just
+/// removed (nothing written).
 static RENEW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
+if redis.call('EXISTS', KEYS[5]) == 1 then return 2 end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
