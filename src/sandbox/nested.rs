@@ -66,7 +66,9 @@ pub const JOB_DIR: &str = "/box/job";
 
 /// One job on stdin: `<nonce>\n<step>\n<archive length>\n<stdin length>\n<argc>\n`, argc
 /// NUL-terminated arguments, the tar archive (unpacked into a new work dir: a job's first
-/// step has one), then the step's stdin. A stdin length of -1 means the rest of the stream is
+/// step has one), then the step's stdin. A length written `=<length>` is read by the runner's
+/// builtins: for the files, one small file's name, NUL and content instead of an archive; for
+/// the stdin, a small one without NUL (see `runner::encode_nested`). A stdin length of -1 means the rest of the stream is
 /// the program's stdin (an interactive run), after which the runner takes nothing more. A
 /// `compile` step that succeeds keeps its work dir for the steps that follow: `pack` (the work
 /// dir as a tar on stdout, for the compile cache; no program, no nested sandbox) and `run`; a
