@@ -200,11 +200,21 @@ pub struct RunnerJob {
 pub fn encode(nonce: &str, job: &RunnerJob) -> Bytes {
     let (archive_len, files) = files_on_the_wire(&job.archive);
     let header = format!("{nonce}\n{archive_len}\n{}\n", job.argv.len());
+    assemble(&header, job, &files)
+}
+
+/// `header`, then the job's NUL-terminated argv, its files as [`files_on_the_wire`] made them,
+/// and its stdin: both runners' order.
+fn assemble(header: &str, job: &RunnerJob, files: &[u8]) -> Bytes {
     let argv_len: usize = job.argv.iter().map(|a| a.len() + 1).sum();
     let mut out = BytesMut::with_capacity(header.len() + argv_len + files.len() + job.stdin.len());
     out.put_slice(header.as_bytes());
-    put_argv(&mut out, &job.argv);
-    out.put_slice(&files);
+    for arg in &job.argv {
+        debug_assert!(!arg.contains('\0'), "argv is validated to hold no NUL");
+        out.put_slice(arg.as_bytes());
+        out.put_u8(0);
+    }
+    out.put_slice(files);
     out.put_slice(&job.stdin);
     out.freeze()
 }
@@ -222,15 +232,6 @@ fn files_on_the_wire(archive: &Bytes) -> (String, Bytes) {
             (format!("={}", content.len()), files.freeze())
         }
         None => (archive.len().to_string(), archive.clone()),
-    }
-}
-
-/// Each argument NUL-terminated.
-fn put_argv(out: &mut BytesMut, argv: &[String]) {
-    for arg in argv {
-        debug_assert!(!arg.contains('\0'), "argv is validated to hold no NUL");
-        out.put_slice(arg.as_bytes());
-        out.put_u8(0);
     }
 }
 
@@ -259,12 +260,7 @@ pub fn encode_nested(nonce: &str, job: &RunnerJob) -> Bytes {
         job.step.word(),
         job.argv.len()
     );
-    let mut out = BytesMut::with_capacity(header.len() + files.len() + job.stdin.len() + 64);
-    out.put_slice(header.as_bytes());
-    put_argv(&mut out, &job.argv);
-    out.put_slice(&files);
-    out.put_slice(&job.stdin);
-    out.freeze()
+    assemble(&header, job, &files)
 }
 
 /// Whether the runner's shell may read `bytes` itself: small, and no NUL (which the shell's
