@@ -41,6 +41,11 @@ pub struct Language {
     /// The compile command passes arguments appended to it on to the compiler.
     #[serde(default)]
     pub compile_takes_args: bool,
+    /// A compiler a reused sandbox starts ahead of each job, in the job's nested sandbox, that
+    /// takes the compile's argv when it comes and compiles in a process already warm (see
+    /// `sandbox::nested`); the compile's memory cap in MiB is appended. Its argv[0] is the
+    /// compile command's.
+    pub warm_compile: Option<Vec<String>>,
     /// Run command; the request's `args` are appended.
     pub run: Vec<String>,
     /// Prints the language version; run once at image build time.
@@ -78,6 +83,17 @@ impl Language {
         )
     }
 
+    /// The warm compiler's argv for a reused sandbox: `warm_compile` and the language's
+    /// compile memory cap in MiB, the cap a new compiler's JVM would size its heap for (a job
+    /// asking another cap still finds it: the cap is set before the compile starts).
+    pub fn warm_compiler(&self) -> Option<Vec<String>> {
+        self.warm_compile.as_ref().map(|warm| {
+            let mut argv = warm.clone();
+            argv.push(self.compile_memory_mb().to_string());
+            argv
+        })
+    }
+
     pub fn compile_memory_mb(&self) -> u64 {
         self.compile_memory_mb.unwrap_or(self.memory_mb)
     }
@@ -108,6 +124,22 @@ impl Language {
         }
         if matches!(&self.compile, Some(c) if c.is_empty()) {
             return fail("compile command must not be empty when given");
+        }
+        if let Some(warm) = &self.warm_compile {
+            let same_program = matches!((warm.first(), self.compile.as_ref().and_then(|c| c.first())),
+                (Some(w), Some(c)) if w == c);
+            if !same_program || self.compile_takes_args {
+                return fail(
+                    "warm_compile must start with the compile command's program, which takes no arguments",
+                );
+            }
+            // The runner splits it into words at spaces (see `sandbox::nested::warm_words`).
+            if warm
+                .iter()
+                .any(|w| w.is_empty() || w.contains(|c: char| c.is_whitespace() || c == '\''))
+            {
+                return fail("warm_compile's words must be non-empty, without spaces or quotes");
+            }
         }
         if matches!(&self.repl, Some(c) if c.is_empty()) {
             return fail("repl command must not be empty when given");

@@ -242,6 +242,7 @@ impl From<SandboxError> for ApiError {
             | SandboxError::EngineAnswer(_)
             | SandboxError::ExecDetached
             | SandboxError::RunnerSpent
+            | SandboxError::RunnerNotReady
             | SandboxError::NestedLauncher
             | SandboxError::ProgramsNotEnded(_)
             | SandboxError::TerminalNotStarted(_)

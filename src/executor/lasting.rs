@@ -34,6 +34,7 @@ impl Executor {
                 main: MainProcess::Keeper,
                 work_dir_mb: Some(spec.work_dir_mb),
                 labels: spec.labels,
+                warm_compiler: None,
             })
             .await
     }

@@ -185,6 +185,7 @@ impl Executor {
                     language.memory_mb,
                 ),
                 size: pool.size(&language.id),
+                warm_compiler: language.warm_compiler(),
             })
             .collect::<Vec<_>>();
         let fleet = Fleet::start(engines, &slots, pool.max_idle(), health);

@@ -539,6 +539,7 @@ pub(super) fn job_sandbox_spec(
         main,
         work_dir_mb: None,
         labels: Vec::new(),
+        warm_compiler: job.language.warm_compiler(),
     }
 }
 

@@ -106,8 +106,15 @@ pub(super) struct Reuse {
     /// (~230 ms of CPU each here) land on the same few jobs (measured: 4 python sandboxes
     /// retiring within 3 jobs of each other, one run 153 ms instead of ~20).
     pub(super) retire_share: f64,
-    /// Resident memory (see `host_cgroup::resident`) before its first job.
+    /// Resident memory (see `host_cgroup::resident`) at rest, first seen before a job: with
+    /// the shim waiting for the next job, and with a warm compiler waiting (a JVM, ~75 MB).
     pub(super) resident_at_rest: Option<u64>,
+    pub(super) resident_at_rest_warm: Option<u64>,
+    /// Whether a warm compiler waits for the next job (the runner's last `ready` said so).
+    pub(super) warm_waits: bool,
+    /// The memory cap it was made with, which it goes back to after each program: the next
+    /// job's warm compiler (a JVM holds ~75 MB) is made while it waits, under that cap.
+    pub(super) rest_memory_mb: u64,
     /// Cleared by anything that makes it untrustworthy: it is then removed after its job.
     pub(super) trusted: bool,
     /// The nonce of the last job, whose `ready` line the runner has yet to write.
@@ -146,15 +153,20 @@ fn share_of(limit: u32, share: f64) -> u32 {
 }
 
 impl Reuse {
-    pub(super) fn new(language: &str) -> Reuse {
+    /// A reused sandbox's record; with a warm compiler, its runner is first to say it is
+    /// ready (at rest) once that compiler is warm (see `nested::SCRIPT`).
+    pub(super) fn new(language: &str, memory_mb: u64, warm_compiler: bool) -> Reuse {
         Reuse {
             language: language.to_owned(),
             started: Instant::now(),
             jobs: 0,
             retire_share: retire_share(random_u64()),
             resident_at_rest: None,
+            resident_at_rest_warm: None,
+            warm_waits: false,
+            rest_memory_mb: memory_mb,
             trusted: true,
-            ready_after: None,
+            ready_after: warm_compiler.then(|| START_NONCE.to_owned()),
             stderr_after: Vec::new(),
             work_dir_kept: false,
             job_ended_clean: false,
@@ -166,8 +178,13 @@ impl Reuse {
 const PACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a reused runner may take to clean up after a job (deleting a full work dir of
-/// 4096 files takes well under a second).
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// 4096 files takes well under a second) and to warm the next job's compiler (~0.4-0.9 s of
+/// CPU for javac; the runner waits at most 3 s for it).
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a runner with a warm compiler says `ready` after when it has started.
+const START_NONCE: &str = "start";
+
 /// Most bytes read while waiting for the `ready` line: nothing else writes then.
 const READY_LINE_MAX: usize = 1024;
 
@@ -343,12 +360,17 @@ impl Sandbox {
     /// deleted, no process left), then checks that the sandbox's memory is back to where it
     /// was at rest. `false`: the sandbox is not to be used again.
     pub async fn until_ready(&mut self) -> bool {
+        if !self.reuse.as_ref().is_some_and(|r| r.trusted) {
+            return false;
+        }
+        // At once, while the runner cleans up: the next job's warm compiler is made under it.
+        if !self.back_to_rest_cap().await {
+            tracing::debug!(sandbox = %self.id, "a reused sandbox could not go back to its cap at rest; retired");
+            return false;
+        }
         let Some(reuse) = &mut self.reuse else {
             return false;
         };
-        if !reuse.trusted {
-            return false;
-        }
         if let Some(nonce) = reuse.ready_after.take() {
             let seen = std::mem::take(&mut reuse.stderr_after);
             let io = self.runner.get_mut().unwrap_or_else(|p| p.into_inner());
@@ -359,33 +381,52 @@ impl Sandbox {
                     .flatten(),
                 None => None,
             };
-            if said.as_deref() != Some("ok") {
-                tracing::debug!(sandbox = %self.id, said, "a reused sandbox did not come back clean; retired");
-                reuse.trusted = false;
-                return false;
-            }
+            reuse.warm_waits = match said.as_deref() {
+                Some("ok") => false,
+                Some("ok warm") => true,
+                _ => {
+                    tracing::debug!(sandbox = %self.id, said, "a reused sandbox did not come back clean; retired");
+                    reuse.trusted = false;
+                    return false;
+                }
+            };
         }
-        let (Some(now), Some(at_rest)) = (
-            host_cgroup::resident(&self.container_id).await,
-            reuse.resident_at_rest,
-        ) else {
+        let Some(now) = host_cgroup::resident(&self.container_id).await else {
             // Where the cgroup is out of sight, the runner's word stands.
             return true;
         };
-        if now > at_rest + RESIDENT_SLACK_BYTES {
-            tracing::warn!(sandbox = %self.id, at_rest, now, "a reused sandbox holds more memory than before its job; retired");
-            reuse.trusted = false;
-            return false;
+        let at_rest = if reuse.warm_waits {
+            &mut reuse.resident_at_rest_warm
+        } else {
+            &mut reuse.resident_at_rest
+        };
+        match *at_rest {
+            Some(at_rest) if now > at_rest + RESIDENT_SLACK_BYTES => {
+                tracing::warn!(sandbox = %self.id, at_rest, now, "a reused sandbox holds more memory than before its job; retired");
+                reuse.trusted = false;
+                false
+            }
+            Some(_) => true,
+            // The first time it rests with a warm compiler waiting (one made for a job warms
+            // one after that job's compile): what it holds so is at rest from now on.
+            None => {
+                *at_rest = Some(now);
+                true
+            }
         }
-        true
     }
 
     /// Notes the resident memory at rest before a reused sandbox's first job.
     async fn note_rest(&mut self) {
-        if let Some(reuse) = &mut self.reuse
-            && reuse.resident_at_rest.is_none()
-        {
-            reuse.resident_at_rest = host_cgroup::resident(&self.container_id).await;
+        if let Some(reuse) = &mut self.reuse {
+            let at_rest = if reuse.warm_waits {
+                &mut reuse.resident_at_rest_warm
+            } else {
+                &mut reuse.resident_at_rest
+            };
+            if at_rest.is_none() {
+                *at_rest = host_cgroup::resident(&self.container_id).await;
+            }
         }
     }
 
@@ -533,6 +574,15 @@ impl Sandbox {
         let fresh = self.sandboxes.create(replacement).await?;
         self.copy_work_dir_into(&fresh).await?;
         Ok(fresh)
+    }
+
+    /// A reused sandbox whose job has ended goes back to the cap it was made with (see
+    /// [`Reuse::rest_memory_mb`]); `false` when the cap could not be changed.
+    pub(super) async fn back_to_rest_cap(&mut self) -> bool {
+        let Some(rest) = self.reuse.as_ref().map(|r| r.rest_memory_mb) else {
+            return true;
+        };
+        rest == self.memory_mb || self.set_memory_limit(rest).await.is_ok()
     }
 
     /// Changes the memory cap (and the equal memory+swap cap) of the running sandbox.

@@ -28,6 +28,9 @@ pub enum SandboxError {
     /// A sandbox's runner was asked for a second job (a sandbox made for one job runs one).
     #[error("the sandbox's runner has already run a job")]
     RunnerSpent,
+    /// A new reused sandbox's runner did not say it was ready (at rest) in time.
+    #[error("a reused sandbox's runner did not say it was ready")]
+    RunnerNotReady,
     /// bubblewrap could not make a reused sandbox's nested sandbox for a job (the sandbox is
     /// retired).
     #[error("the nested sandbox for a job could not be made")]

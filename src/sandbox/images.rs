@@ -427,6 +427,7 @@ impl Sandboxes {
             main: super::MainProcess::Idle,
             work_dir_mb: None,
             labels: Vec::new(),
+            warm_compiler: None,
         };
         let sandbox = self.create(&spec).await?;
         let failed = |message: String| ImageError::Version {

@@ -373,6 +373,7 @@ pub fn spec_for(image: &str, language: &str, memory_mb: u64, main: MainProcess) 
         main,
         work_dir_mb: None,
         labels: Vec::new(),
+        warm_compiler: None,
     }
 }
 

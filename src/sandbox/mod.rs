@@ -307,7 +307,7 @@ impl Sandboxes {
             terminal_session: Arc::default(),
             detached: false,
             reuse: (spec.main == MainProcess::Runner && shared.config.nested())
-                .then(|| container::Reuse::new(&spec.language)),
+                .then(|| container::Reuse::new(&spec.language, spec.memory_mb, spec.warms_first())),
         };
         if spec.main == MainProcess::Runner {
             let options = AttachContainerOptionsBuilder::default()

@@ -56,7 +56,9 @@ const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
 ///
 /// Arguments: `$1` the job filter (base64 of the BPF program), `$2` the paths to mask again
 /// (those that exist here are masked: a file by `/dev/null`, a directory by an empty read-only
-/// tmpfs), `$3` the [`SHIM`], then bwrap's own arguments. A file is masked as the engine masks it, by binding
+/// tmpfs), `$3` the [`SHIM`], `$4` the warm compiler's argv as words ([`warm_words`]; empty:
+/// none), `$5` `1` when the first job's sandbox is to have it (a pooled sandbox), then bwrap's
+/// own arguments. A file is masked as the engine masks it, by binding
 /// `/dev/null` over it; bwrap's `--ro-bind` would add `nodev`, and the file could not even be
 /// read (a program reading `/proc/cmdline` would fail where it reads nothing in a container).
 ///
@@ -97,18 +99,27 @@ pub const SCRIPT: &str = r#"exec 3>&2 2>/dev/null
 LC_ALL=C
 printf '%s' "$1" | base64 -d > /box/.filter || exit 125
 # Pipes nobody writes: `read -t` on .idle is a sleep without a process; .argv carries the next
-# job's argv to the sandbox made for it ahead of time.
-mkfifo /box/.idle /box/.argv && exec 9<> /box/.idle 8<> /box/.argv || exit 125
+# job's argv to the sandbox made for it ahead of time; a warm compiler says on .warmed that it
+# is warm.
+mkfifo /box/.idle /box/.argv /box/.warmed \
+  && exec 9<> /box/.idle 8<> /box/.argv 10<> /box/.warmed || exit 125
 masks=()
 for p in $2; do
   if [ -d "$p" ]; then masks+=(--tmpfs "$p" --remount-ro "$p")
   elif [ -e "$p" ]; then masks+=(--dev-bind /dev/null "$p"); fi
 done
 shim=$3
-shift 3
+# The warm compiler's argv, in words (none: every sandbox made ahead runs the shim).
+read -r -a warm <<< "$4"
+# Whether the next sandbox made ahead runs the warm compiler: at first when `$5` says so (a
+# pooled sandbox: made ahead of its jobs), then while jobs begin with a compile (compile cache
+# misses). After one that did not (a hit) the shim: a compiler warmed for nobody costs ~0.4 s
+# of CPU.
+warm_next=$5
+shift 5
 launch=("$@" "${masks[@]}")
 work=/box/job
-waiting=
+waiting= waiting_warm=
 # Whether anything of the job is left but the runner and init: bwrap returns once the job's
 # first process has ended, while the kernel is still ending the rest of its pid namespace,
 # so up to 200 ms are given.
@@ -154,21 +165,52 @@ unpack() {
 # is .stdin, which the job's stdin is written into (the same file) before the argv is sent.
 # Returns once bwrap has started the shim (at most ~200 ms; a bwrap that fails shows at the
 # job, as a launcher failure).
+# With a warm compiler (and warm_next), its first process is that compiler instead, which
+# takes only its own compile (argc on a line, then NUL-terminated arguments); returns once it
+# says it is warm (at most 3 s). One that died on the way is not waited on again: the shim
+# from then on.
 launch_next() {
   local round line
   mkdir "$work" 2>/dev/null || return
   : > /box/.stdin
   : > /box/.status
+  if [ -n "$warm_next" ] && ((${#warm[@]})); then
+    # A word left by a compiler that outlived an earlier wait is not this one's.
+    while read -r -t 0 -u 10; do IFS= read -r -t 0.01 -u 10 line; done
+    bwrap "${launch[@]}" --bind "$work" /box -- "${warm[@]}" \
+      < /box/.stdin 4> /box/.warmed 7< /box/.argv 5< /box/.filter 6> /box/.status \
+      2>&3 3>&- 8>&- 9>&- 10>&- &
+    waiting=$! waiting_warm=1
+    IFS= read -r -t 3 -u 10 line
+    kill -0 "$waiting" 2>/dev/null && return
+    wait "$waiting"
+    warm=() waiting= waiting_warm=
+  fi
   bwrap "${launch[@]}" --bind "$work" /box -- /bin/dash -c "$shim" shim \
-    < /box/.stdin 7< /box/.argv 5< /box/.filter 6> /box/.status 2>&3 3>&- 8>&- 9>&- &
-  waiting=$!
+    < /box/.stdin 7< /box/.argv 5< /box/.filter 6> /box/.status 2>&3 3>&- 8>&- 9>&- 10>&- &
+  waiting=$! waiting_warm=
   for ((round = 0; round < 200; round++)); do
     IFS= read -r line < /box/.status
     case $line in *'"child-pid"'*) return ;; esac
     read -r -t 0.001 -u 9
   done
 }
+# Whether the sandbox made ahead can take this step: the shim any argv, a warm compiler only
+# the compile it is for, while it lives.
+takes_ready_made() {
+  [ -z "$waiting_warm" ] \
+    || { [ "$step" = compile ] && [ "${argv[0]}" = "${warm[0]}" ] && kill -0 "$waiting" 2>/dev/null; }
+}
+# After the sandbox made ahead has ended: whatever it did not read of .argv (it died first) is
+# no later one's.
+drain_argv() {
+  local rest
+  while read -r -t 0 -u 8; do IFS= read -r -d '' -t 0.01 -u 8 rest; done
+}
 launch_next
+# With a warm compiler the sandbox is at rest once the first one is warm: runbox waits for this
+# before it measures the memory the sandbox holds at rest.
+[ -n "$waiting_warm" ] && printf '\036start ready ok warm\n' >&3
 while :; do
   IFS= read -r nonce || exit 0
   read -r step || exit 125
@@ -189,7 +231,7 @@ while :; do
       # as the sandbox user (links are archived as links, never followed).
       tar -c -b 1 -f - -C "$work" . 2>/dev/null
     else
-      "${argv[@]}" < /dev/null 2>/dev/null 3>&- 8>&- 9>&-
+      "${argv[@]}" < /dev/null 2>/dev/null 3>&- 8>&- 9>&- 10>&-
     fi
     status=$?
     printf '\036%s %d\n' "$nonce" "$status"
@@ -215,26 +257,38 @@ while :; do
     elif ((stdin_len > 0)); then
       head -c "$stdin_len" > /box/.stdin
     fi
-    if [ -n "$waiting" ] && ((stdin_len >= 0)); then
+    # A job's first step meets the sandbox made ahead: the next one gets a warm compiler
+    # when this step is a compile.
+    if [ -n "$waiting" ]; then
+      if [ "$step" = compile ]; then warm_next=1; else warm_next=; fi
+    fi
+    if [ -n "$waiting" ] && ((stdin_len >= 0)) && takes_ready_made; then
       # The sandbox made after the last job takes this step.
-      shim_line "${argv[@]}"
-      printf '%s\n' "$line" >&8
+      if [ -n "$waiting_warm" ]; then
+        printf '%d\n' "${#argv[@]}" >&8
+        printf '%s\0' "${argv[@]}" >&8
+      else
+        shim_line "${argv[@]}"
+        printf '%s\n' "$line" >&8
+      fi
       wait "$waiting"
       status=$?
+      drain_argv
     else
-      # A live stdin (the runner's own) or a step after the first: a sandbox made now. One
-      # made ahead is told to end (an empty line).
+      # A live stdin (the runner's own), a step after the first, or one the warm compiler is
+      # not for: a sandbox made now. One made ahead is told to end (an empty line).
       if [ -n "$waiting" ]; then
         printf '\n' >&8
         wait "$waiting"
+        drain_argv
       fi
       if ((stdin_len >= 0)); then exec 4< /box/.stdin; else exec 4<&0; fi
       : > /box/.status
-      bwrap "${launch[@]}" --bind "$work" /box -- "${argv[@]}" <&4 4<&- 5< /box/.filter 6> /box/.status 2>&3 3>&- 8>&- 9>&-
+      bwrap "${launch[@]}" --bind "$work" /box -- "${argv[@]}" <&4 4<&- 5< /box/.filter 6> /box/.status 2>&3 3>&- 8>&- 9>&- 10>&-
       status=$?
       exec 4<&-
     fi
-    waiting=
+    waiting= waiting_warm=
     : > /box/.stdin
     health=launcher
     while IFS= read -r line; do
@@ -258,11 +312,14 @@ while :; do
     rm -rf "$work" 2> /dev/null || { chmod -R u+rwX "$work"; rm -rf "$work"; } 2> /dev/null
     [ -e "$work" ] && health=dirty:work-dir-left
     tidy
-    printf '\036%s ready %s\n' "$nonce" "$health" >&3
+    # A warm compiler before ready: the sandbox is at rest (and its memory measured) once it
+    # is warm.
+    [ "$health" = ok ] && [ -n "$warm_next" ] && ((${#warm[@]})) && launch_next
+    printf '\036%s ready %s%s\n' "$nonce" "$health" "${waiting_warm:+ warm}" >&3
     # After ready, not before: the sandbox is back in the pool at once, and a job that comes
     # while the next sandbox is being made waits for it here, no longer than it would have.
     # Made before ready, it kept every sandbox out of the pool ~8 ms longer.
-    [ "$health" = ok ] && launch_next
+    [ "$health" = ok ] && [ -z "$waiting" ] && launch_next
   fi
   [ "$health" = ok ] || exec sleep infinity
 done"#;
@@ -280,6 +337,12 @@ exec 7<&-\n\
 [ -n \"$line\" ] || exit 0\n\
 unset PWD OLDPWD\n\
 eval \"exec$line\"";
+
+/// A warm compiler's argv as the runner takes it (`$4`): words joined by spaces (the catalogue
+/// allows no space or quote in them), empty for none.
+pub fn warm_words(argv: Option<&[String]>) -> String {
+    argv.map(|words| words.join(" ")).unwrap_or_default()
+}
 
 /// The paths masked again inside a job's sandbox: the container's own list.
 pub fn masked_paths() -> String {

@@ -138,11 +138,22 @@ pub struct SandboxSpec {
     pub work_dir_mb: Option<u64>,
     /// More labels (`runbox.session.*`: what a restarted runbox needs to take a session back).
     pub labels: Vec<(String, String)>,
+    /// A reused sandbox's compiler made ahead of each job in its nested sandbox (the
+    /// language's `warm_compile` and the compile's memory cap in MiB; see `nested::SCRIPT`):
+    /// pooled sandboxes of languages that have one.
+    pub warm_compiler: Option<Vec<String>>,
 }
 
 impl SandboxSpec {
     pub fn container_name(&self) -> String {
         format!("runbox-{}-{}", self.kind.label(), self.id)
+    }
+
+    /// Whether a reused sandbox's first job already finds a warm compiler: a pooled one is
+    /// made ahead of its jobs, one made for a job is not waited on for that (it warms the
+    /// compiler for the job after, if this one compiled).
+    pub(super) fn warms_first(&self) -> bool {
+        self.warm_compiler.is_some() && self.kind == SandboxKind::Pool
     }
 }
 
@@ -211,6 +222,8 @@ pub fn container_body(config: &SandboxConfig, spec: &SandboxSpec) -> ContainerCr
                 super::nested::job_filter().to_owned(),
                 super::nested::masked_paths(),
                 super::nested::SHIM.to_owned(),
+                super::nested::warm_words(spec.warm_compiler.as_deref()),
+                if spec.warms_first() { "1" } else { "" }.to_owned(),
             ])
             .chain(super::nested::launcher_args(config))
             .collect(),
@@ -436,6 +449,7 @@ pub(crate) mod tests {
             main: MainProcess::Runner,
             work_dir_mb: None,
             labels: Vec::new(),
+            warm_compiler: None,
         }
     }
 

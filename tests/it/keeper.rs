@@ -44,6 +44,7 @@ async fn keeper_sandbox() -> (String, Sandbox) {
             main: MainProcess::Keeper,
             work_dir_mb: None,
             labels: Vec::new(),
+            warm_compiler: None,
         })
         .await
         .unwrap();

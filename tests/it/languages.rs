@@ -759,16 +759,18 @@ async fn python_starts_without_importing_the_librarys_hooks() {
     assert_eq!(r["stdout"], "[]\nok\n", "{r}");
 }
 
-/// The Java image's class-data sharing archive of javac's classes is one this JVM can map:
-/// `-Xshare:on` makes the JVM fail instead of silently ignoring an archive that does not match
-/// (a JDK upgraded under it, a corrupt file). runbox-javac uses it with `-Xshare:auto`.
+/// The Java image's class-data sharing archive of javac's classes is one this JVM can map
+/// with runbox-javac's class path: `-Xshare:on` makes the JVM fail instead of silently ignoring
+/// an archive that does not match (a JDK upgraded under it, another class path, a corrupt
+/// file). runbox-javac uses it with `-Xshare:auto`.
 #[tokio::test]
 async fn java_image_has_a_usable_javac_archive() {
     let code = r#"public class Main {
   public static void main(String[] args) throws Exception {
-    Process p = new ProcessBuilder("javac", "-J-Xshare:on", "-J-XX:+UseSerialGC",
-        "-J-XX:TieredStopAtLevel=1", "-J-XX:-UsePerfData",
-        "-J-XX:SharedArchiveFile=/usr/local/lib/runbox/javac.jsa", "-version")
+    Process p = new ProcessBuilder("java", "-Xshare:on", "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
+        "-XX:SharedArchiveFile=/usr/local/lib/runbox/javac.jsa",
+        "-cp", "/usr/local/lib/runbox/runbox-javac.jar", "-version")
         .redirectErrorStream(true).start();
     String out = new String(p.getInputStream().readAllBytes()).trim();
     System.out.println(p.waitFor() + " " + out);
@@ -777,7 +779,7 @@ async fn java_image_has_a_usable_javac_archive() {
     let r = run_and_clean(json!({ "language": "java", "code": code, "memory_mb": 512 })).await;
     assert_eq!(r["status"], "success", "{r}");
     let stdout = r["stdout"].as_str().unwrap();
-    assert!(stdout.starts_with("0 javac 17"), "{r}");
+    assert!(stdout.starts_with("0 openjdk version \"17"), "{r}");
 }
 
 /// The C++ image's precompiled `<bits/stdc++.h>` is taken by g++ with the catalogue's flags
