@@ -113,9 +113,9 @@ shim=$3
 read -r -a warm <<< "$4"
 # Whether the next sandbox made ahead runs the warm compiler: at first when `$5` says so (a
 # pooled sandbox: made ahead of its jobs), then while jobs begin with a compile (compile cache
-# misses). After one that did not (a hit) the shim: a compiler warmed for nobody costs ~0.4 s
+# misses). After one that did not (a hit) the shim: a compiler warmed for nobody costs ~0.65 s
 # of CPU.
-warm_next=$5
+warm_next=$5 warms_first=$5
 shift 5
 launch=("$@" "${masks[@]}")
 work=/box/job
@@ -208,9 +208,10 @@ drain_argv() {
   while read -r -t 0 -u 8; do IFS= read -r -d '' -t 0.01 -u 8 rest; done
 }
 launch_next
-# With a warm compiler the sandbox is at rest once the first one is warm: runbox waits for this
-# before it measures the memory the sandbox holds at rest.
-[ -n "$waiting_warm" ] && printf '\036start ready ok warm\n' >&3
+# A pooled sandbox with a warm compiler is at rest once the first one is warm: runbox waits for
+# this before it measures the memory the sandbox holds at rest (without `warm`: the compiler
+# died on the way, and the shim waits instead).
+[ -n "$warms_first" ] && printf '\036start ready ok%s\n' "${waiting_warm:+ warm}" >&3
 while :; do
   IFS= read -r nonce || exit 0
   read -r step || exit 125
