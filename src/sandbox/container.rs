@@ -153,6 +153,15 @@ fn share_of(limit: u32, share: f64) -> u32 {
 }
 
 impl Reuse {
+    /// The memory at rest to compare with now: with the compiler waiting, or the shim.
+    fn at_rest(&mut self) -> &mut Option<u64> {
+        if self.warm_waits {
+            &mut self.resident_at_rest_warm
+        } else {
+            &mut self.resident_at_rest
+        }
+    }
+
     /// A reused sandbox's record; with a warm compiler, its runner is first to say it is
     /// ready (at rest) once that compiler is warm (see `nested::SCRIPT`).
     pub(super) fn new(language: &str, memory_mb: u64, warm_compiler: bool) -> Reuse {
@@ -395,11 +404,7 @@ impl Sandbox {
             // Where the cgroup is out of sight, the runner's word stands.
             return true;
         };
-        let at_rest = if reuse.warm_waits {
-            &mut reuse.resident_at_rest_warm
-        } else {
-            &mut reuse.resident_at_rest
-        };
+        let at_rest = reuse.at_rest();
         match *at_rest {
             Some(at_rest) if now > at_rest + RESIDENT_SLACK_BYTES => {
                 tracing::warn!(sandbox = %self.id, at_rest, now, "a reused sandbox holds more memory than before its job; retired");
@@ -419,11 +424,7 @@ impl Sandbox {
     /// Notes the resident memory at rest before a reused sandbox's first job.
     async fn note_rest(&mut self) {
         if let Some(reuse) = &mut self.reuse {
-            let at_rest = if reuse.warm_waits {
-                &mut reuse.resident_at_rest_warm
-            } else {
-                &mut reuse.resident_at_rest
-            };
+            let at_rest = reuse.at_rest();
             if at_rest.is_none() {
                 *at_rest = host_cgroup::resident(&self.container_id).await;
             }
