@@ -139,8 +139,8 @@ pub struct SandboxSpec {
     /// More labels (`runbox.session.*`: what a restarted runbox needs to take a session back).
     pub labels: Vec<(String, String)>,
     /// A reused sandbox's compiler made ahead of each job in its nested sandbox (the
-    /// language's `warm_compile` and the compile's memory cap in MiB; see `nested::SCRIPT`):
-    /// pooled sandboxes of languages that have one.
+    /// language's `warm_compile` and the compile's memory cap in MiB; see `nested::SCRIPT`),
+    /// for the job sandboxes of languages that have one; see [`SandboxSpec::warms_first`].
     pub warm_compiler: Option<Vec<String>>,
 }
 

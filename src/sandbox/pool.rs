@@ -459,8 +459,8 @@ async fn fill_one(pool: Arc<LanguagePool>, sandboxes: Sandboxes, stop: Cancellat
             return;
         }
     };
-    // A runner with a warm compiler is at rest (its memory measured) once that is warm: the
-    // sandbox is still being made until then.
+    // A reused sandbox is at rest (its memory at rest measured) once its runner says so, for
+    // a runner with a warm compiler once that is warm: it is still being made until then.
     let created = match created {
         Ok(mut sandbox) if sandbox.is_reused() => {
             let at_rest = tokio::select! {
