@@ -52,6 +52,9 @@ enum Command {
         /// A running server to measure; by default two are started (pool on, pool off).
         #[arg(long)]
         url: Option<String>,
+        /// Seconds each back-to-back series lasts (at least `--runs` runs).
+        #[arg(long, default_value_t = 60)]
+        back_to_back: u64,
         /// Seconds per throughput phase (and for the engine ceiling).
         #[arg(long, default_value_t = 30)]
         duration: u64,
@@ -194,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
         #[cfg(feature = "bench")]
         Command::Bench {
             runs,
+            back_to_back,
             url,
             duration,
             concurrency,
@@ -209,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
                 url,
                 config_path: cli.config.clone(),
                 runs,
+                back_to_back: std::time::Duration::from_secs(back_to_back),
                 duration: std::time::Duration::from_secs(duration),
                 concurrency,
                 skip_engine,
