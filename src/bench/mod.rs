@@ -1155,7 +1155,7 @@ async fn soak(config: &Config, options: &BenchOptions, length: Duration) -> anyh
         kb(rss_end)
     );
     for name in [
-        "runbox_containers_created_total",
+        CONTAINERS_MADE,
         "runbox_pool_returned_total{language=\"python\"}",
         "runbox_compile_cache_hits_total",
         "runbox_compile_cache_misses_total",
